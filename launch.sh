@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# One entry point for newcomers, CI and users: set-up, tests, the demo and the three roles.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PY="$VENV/bin/python"
+
+usage() {
+    cat <<'USAGE'
+usage: ./launch.sh COMMAND [ARGS]
+
+  setup                 create .venv and install the project (idempotent; CPU torch unless a GPU is present)
+  demo                  fetch data, train both models on CPU, export, serve with --verify, print a summary
+  test [--slow] [PYTEST_ARGS]
+                        setup + the test suite (--slow adds the tests marked slow)
+  train [--nproc N] [--nnodes N --node-rank R --master-addr A --master-port P]
+        [--mixed-precision no|fp16|bf16] -- TRAINER_ARGS
+                        python -m trainer train on 1 process, N CPU processes (gloo) or N GPUs (nccl)
+  export ARGS           python -m export ARGS
+  serve ARGS            python -m serve ARGS
+
+Environment: TORCH_SPEC overrides the torch requirement used by setup (default: torch==2.13.0,
+the CPU wheel, when no NVIDIA GPU is visible; plain "torch" with CUDA wheels when one is).
+USAGE
+}
+
+have_gpu() {
+    command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'
+}
+
+setup() {
+    local stamp="$VENV/.seqlstm-installed"
+    local want
+    want="$(cat pyproject.toml; echo "torch=${TORCH_SPEC:-auto} gpu=$(have_gpu && echo 1 || echo 0)")"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    [[ -x "$PY" ]] || python3 -m venv "$VENV"
+    local torch_spec="${TORCH_SPEC:-}"
+    if [[ -z "$torch_spec" ]]; then
+        # An unpinned `torch` resolves to the CUDA build and several GB of nvidia-* wheels;
+        # 2.13.0 is the CPU wheel these machines keep locally. Install it first so that
+        # `torch>=2.2` in pyproject.toml is already satisfied and pulls nothing more.
+        if have_gpu; then torch_spec="torch"; else torch_spec="torch==2.13.0"; fi
+    fi
+    echo "setup: installing $torch_spec and the project into $VENV" >&2
+    "$PY" -m pip install -q --disable-pip-version-check "$torch_spec" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    "$PY" -c 'import torch' || { echo "setup: torch failed to install ($torch_spec)" >&2; exit 1; }
+    "$PY" -m pip install -q --disable-pip-version-check -e '.[train,serve,dev]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    "$PY" -c 'import trainer, export, serve, accelerate, onnxruntime, pytest' \
+        || { echo "setup: project install failed; rerun with output: $PY -m pip install -e '.[train,serve,dev]'" >&2; exit 1; }
+    echo "$want" > "$stamp"
+}
+
+run_tests() {
+    local args=()
+    if [[ "${1:-}" == "--slow" ]]; then
+        shift
+        args=(-m "")
+    fi
+    "$PY" -m pytest "${args[@]}" "$@"
+}
+
+train() {
+    local nproc="" nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500 mp=""
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --nproc) nproc="$2"; shift 2 ;;
+            --nnodes) nnodes="$2"; shift 2 ;;
+            --node-rank) node_rank="$2"; shift 2 ;;
+            --master-addr) master_addr="$2"; shift 2 ;;
+            --master-port) master_port="$2"; shift 2 ;;
+            --mixed-precision) mp="$2"; shift 2 ;;
+            --) shift; break ;;
+            *) echo "launch.sh train: unknown option '$1' (options before '--': --nproc --nnodes --node-rank --master-addr --master-port --mixed-precision)" >&2; exit 2 ;;
+        esac
+    done
+    case "$mp" in ""|no|fp16|bf16) ;; *) echo "launch.sh train: --mixed-precision must be one of no, fp16, bf16; got '$mp'" >&2; exit 2 ;; esac
+    if [[ -z "$nproc" ]]; then
+        nproc=$("$PY" -c 'import torch; print(max(torch.cuda.device_count(), 1))')
+    fi
+    [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh train: --nproc must be a positive integer; got '$nproc'" >&2; exit 2; }
+    # Accelerator(mixed_precision=None) reads this, so the trainer's own --mixed_precision still wins.
+    [[ -n "$mp" ]] && export ACCELERATE_MIXED_PRECISION="$mp"
+    if [[ "$nproc" == 1 && "$nnodes" == 1 ]]; then
+        exec "$PY" -m trainer train "$@"
+    fi
+    # torchrun rather than `accelerate launch --cpu`, which silently runs a single process
+    # (accelerate issue 2741); Accelerator picks the world up from torchrun's environment.
+    exec "$PY" -m torch.distributed.run --nproc-per-node "$nproc" --nnodes "$nnodes" \
+        --node-rank "$node_rank" --master-addr "$master_addr" --master-port "$master_port" \
+        -m trainer train "$@"
+}
+
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+    setup) setup ;;
+    test) setup; run_tests "$@" ;;
+    demo) setup; exec "$PY" -m serve.demo "$@" ;;
+    train) setup; train "$@" ;;
+    export) setup; exec "$PY" -m export "$@" ;;
+    serve) setup; exec "$PY" -m serve "$@" ;;
+    -h|--help|help) usage ;;
+    *) usage >&2; [[ -n "$cmd" ]] && echo "launch.sh: unknown command '$cmd'" >&2; exit 2 ;;
+esac

@@ -1,0 +1,148 @@
+"""The three LSTMs. `forward` takes the tensors named in `input_names` and returns logits.
+
+Padding invariance without `pack_padded_sequence` (which does not export to ONNX cleanly,
+pytorch issues 26462 and 48460): inputs are right-padded, so a forward LSTM's outputs at real
+positions never see padding. The backward direction is a second forward LSTM run over each
+sequence reversed *within its own length* (a gather), whose outputs are reversed back the same
+way. Both are plain `nn.LSTM` calls, which the exporter turns into ONNX `LSTM` nodes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.config import ModelConfig, SentimentConfig, TaggerConfig
+from trainer.preprocess import Vocabs
+
+
+def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, T) positions that reverse each row's first `lengths[b]` steps and keep the padding.
+
+    The map is its own inverse, so the same index reverses the outputs back.
+    """
+    pos = torch.arange(max_len, device=lengths.device).unsqueeze(0)  # (1, T)
+    length = lengths.unsqueeze(1)  # (B, 1)
+    return torch.where(pos < length, length - 1 - pos, pos)  # (B, T)
+
+
+def gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[b, index[b, t], :] for (B, T, C) x and (B, T) index."""
+    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
+
+
+def last_step(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, C) output at each row's last real position."""
+    return gather_time(x, (lengths - 1).unsqueeze(1)).squeeze(1)
+
+
+class PaddedLSTM(nn.Module):
+    """A stack of LSTM layers over right-padded batches, optionally bidirectional.
+
+    Returns (B, T, H * directions); positions past a row's length hold unused values.
+    """
+
+    def __init__(self, input_size: int, hidden: int, layers: int, bidirectional: bool, dropout: float) -> None:
+        super().__init__()
+        sizes = [input_size] + [hidden * (2 if bidirectional else 1)] * (layers - 1)
+        self.forward_layers = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes)
+        self.backward_layers = (
+            nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes) if bidirectional else None
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.output_size = hidden * (2 if bidirectional else 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        backward = self.backward_layers
+        index = reverse_index(lengths, x.shape[1]) if backward is not None else None
+        for i, layer in enumerate(self.forward_layers):
+            if i > 0:
+                x = self.dropout(x)
+            out, _ = layer(x)  # (B, T, H)
+            if backward is not None:
+                back, _ = backward[i](gather_time(x, index))
+                out = torch.cat([out, gather_time(back, index)], dim=2)  # (B, T, 2H)
+            x = out
+        return x
+
+    def final_state(self, out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Last forward state joined with the backward direction's last state (at position 0)."""
+        if self.backward_layers is None:
+            return last_step(out, lengths)
+        half = out.shape[2] // 2
+        return torch.cat([last_step(out[:, :, :half], lengths), out[:, 0, half:]], dim=1)
+
+
+class LSTMTagger(nn.Module):
+    """Word embeddings -> (Bi)LSTM -> linear over the tags: the word-only tagger."""
+
+    input_names: tuple[str, ...] = ("words", "lengths")
+    output_names: tuple[str, ...] = ("logits",)
+
+    def __init__(self, config: TaggerConfig, vocabs: Vocabs, token_features: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.word_embedding = nn.Embedding(len(vocabs.words), config.word_dim, padding_idx=0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = PaddedLSTM(
+            token_features or config.word_dim, config.word_hidden, config.layers, config.bidirectional, config.dropout
+        )
+        self.output = nn.Linear(self.encoder.output_size, len(vocabs.labels))
+
+    def forward(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.tag(self.word_embedding(words), lengths)
+
+    def tag(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) token features -> (B, T, n_tags) logits."""
+        h = self.encoder(self.dropout(x), lengths)  # (B, T, H*dirs)
+        return self.output(self.dropout(h))
+
+
+class DualLSTMTagger(LSTMTagger):
+    """Word embedding joined with a character BiLSTM's final states per word, then as LSTMTagger."""
+
+    input_names = ("words", "lengths", "chars", "word_lengths")
+
+    def __init__(self, config: TaggerConfig, vocabs: Vocabs) -> None:
+        if vocabs.chars is None:
+            raise ValueError("DualLSTMTagger needs a character vocabulary")
+        super().__init__(config, vocabs, token_features=config.word_dim + 2 * config.char_hidden)
+        self.char_embedding = nn.Embedding(len(vocabs.chars), config.char_dim, padding_idx=0)
+        self.char_encoder = PaddedLSTM(config.char_dim, config.char_hidden, 1, True, 0.0)
+
+    def forward(
+        self, words: torch.Tensor, lengths: torch.Tensor, chars: torch.Tensor, word_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        batch, steps, width = chars.shape
+        flat_lengths = word_lengths.reshape(batch * steps).clamp(min=1)  # padding words: one <pad> step
+        c = self.char_embedding(chars.reshape(batch * steps, width))  # (B*T, W, Ec)
+        h = self.char_encoder(c, flat_lengths)  # (B*T, W, 2Hc)
+        per_word = self.char_encoder.final_state(h, flat_lengths).reshape(batch, steps, -1)  # (B, T, 2Hc)
+        return self.tag(torch.cat([self.word_embedding(words), per_word], dim=2), lengths)  # (B, T, n_tags)
+
+
+class SentimentNet(nn.Module):
+    """Embedding -> multi-layer (Bi)LSTM -> dropout -> linear to one logit per review."""
+
+    input_names = ("words", "lengths")
+    output_names = ("logits",)
+
+    def __init__(self, config: SentimentConfig, vocabs: Vocabs) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(len(vocabs.words), config.embed_dim, padding_idx=0)
+        self.encoder = PaddedLSTM(config.embed_dim, config.hidden, config.layers, config.bidirectional, config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(self.encoder.output_size, 1)
+
+    def forward(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(self.dropout(self.embedding(words)), lengths)  # (B, T, H*dirs)
+        state = self.encoder.final_state(h, lengths)  # (B, H*dirs)
+        return self.output(self.dropout(state)).squeeze(1)  # (B,)
+
+
+def build_model(config: ModelConfig, vocabs: Vocabs) -> nn.Module:
+    """The model a config describes; vocabulary sizes come from the vocabularies it was trained with."""
+    if isinstance(config, SentimentConfig):
+        return SentimentNet(config, vocabs)
+    return DualLSTMTagger(config, vocabs) if config.char_encoder else LSTMTagger(config, vocabs)

@@ -1,0 +1,194 @@
+"""Text -> arrays, in one place: training, export validation and serving all import this module.
+
+Imports numpy and nltk only (no torch), so the serving runtime can use it as is. The arrays it
+builds are exactly the model inputs named in docs/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from nltk.tokenize import NLTKWordTokenizer
+
+from trainer.config import PreprocessConfig
+from trainer.errors import DataError
+
+PAD, UNK, URL = "<pad>", "<unk>", "<url>"
+UNIVERSAL_TAGS = ("NOUN", "VERB", "ADJ", "ADV", "ADP", "CONJ", "DET", "NUM", "PRON", "PRT", ".", "X")
+SENTIMENT_LABELS = ("negative", "positive")  # index = the BCE target, so P(positive) = sigmoid(logit)
+
+_URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_DIGIT_RE = re.compile(r"\d")
+_TOKENIZER = NLTKWordTokenizer()
+
+
+def tokenize(text: str) -> list[str]:
+    """Treebank-style tokens in their original case; each URL becomes one `<url>` token.
+
+    URLs are cut out before tokenizing because the Treebank rules would split them on punctuation.
+    """
+    tokens: list[str] = []
+    start = 0
+    for match in _URL_RE.finditer(text):
+        tokens += _TOKENIZER.tokenize(text[start : match.start()])
+        tokens.append(URL)
+        start = match.end()
+    tokens += _TOKENIZER.tokenize(text[start:])
+    return tokens
+
+
+def normalize_word(token: str, config: PreprocessConfig) -> str:
+    """The key a token is looked up by in the word vocabulary (characters keep the original)."""
+    if token == URL:
+        return token
+    if config.lowercase:
+        token = token.lower()
+    if config.digits_to_zero:
+        token = _DIGIT_RE.sub("0", token)
+    return token
+
+
+class Vocab:
+    """Token <-> id. `<pad>` is id 0 and `<unk>` id 1 when the vocabulary has specials."""
+
+    def __init__(self, itos: Sequence[str], *, specials: bool = True) -> None:
+        self.itos = list(itos)
+        self.specials = specials
+        if specials and self.itos[:2] != [PAD, UNK]:
+            raise DataError(f"vocabulary must start with {PAD!r}, {UNK!r}; got {self.itos[:2]}")
+        self.stoi = {token: i for i, token in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise DataError("vocabulary has duplicate entries")
+
+    @classmethod
+    def build(cls, counts: Counter, min_count: int = 1) -> Vocab:
+        """Most frequent first, ties by token, so the same corpus always gives the same ids."""
+        kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        return cls([PAD, UNK] + [t for t in kept if t not in (PAD, UNK)])
+
+    @classmethod
+    def labels(cls, names: Sequence[str]) -> Vocab:
+        return cls(names, specials=False)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def id(self, token: str) -> int:
+        """Unknown tokens map to `<unk>`; a label vocabulary has none, so an unknown label is an error."""
+        found = self.stoi.get(token)
+        if found is not None:
+            return found
+        if self.specials:
+            return 1
+        raise DataError(f"unknown label {token!r}; expected one of {self.itos}")
+
+
+@dataclass
+class Vocabs:
+    """Everything a model needs to turn strings into ids; saved as vocab.json beside the weights."""
+
+    words: Vocab
+    labels: Vocab
+    chars: Vocab | None = None
+
+    def to_json(self) -> dict:
+        out = {"words": self.words.itos, "labels": self.labels.itos}
+        if self.chars is not None:
+            out["chars"] = self.chars.itos
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Vocabs:
+        chars = data.get("chars")
+        return cls(
+            words=Vocab(data["words"]),
+            labels=Vocab.labels(data["labels"]),
+            chars=Vocab(chars) if chars is not None else None,
+        )
+
+
+def build_vocabs(
+    token_lists: Iterable[Sequence[str]], labels: Sequence[str], config: PreprocessConfig, *, chars: bool
+) -> Vocabs:
+    """Vocabularies from the training split only: words by min count, characters of raw tokens."""
+    word_counts: Counter = Counter()
+    char_counts: Counter = Counter()
+    for tokens in token_lists:
+        word_counts.update(normalize_word(t, config) for t in tokens)
+        if chars:
+            for token in tokens:
+                char_counts.update(token)
+    return Vocabs(
+        words=Vocab.build(word_counts, config.min_count),
+        labels=Vocab.labels(labels),
+        chars=Vocab.build(char_counts, 1) if chars else None,
+    )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One sentence or review as ids, before padding."""
+
+    words: np.ndarray  # (T,) int64
+    chars: np.ndarray | None = None  # (T, W) int64, W = longest word, capped at max_word_len
+    word_lengths: np.ndarray | None = None  # (T,) int64
+
+
+class Encoder:
+    """Tokens -> `Encoded` -> padded batch arrays, for one model's vocabularies and config."""
+
+    def __init__(self, vocabs: Vocabs, config: PreprocessConfig) -> None:
+        self.vocabs = vocabs
+        self.config = config
+
+    def truncate(self, tokens: Sequence[str]) -> list[str]:
+        """Inputs longer than `max_tokens` keep their first `max_tokens` tokens (callers report it)."""
+        return list(tokens[: self.config.max_tokens])
+
+    def encode(self, tokens: Sequence[str]) -> Encoded:
+        tokens = self.truncate(tokens)
+        words = np.fromiter(
+            (self.vocabs.words.id(normalize_word(t, self.config)) for t in tokens), np.int64, len(tokens)
+        )
+        if self.vocabs.chars is None:
+            return Encoded(words)
+        cap = self.config.max_word_len
+        lengths = np.fromiter((min(len(t), cap) for t in tokens), np.int64, len(tokens))
+        chars = np.zeros((len(tokens), max(1, int(lengths.max(initial=1)))), np.int64)
+        char_id = self.vocabs.chars.id
+        for i, token in enumerate(tokens):
+            chars[i, : lengths[i]] = [char_id(c) for c in token[:cap]]
+        return Encoded(words, chars, lengths)
+
+    def batch(self, items: Sequence[Encoded]) -> dict[str, np.ndarray]:
+        """Right-pad with id 0 into the model's named inputs. Every length is at least 1."""
+        if not items:
+            raise DataError("cannot build a batch from no examples")
+        lengths = np.array([len(item.words) for item in items], np.int64)
+        if lengths.min() < 1:
+            raise DataError("empty input reached the encoder; callers must handle empty texts first")
+        batch_size, max_len = len(items), int(lengths.max())
+        words = np.zeros((batch_size, max_len), np.int64)
+        for b, item in enumerate(items):
+            words[b, : lengths[b]] = item.words
+        arrays = {"words": words, "lengths": lengths}
+        if self.vocabs.chars is not None:
+            max_chars = max(item.chars.shape[1] for item in items)
+            chars = np.zeros((batch_size, max_len, max_chars), np.int64)
+            word_lengths = np.zeros((batch_size, max_len), np.int64)
+            for b, item in enumerate(items):
+                chars[b, : lengths[b], : item.chars.shape[1]] = item.chars
+                word_lengths[b, : lengths[b]] = item.word_lengths
+            arrays["chars"] = chars
+            arrays["word_lengths"] = word_lengths
+        return arrays
+
+    def labels(self, names: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.vocabs.labels.id(n) for n in names), np.int64, len(names))
