@@ -45,7 +45,7 @@ setup() {
         if have_gpu; then torch_spec="torch"; else torch_spec="torch==2.13.0"; fi
     fi
     echo "setup: installing $torch_spec and the project into $VENV" >&2
-    "$PY" -m pip install -q --disable-pip-version-check "$torch_spec" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    "$PY" -m pip install -q --disable-pip-version-check "$torch_spec" numpy 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$PY" -c 'import torch' || { echo "setup: torch failed to install ($torch_spec)" >&2; exit 1; }
     "$PY" -m pip install -q --disable-pip-version-check -e '.[train,serve,dev]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$PY" -c 'import trainer, export, serve, accelerate, onnxruntime, pytest' \
