@@ -1,0 +1,97 @@
+"""Rotten Tomatoes test accuracy: our sentiment LSTM beside NLTK's Naive Bayes on the same split.
+
+Naive Bayes sees unigram and bigram presence features of the same tokens our model sees
+(`trainer.preprocess.tokenize`, lower-cased). The test set has ~1,300 reviews, so each accuracy
+carries a binomial 95% interval of about +-2.3 points; it is reported beside the figure.
+
+    python -m bench.sentiment_accuracy --model runs/bench-sentiment/model --json bench/results/sentiment_accuracy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.common import add_json_arg, print_machine, report, table, timed, write_json
+from trainer.data import Review, open_dataset
+from trainer.preprocess import tokenize
+
+
+def load_split(spec: str, split: str, limit: int | None = None) -> list[Review]:
+    return list(itertools.islice(open_dataset(spec).examples(split), limit))
+
+
+def features(text: str) -> dict[str, bool]:
+    """Presence of each lower-cased unigram and adjacent bigram."""
+    tokens = [t.lower() for t in tokenize(text)]
+    found = {f"w:{t}": True for t in tokens}
+    found.update({f"b:{a} {b}": True for a, b in zip(tokens, tokens[1:])})
+    return found
+
+
+def accuracy(gold: Sequence[Review], predicted: Sequence[str]) -> dict[str, float | int]:
+    n = len(gold)
+    acc = sum(r.label == p for r, p in zip(gold, predicted, strict=True)) / n
+    return {"accuracy": acc, "ci95": 1.96 * math.sqrt(acc * (1 - acc) / n), "documents": n}
+
+
+def naive_bayes(train: Sequence[Review], test: Sequence[Review]) -> tuple[list[str], dict[str, float]]:
+    from nltk.classify import NaiveBayesClassifier
+
+    with timed() as fit:
+        classifier = NaiveBayesClassifier.train([(features(r.text), r.label) for r in train])
+    with timed() as run:
+        labels = [classifier.classify(features(r.text)) for r in test]
+    return labels, {"train_s": fit["s"], "predict_s": run["s"]}
+
+
+def lstm(model_dir: Path, test: Sequence[Review], batch_size: int) -> tuple[list[str], dict[str, float]]:
+    """Labels from our artifact: logit > 0 is P(positive) > 0.5."""
+    from bench import lstm as torch_lstm
+
+    artifact, encoder = torch_lstm.load(model_dir)
+    if artifact.task != "sentiment":
+        sys.exit(f"error: --model {model_dir} is a {artifact.task} model; expected a sentiment model")
+    negative, positive = artifact.vocabs.labels.itos
+    with timed() as run:
+        logits = torch_lstm.logits(artifact, encoder, [tokenize(r.text) for r in test], batch_size)
+    return [positive if float(z) > 0 else negative for z in logits], {"predict_s": run["s"]}
+
+
+def run(args: argparse.Namespace) -> dict:
+    train = load_split(args.data, "train", args.limit_train)
+    test = load_split(args.data, "test", args.limit_test)
+    results = {"data": args.data, "train_documents": len(train)}
+    labels, times = naive_bayes(train, test)
+    results["naive_bayes"] = {**accuracy(test, labels), **times, "features": "unigram+bigram presence"}
+    rows = [{"classifier": "nltk NaiveBayes (uni+bigrams)", **results["naive_bayes"]}]
+    if args.model:
+        labels, times = lstm(args.model, test, args.batch_size)
+        results["lstm"] = {**accuracy(test, labels), **times, "model": str(args.model)}
+        rows.append({"classifier": "our sentiment LSTM", **results["lstm"]})
+    results["table"] = rows
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sentiment_accuracy", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="RUN_DIR/model of a sentiment model (omit: Naive Bayes only)")
+    parser.add_argument("--data", default="rotten-tomatoes", help="a sentiment --data spec (default: rotten-tomatoes)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--limit-train", type=int, help="use only the first N train reviews (smoke tests)")
+    parser.add_argument("--limit-test", type=int, help="use only the first N test reviews (smoke tests)")
+    add_json_arg(parser)
+    args = parser.parse_args(argv)
+    doc = report("sentiment_accuracy", args, run(args))
+    print_machine(doc["machine"])
+    print(table(doc["results"]["table"], ["classifier", "accuracy", "ci95", "documents", "train_s", "predict_s"]))
+    write_json(args.json, doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

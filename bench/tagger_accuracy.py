@@ -1,0 +1,125 @@
+"""Brown test token accuracy and OOV accuracy: our LSTM tagger beside NLTK's averaged perceptron.
+
+Both taggers are trained on the same Brown train split and scored on the same test tokens. OOV is
+one definition for both: the word, normalized as our model normalizes it (lower-case, digits -> 0,
+`trainer.preprocess.normalize_word`), never occurs in the train split.
+
+    python -m bench.tagger_accuracy --model runs/bench-tagger/model --json bench/results/tagger_accuracy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.common import add_json_arg, print_machine, report, table, timed, write_json
+from trainer.config import PreprocessConfig
+from trainer.data import TaggedSentence, open_dataset
+from trainer.preprocess import normalize_word
+
+
+def load_split(spec: str, split: str, limit: int | None = None) -> list[TaggedSentence]:
+    return list(itertools.islice(open_dataset(spec).examples(split), limit))
+
+
+def train_words(train: Sequence[TaggedSentence], config: PreprocessConfig) -> set[str]:
+    return {normalize_word(w, config) for s in train for w in s.words}
+
+
+def score(gold: Sequence[TaggedSentence], predicted: Sequence[Sequence[str]], known: set[str],
+          config: PreprocessConfig) -> dict[str, float | int]:
+    """Token accuracy overall and on OOV tokens (normalized word not in `known`)."""
+    right = total = oov_right = oov_total = 0
+    for sentence, tags in zip(gold, predicted, strict=True):
+        for word, gold_tag, tag in zip(sentence.words, sentence.tags, tags, strict=True):
+            hit = gold_tag == tag
+            right += hit
+            total += 1
+            if normalize_word(word, config) not in known:
+                oov_right += hit
+                oov_total += 1
+    return {
+        "accuracy": right / total,
+        "oov_accuracy": oov_right / oov_total if oov_total else None,
+        "tokens": total,
+        "oov_tokens": oov_total,
+    }
+
+
+def perceptron(train: Sequence[TaggedSentence], test: Sequence[TaggedSentence], nr_iter: int = 5,
+               seed: int = 1234) -> tuple[list[list[str]], dict[str, float]]:
+    """Train NLTK's averaged perceptron from scratch (no nltk_data) and tag the test sentences."""
+    from nltk.tag.perceptron import PerceptronTagger
+
+    tagger = PerceptronTagger(load=False)
+    random.seed(seed)  # train() shuffles the sentences with the global `random`
+    with timed() as fit:
+        tagger.train([list(zip(s.words, s.tags)) for s in train], nr_iter=nr_iter)
+    with timed() as run:
+        tags = [[tag for _, tag in tagger.tag(list(s.words))] for s in test]
+    return tags, {"train_s": fit["s"], "tag_s": run["s"]}
+
+
+def lstm(model_dir: Path, test: Sequence[TaggedSentence], batch_size: int) -> tuple[list[list[str]], dict[str, float]]:
+    """Tags from our trained artifact: batched forward in torch, argmax per token."""
+    from bench import lstm as torch_lstm
+
+    artifact, encoder = torch_lstm.load(model_dir)
+    if artifact.task != "tagger":
+        sys.exit(f"error: --model {model_dir} is a {artifact.task} model; expected a tagger")
+    labels = artifact.vocabs.labels.itos
+    with timed() as run:
+        logits = torch_lstm.logits(artifact, encoder, [s.words for s in test], batch_size)
+    tags = [[labels[i] for i in row.argmax(axis=1)] for row in logits]
+    for sentence, row in zip(test, tags):  # over-long sentences are truncated: count the rest as wrong
+        row += [None] * (len(sentence.words) - len(row))
+    return tags, {"tag_s": run["s"], "train_s": artifact.metrics.get("train_seconds")}  # timed steps only
+
+
+def run(args: argparse.Namespace) -> dict:
+    config = PreprocessConfig()
+    if args.model:
+        from trainer.artifact import read_meta
+
+        config = read_meta(args.model)[1]  # OOV is normalized exactly as our model normalizes words
+    train = load_split(args.data, "train", args.limit_train)
+    test = load_split(args.data, "test", args.limit_test)
+    known = train_words(train, config)
+    results = {"data": args.data, "train_sentences": len(train), "test_sentences": len(test)}
+    rows = []
+    tags, times = perceptron(train, test, args.nr_iter, args.seed)
+    results["perceptron"] = {**score(test, tags, known, config), **times, "nr_iter": args.nr_iter}
+    rows.append({"tagger": "nltk averaged perceptron", **results["perceptron"]})
+    if args.model:
+        tags, times = lstm(args.model, test, args.batch_size)
+        results["lstm"] = {**score(test, tags, known, config), **times, "model": str(args.model)}
+        rows.append({"tagger": "our LSTM tagger", **results["lstm"]})
+    results["table"] = rows
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tagger_accuracy", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="RUN_DIR/model of a trained tagger (omit: perceptron only)")
+    parser.add_argument("--data", default="brown", help="a tagger --data spec (default: brown)")
+    parser.add_argument("--nr-iter", type=int, default=5, help="perceptron training passes (default: 5)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--limit-train", type=int, help="use only the first N train sentences (smoke tests)")
+    parser.add_argument("--limit-test", type=int, help="use only the first N test sentences (smoke tests)")
+    add_json_arg(parser)
+    args = parser.parse_args(argv)
+    doc = report("tagger_accuracy", args, run(args))
+    print_machine(doc["machine"])
+    columns = ["tagger", "accuracy", "oov_accuracy", "tokens", "oov_tokens", "train_s", "tag_s"]
+    print(table(doc["results"]["table"], columns))
+    write_json(args.json, doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The benchmark scripts on tiny settings, so they keep working between full runs (docs/BENCHMARKS.md).
+
+Full runs take minutes to hours; these take seconds: FLOP arithmetic against hand counts, the
+perceptron and Naive Bayes baselines on a few hundred real examples, the tutorial loop for a few
+sentences, and `bench.preprocess_scale` end to end on 2,000 generated lines.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from bench import flops, inference, preprocess_scale, sentiment_accuracy, tagger_accuracy, train_speed
+from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
+from trainer.data import TaggedSentence
+
+from conftest import REPO
+
+
+def test_flops_per_token_matches_a_hand_count():
+    assert flops.lstm_step_flops(3, 2) == 4 * (3 + 2) * 2 * 2
+    word = 2 * 4 * (100 + 2 * 50 + 128) * 128 * 2  # BiLSTM over [word emb; char BiLSTM states]
+    out = 2 * 256 * 12
+    char = 2 * 4 * (30 + 50) * 50 * 2  # char BiLSTM, per character
+    assert flops.flops_per_token(TaggerConfig(), 12, chars_per_word=4.5) == word + out + 4.5 * char
+    assert flops.flops_per_token(TaggerConfig(char_encoder=False), 12) == 2 * 4 * (100 + 128) * 128 * 2 + out
+    assert flops.flops_per_token(SentimentConfig(), 2) == 2 * 4 * (128 + 128) * 128 * 2  # two layers
+    rate = flops.matmul_gflops(1, n=64, seconds=0.01)
+    assert math.isfinite(rate) and rate > 0
+
+
+def test_tagger_score_counts_oov_by_normalized_train_words():
+    config = PreprocessConfig()
+    known = tagger_accuracy.train_words([TaggedSentence(("The", "1999", "dog"), ("DET", "NUM", "NOUN"))], config)
+    gold = [TaggedSentence(("the", "2024", "cat", "runs"), ("DET", "NUM", "NOUN", "VERB"))]
+    result = tagger_accuracy.score(gold, [["DET", "NUM", "NOUN", "NOUN"]], known, config)
+    # "2024" -> "0000" is known (digits -> 0); "cat" and "runs" are OOV, one of them right.
+    assert result == {"accuracy": 0.75, "oov_accuracy": 0.5, "tokens": 4, "oov_tokens": 2}
+
+
+def test_perceptron_baseline_on_200_brown_sentences(data_dir):
+    train = tagger_accuracy.load_split("brown", "train", 200)
+    test = tagger_accuracy.load_split("brown", "test", 50)
+    tags, times = tagger_accuracy.perceptron(train, test, nr_iter=2)
+    config = PreprocessConfig()
+    result = tagger_accuracy.score(test, tags, tagger_accuracy.train_words(train, config), config)
+    assert result["tokens"] == sum(len(s.words) for s in test)
+    assert 0 < result["oov_tokens"] < result["tokens"]
+    assert result["accuracy"] > 0.75  # tagging everything NOUN gives about 0.3
+    assert result["oov_accuracy"] < result["accuracy"]
+    assert times["train_s"] > 0
+
+
+def test_naive_bayes_baseline_on_1000_reviews(data_dir):
+    features = sentiment_accuracy.features("Not bad at all")
+    assert {"w:not", "w:bad", "b:not bad", "b:at all"} <= set(features)
+    train = sentiment_accuracy.load_split("rotten-tomatoes", "train", 1000)
+    test = sentiment_accuracy.load_split("rotten-tomatoes", "test", 200)
+    labels, _ = sentiment_accuracy.naive_bayes(train, test)
+    result = sentiment_accuracy.accuracy(test, labels)
+    assert result["documents"] == 200 and result["accuracy"] > 0.6
+    assert 0 < result["ci95"] < 0.1
+
+
+def test_tutorial_loop_trains_a_few_sentences(data_dir):
+    train = tagger_accuracy.load_split("brown", "train", 30)
+    result = train_speed.tutorial_tokens_per_s(train, steps=3, threads=1, warmup=1)
+    assert result["sentences"] == 3 and result["tokens"] > 0 and result["tokens_per_s"] > 0
+    assert "torch.distributed.run" in train_speed.trainer_command(REPO / "x", "brown", 10, 2, [])
+    assert "torch.distributed.run" not in train_speed.trainer_command(REPO / "x", "brown", 10, 1, [])
+
+
+def test_inference_rows_compare_with_the_floor_and_model_only():
+    measured = {"backend": "onnx-fp32", "batch_size": 64, "throughput": 500.0, "p95_ms": 9.0}
+    bench = {"task": "tagger", "results": [measured]}
+    e2e = {"batch_size": 64, "throughput": 400.0}
+    limits = {"floor_tokens_per_s": 1000.0, "tokens_per_text": 20.0, "flops_per_token": 10.0,
+              "executed_flops_per_token": {64: 15.0}}
+    rows = inference.rows(bench, e2e, limits)
+    assert [r["of_floor"] for r in rows] == [0.5, 0.4] and rows[0]["padding_x"] == 1.5
+    assert inference.model_only_ratio(bench, e2e) == 0.8
+    sentiment = inference.rows({**bench, "task": "sentiment"}, e2e, limits)  # reviews/s x 20 tokens each
+    assert sentiment[0]["of_floor"] == 10.0
+
+
+def test_preprocess_scale_cli_streams_2000_lines(tmp_path):
+    lines = list(preprocess_scale.repeated(["a\n", "b\n", "c\n"], 7, seed=1))
+    assert len(lines) == 7 and sorted(lines[:3]) == ["a\n", "b\n", "c\n"]
+    out = tmp_path / "report.json"
+    subprocess.run([sys.executable, "-m", "bench.preprocess_scale", "--lines", "2000", "--trace-lines", "200",
+                    "--out", str(tmp_path / "corpus"), "--json", str(out)], cwd=REPO, check=True, capture_output=True)
+    (row,) = json.loads(out.read_text())["results"]["table"]
+    assert row["file_lines"] == 2000
+    assert 1400 < row["reviews"] < 1800  # the train split keeps hash buckets 0-7 of 10
+    assert row["tokens"] > 10 * row["reviews"] and row["lines_per_s"] > 0
+    assert row["traced_reviews"] == 200 and 0 < row["tracemalloc_peak_mb"] < 50
+    assert not list((tmp_path / "corpus").iterdir())  # the generated file is removed unless --keep
