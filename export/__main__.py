@@ -1,0 +1,149 @@
+"""`python -m export --model RUN_DIR/model --out EXPORT_DIR [--opset N] [--atol A] [--quantize int8]
+[--data SPEC] [--force]`.
+
+Everything is written into a temporary directory next to EXPORT_DIR and renamed into place only
+after validation passed, so EXPORT_DIR either holds a validated export or is left as it was.
+
+Exit status: 0 exported and validated; 1 validation failed (`error: ...` plus one line per failed
+check; the attempt is kept in EXPORT_DIR.failed/ with its validation.json and model.onnx, and has
+no model.json); 2 bad input (missing/corrupt artifact, unknown format version, non-empty
+EXPORT_DIR without --force, unsupported opset, unusable --data): one line `error: ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from trainer.errors import ArtifactError, ConfigError, DataError, SeqLSTMError, ValidationError
+
+if TYPE_CHECKING:  # torch is imported only once the cheap argument checks have passed
+    from trainer.artifact import Artifact
+    from trainer.data import Dataset
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, like every other bad-input error, instead of argparse's usage block."""
+        self.exit(2, f"error: {message} (see `python -m export --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m export",
+        description="Export a trained model to ONNX and validate it against torch.",
+        epilog="exit status: 0 ok, 1 validation failed (attempt kept in EXPORT_DIR.failed/), 2 bad input",
+    )
+    parser.add_argument("--model", required=True, type=Path, metavar="RUN_DIR/model")
+    parser.add_argument("--out", required=True, type=Path, metavar="EXPORT_DIR")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    parser.add_argument("--atol", type=float, default=None, help="parity tolerance (default: the model config's atol)")
+    parser.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx, accepted by dev accuracy")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="data for real-sentence cases and int8 scoring (default: metrics.json's `data` if on disk)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
+    return parser
+
+
+def check_out_dir(out: Path, model: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ArtifactError(f"--out {out}: directory exists and is not empty; pass --force to replace it")
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved in model.resolve().parents:
+        raise ArtifactError(f"--out {out}: would replace a directory holding the current directory or the model")
+
+
+def run(args: argparse.Namespace) -> int:
+    from export import onnx_export
+
+    opset = onnx_export.DEFAULT_OPSET if args.opset is None else args.opset
+    onnx_export.check_opset(opset)
+    if args.atol is not None and not args.atol > 0:
+        raise ConfigError(f"--atol must be a positive number; got {args.atol}")
+    check_out_dir(args.out, args.model, args.force)
+
+    from export.validate import open_eval_data
+    from trainer.artifact import load_artifact
+
+    artifact = load_artifact(args.model)
+    atol = args.atol if args.atol is not None else artifact.config.atol
+    dataset, data_note = open_eval_data(args.data, artifact.metrics, artifact.task)
+    if args.quantize and dataset is None:
+        raise DataError(f"--quantize int8 is accepted by dev-split accuracy and needs data: {data_note['reason']}")
+    out = args.out = args.out.resolve()  # a name to put the temporary and .failed directories beside
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would make the export unreadable to a serving user
+    try:
+        export_into(tmp, args, artifact, opset, atol, dataset, data_note)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: int, atol: float,
+                dataset: Dataset | None, data_note: dict) -> None:
+    """Export, validate, optionally quantize, then move `tmp` to --out (or to --out.failed)."""
+    from export import onnx_export
+    from export.validate import ExportValidationError, real_sentences, validate
+    from trainer.artifact import replace_dir, write_json
+    from trainer.preprocess import Encoder
+
+    onnx_path = tmp / "model.onnx"
+    onnx_export.export_onnx(artifact, onnx_path, opset)
+    report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], data_note)
+    report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model))
+    if args.quantize:
+        from export.quantize import compare_int8, quantize_int8
+
+        quantize_int8(onnx_path, tmp / "model.int8.onnx")
+        report["int8"] = int8 = compare_int8(onnx_path, tmp / "model.int8.onnx", artifact.task,
+                                             Encoder(artifact.vocabs, artifact.preprocess), dataset.examples("dev"))
+        if not int8["passed"]:
+            report["passed"] = False
+            report["failures"].append(int8["failure"])
+    write_json(tmp / "validation.json", report)
+    out, failed = args.out, args.out.with_name(args.out.name + ".failed")
+    if not report["passed"]:
+        replace_dir(tmp, failed)
+        state = "left unchanged" if out.exists() else "not created"
+        raise ExportValidationError(
+            f"{len(report['failures'])} of {report['checks'] + bool(args.quantize)} validation checks failed; "
+            f"{out} {state}; the failed attempt is in {failed}/ (validation.json, model.onnx)",
+            report["failures"],
+        )
+    meta = onnx_export.model_json(artifact, onnx_path, opset, atol)
+    if args.quantize:
+        meta["int8"] = {"file": "model.int8.onnx", "sha256": onnx_export.sha256_file(tmp / "model.int8.onnx")}
+    write_json(tmp / "model.json", meta)
+    replace_dir(tmp, out)
+    if failed.exists():
+        shutil.rmtree(failed)  # a stale failure next to a good export would only mislead
+    print(f"exported {out / 'model.onnx'} (opset {opset}, {onnx_export.EXPORTER} exporter): "
+          f"{report['checks']} checks passed, max abs diff {report['max_abs_diff']:.2g} vs atol {atol:g}")
+    if not data_note["used"]:
+        print(f"real-data cases skipped: {data_note['reason']}")
+    if args.quantize:
+        print(f"int8 {out / 'model.int8.onnx'}: dev accuracy {int8['int8_accuracy']:.4f} "
+              f"(fp32 {int8['fp32_accuracy']:.4f}, agreement {int8['argmax_agreement']:.4f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except SeqLSTMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        for line in getattr(exc, "failures", ()):
+            print(f"  {line}", file=sys.stderr)
+        return 1 if isinstance(exc, ValidationError) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

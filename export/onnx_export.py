@@ -1,0 +1,134 @@
+"""A loaded artifact -> `model.onnx` with dynamic batch, sentence and word axes, and `model.json`.
+
+Exporter: the TorchScript one (`dynamo=False`). Measured with torch 2.13 on these models:
+it keeps every dynamic axis dynamic, including the output shapes the graph declares, and matches
+torch to ~1e-7. The dynamo exporter (torch's default) freezes the time axis in the declared output
+shape (pytorch issue 191855), so onnxruntime prints VerifyOutputSizes warnings at any other
+sentence length. `validate` checks the declared output shapes against every case it runs, and
+tests/test_export.py checks them and onnxruntime's log, so a regression in this choice fails loudly.
+
+Opset: 17 by default, well inside what the onnxruntime>=1.17 this project requires can run; any
+opset from 12 (opset 11's Clip takes no int64, which the character encoder's length clamp needs)
+up to the lower of what the TorchScript exporter (20) and the installed onnx can write. Both ends
+were measured to export and validate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from trainer.artifact import Artifact
+from trainer.config import to_dict
+from trainer.errors import ConfigError, ValidationError
+from trainer.preprocess import Encoder
+
+EXPORTER = "torchscript"
+EXPORT_FORMAT_VERSION = 1
+DEFAULT_OPSET = 17
+MIN_OPSET = 12
+# torch keeps this limit in a private module; 20 is its value in torch 2.2 to 2.13.
+TORCHSCRIPT_MAX_OPSET = getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
+
+INPUT_AXES = {
+    "words": {0: "batch", 1: "time"},
+    "lengths": {0: "batch"},
+    "chars": {0: "batch", 1: "time", 2: "word"},
+    "word_lengths": {0: "batch", 1: "time"},
+}
+OUTPUT_AXES = {"tagger": {0: "batch", 1: "time"}, "sentiment": {0: "batch"}}
+# Traced at these shapes; validation runs at others (batch 1/7/64, length 1..230, word 1..30).
+EXAMPLE_SENTENCES = (["The", "jury", "said", "it", "did"], ["Fulton", "County"])
+
+
+def opset_range() -> tuple[int, int]:
+    return MIN_OPSET, min(TORCHSCRIPT_MAX_OPSET, onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> None:
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise ConfigError(
+            f"--opset {opset}: not supported; expected {low}..{high} (the {EXPORTER} exporter writes up to "
+            f"{TORCHSCRIPT_MAX_OPSET}, the installed onnx {onnx.__version__} knows up to {onnx.defs.onnx_opset_version()}, "
+            f"and these models need at least {MIN_OPSET})"
+        )
+
+
+def export_onnx(artifact: Artifact, path: Path, opset: int) -> None:
+    """Trace the model on a small encoded batch and write `path` with named, dynamic axes."""
+    model = artifact.model.eval()
+    encoder = Encoder(artifact.vocabs, artifact.preprocess)
+    arrays = encoder.batch([encoder.encode(s) for s in EXAMPLE_SENTENCES])
+    names = list(model.input_names)
+    args = tuple(torch.from_numpy(arrays[name]) for name in names)
+    axes = {name: INPUT_AXES[name] for name in names}
+    axes.update({name: OUTPUT_AXES[artifact.task] for name in model.output_names})
+    with warnings.catch_warnings():
+        # The legacy exporter is deprecated, but it is the one whose output shapes stay dynamic (see above).
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        # This warns about LSTMs whose h0/c0 are graph inputs sized at export time; ours pass none, so
+        # the initial state is built from the runtime batch (validation proves it at batch 1, 7 and 64).
+        warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
+        with torch.no_grad():
+            torch.onnx.export(
+                model, args, str(path), dynamo=False, opset_version=opset,
+                input_names=names, output_names=list(model.output_names), dynamic_axes=axes,
+            )
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ValidationError(f"{path.name}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]})") from None
+
+
+def declared_shapes(graph_values: Any) -> dict[str, list[int | str]]:
+    """Name -> declared shape (ints for fixed dims, the dim_param string for dynamic ones)."""
+    return {
+        value.name: [d.dim_param if d.dim_param else d.dim_value for d in value.type.tensor_type.shape.dim]
+        for value in graph_values
+    }
+
+
+def signature(path: Path) -> tuple[list[dict], list[dict]]:
+    """model.json's `inputs` and `outputs`: name, dtype and declared shape, in graph order."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values: Any) -> list[dict]:
+        shapes = declared_shapes(values)
+        return [
+            {
+                "name": v.name,
+                "dtype": str(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)),
+                "shape": shapes[v.name],
+            }
+            for v in values
+        ]
+
+    return describe(graph.input), describe(graph.output)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> dict[str, Any]:
+    """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir."""
+    inputs, outputs = signature(onnx_path)
+    return {
+        "export_format_version": EXPORT_FORMAT_VERSION,
+        "source_format_version": artifact.format_version,
+        "task": artifact.task,
+        "model": to_dict(artifact.config),
+        "preprocess": to_dict(artifact.preprocess),
+        "vocab": artifact.vocabs.to_json(),
+        "inputs": inputs,
+        "outputs": outputs,
+        "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": opset, "exporter": EXPORTER},
+        "atol": atol,
+    }
+
