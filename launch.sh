@@ -63,7 +63,7 @@ run_tests() {
 }
 
 train() {
-    local nproc="" nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500 mp=""
+    local nproc="" nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port="" mp=""
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --nproc) nproc="$2"; shift 2 ;;
@@ -88,8 +88,12 @@ train() {
     fi
     # torchrun rather than `accelerate launch --cpu`, which silently runs a single process
     # (accelerate issue 2741); Accelerator picks the world up from torchrun's environment.
+    if [[ "$nnodes" == 1 && -z "$master_port" ]]; then
+        # --standalone picks a free port, so two runs on one machine do not collide on 29500.
+        exec "$PY" -m torch.distributed.run --standalone --nproc-per-node "$nproc" -m trainer train "$@"
+    fi
     exec "$PY" -m torch.distributed.run --nproc-per-node "$nproc" --nnodes "$nnodes" \
-        --node-rank "$node_rank" --master-addr "$master_addr" --master-port "$master_port" \
+        --node-rank "$node_rank" --master-addr "$master_addr" --master-port "${master_port:-29500}" \
         -m trainer train "$@"
 }
 

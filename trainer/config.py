@@ -58,7 +58,7 @@ MODEL_CONFIGS: dict[str, type] = {"tagger": TaggerConfig, "sentiment": Sentiment
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 0  # 0: the task's default (trainer.train.TASK_EPOCHS: tagger 4, sentiment 10)
     max_steps: int = 0  # 0: no limit beyond epochs
     batch_size: int = 32  # sentences per process per step
     grad_accum: int = 1
@@ -74,6 +74,10 @@ class TrainConfig:
     mixed_precision: str = ""  # "" = accelerate's default / ACCELERATE_MIXED_PRECISION
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     log_every: int = 20
+    schedule: str = "linear"  # after warmup: "linear" or "cosine" decay to 0, or "constant"
+    eval_batch_size: int = 128
+    session_steps: int = 0  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
+    threads: int = 0  # CPU threads per process (torch.set_num_threads); 0: torch's default
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:

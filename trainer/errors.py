@@ -23,3 +23,7 @@ class ArtifactError(SeqLSTMError):
 
 class ValidationError(SeqLSTMError):
     """Exported model outputs disagree with torch beyond the tolerance."""
+
+
+class TrainingError(SeqLSTMError):
+    """Training cannot go on (e.g. too many non-finite losses in a row); the last checkpoint is intact."""

@@ -1,0 +1,103 @@
+"""`python -m trainer evaluate` on models trained here, and the metric functions on hand-made cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import TINY_SENTIMENT, TINY_TAGGER, trainer, write_small_data
+
+from trainer.evaluate import sentiment_metrics, tagger_metrics
+from trainer.preprocess import UNIVERSAL_TAGS
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """A tiny tagger and a tiny sentiment model, trained for a few steps: task -> (RUN_DIR, data spec)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    specs = write_small_data(data_dir, root / "data")
+    out = {}
+    for task, sizes in (("tagger", TINY_TAGGER), ("sentiment", TINY_SENTIMENT)):
+        run = root / task
+        trainer("train", "--task", task, "--data", specs[task], *sizes, "--batch_size", "16", "--max_steps", "15",
+                "--warmup_steps", "5", "--out", str(run))
+        out[task] = (run, specs[task])
+    return out
+
+
+def evaluate(run: Path, spec: str, report: Path) -> tuple[dict, dict]:
+    proc = trainer("evaluate", "--model", str(run / "model"), "--data", spec, "--report", str(report))
+    return json.loads(proc.stdout), json.loads(report.read_text())
+
+
+def test_tagger_report(runs: dict, tmp_path: Path) -> None:
+    run, spec = runs["tagger"]
+    printed, report = evaluate(run, spec, tmp_path / "reports" / "tagger.json")
+    assert printed["task"] == "tagger" and printed["split"] == "test" and "confusion" not in printed
+
+    labels = report["confusion"]["labels"]
+    matrix = np.array(report["confusion"]["matrix"])
+    assert labels == list(UNIVERSAL_TAGS) and matrix.shape == (12, 12)
+    assert matrix.sum() == report["tokens"] == 2100  # the 100 test sentences of the slice, every token
+    assert report["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert 0 < report["oov_tokens"] < report["tokens"] and 0 <= report["oov_accuracy"] <= 1
+    noun = report["per_tag"]["NOUN"]
+    i = labels.index("NOUN")
+    assert noun["support"] == matrix[i].sum()
+    assert noun["recall"] == pytest.approx(matrix[i, i] / matrix[i].sum())
+    # The training run scored its best model on test with the same functions.
+    trained = json.loads((run / "model" / "metrics.json").read_text())["test"]
+    assert report["accuracy"] == trained["accuracy"] and report["oov_accuracy"] == trained["oov_accuracy"]
+    assert (tmp_path / "reports" / "tagger.confusion.png").stat().st_size > 0
+    assert not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_sentiment_report(runs: dict, tmp_path: Path) -> None:
+    run, spec = runs["sentiment"]
+    printed, report = evaluate(run, spec, tmp_path / "sentiment.json")
+    assert set(printed) >= {"accuracy", "precision", "recall", "f1", "examples"}
+    (tn, fp), (fn, tp) = report["confusion"]["matrix"]
+    assert report["confusion"]["labels"] == ["negative", "positive"] and tn + fp + fn + tp == report["examples"] == 200
+    assert report["accuracy"] == pytest.approx((tp + tn) / 200)
+    if tp:
+        assert report["precision"] == pytest.approx(tp / (tp + fp))
+        assert report["recall"] == pytest.approx(tp / (tp + fn))
+    assert report["accuracy"] == json.loads((run / "model" / "metrics.json").read_text())["test"]["accuracy"]
+    assert (tmp_path / "sentiment.confusion.png").is_file()
+
+
+def test_wrong_data_for_the_model_is_a_one_line_error(runs: dict) -> None:
+    run, _ = runs["tagger"]
+    _, sentiment_spec = runs["sentiment"]
+    proc = trainer("evaluate", "--model", str(run / "model"), "--data", sentiment_spec, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "is sentiment data but" in proc.stderr and "is a tagger model" in proc.stderr
+    missing = trainer("evaluate", "--model", str(run / "nothing"), "--data", sentiment_spec, check=False)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+    assert "no such model directory" in missing.stderr
+
+
+def test_tagger_metrics_by_hand() -> None:
+    labels = ["A", "B", "C"]
+    gold = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 0])
+    oov = np.array([False, True, False, False, False, True])
+    m = tagger_metrics(gold, pred, oov, labels)
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["oov_tokens"] == 2 and m["oov_accuracy"] == 0.0
+    assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m["per_tag"]["A"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_tag"]["B"]["precision"] == pytest.approx(2 / 3) and m["per_tag"]["B"]["recall"] == 1.0
+    assert m["per_tag"]["B"]["f1"] == pytest.approx(0.8)
+    assert tagger_metrics(gold, gold, np.zeros(6, bool), labels)["oov_accuracy"] is None
+
+
+def test_sentiment_metrics_by_hand() -> None:
+    gold = np.array([1, 1, 1, 0, 0], np.float32)
+    prob = np.array([0.9, 0.6, 0.2, 0.7, 0.1], np.float32)
+    m = sentiment_metrics(gold, prob)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3) and m["confusion"]["matrix"] == [[1, 1], [1, 2]]
+    assert sentiment_metrics(np.zeros(2), np.zeros(2))["precision"] == 0.0  # nothing predicted positive
