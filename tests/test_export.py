@@ -34,7 +34,7 @@ KINDS = {
     "dual-tagger": ("brown", TaggerConfig(word_dim=12, word_hidden=10, char_dim=8, char_hidden=6)),
     "word-tagger": ("brown", TaggerConfig(char_encoder=False, word_dim=12, word_hidden=10, layers=2)),
     "sentiment": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2)),
-    "sentiment-bi": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True)),
+    "sentiment-bi-max": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True, pooling="max")),
 }
 SENTENCES = ["The jury praised the administration .", "It was a dull , overlong film", "Yes"]
 
@@ -154,7 +154,7 @@ def test_declared_shapes_are_symbolic_and_onnxruntime_runs_other_shapes_silently
     probe would catch what the dynamo exporter produces (a fixed time dim, pytorch issue 191855)."""
     assert declared_output_dims(exports["dual-tagger"] / "model.onnx") == [["batch", "time", 12]]
     assert declared_output_dims(exports["sentiment"] / "model.onnx") == [["batch"]]
-    for kind in ("dual-tagger", "sentiment-bi"):
+    for kind in ("dual-tagger", "sentiment-bi-max"):
         assert ort_warnings(exports[kind] / "model.onnx") == []
     frozen = onnx.load(str(exports["dual-tagger"] / "model.onnx"))
     frozen.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 5
@@ -182,7 +182,7 @@ def encode(artifact_dir: Path, sentences: list[list[str]]) -> dict[str, np.ndarr
     return encoder.batch([encoder.encode(s) for s in sentences])
 
 
-@pytest.mark.parametrize("kind", ["dual-tagger", "sentiment-bi"])
+@pytest.mark.parametrize("kind", ["dual-tagger", "sentiment-bi-max"])
 def test_padding_invariance_in_onnxruntime(kind: str, exports: dict) -> None:
     session = ort.InferenceSession(str(exports[kind] / "model.onnx"), providers=["CPUExecutionProvider"])
     long = ("the very long sentence with a " + "x" * 40 + " in it " * 40).split()
@@ -256,7 +256,7 @@ def test_atol_override_applies_to_every_parity_case(artifacts: dict, data_dir: P
 
 def test_int8_is_accepted_by_dev_accuracy(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8"
-    proc = run_export(data_dir, "--model", str(artifacts["sentiment-bi"]), "--out", str(out), "--quantize", "int8")
+    proc = run_export(data_dir, "--model", str(artifacts["sentiment-bi-max"]), "--out", str(out), "--quantize", "int8")
     assert proc.returncode == 0, proc.stderr
     assert "int8" in proc.stdout and proc.stderr == ""
     meta, report = load_json(out / "model.json"), load_json(out / "validation.json")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
+from trainer.errors import ConfigError
 from trainer.models import DualLSTMTagger, LSTMTagger, PaddedLSTM, SentimentNet, build_model
 from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, Vocab, Vocabs
 
@@ -20,6 +21,9 @@ CASES = {
     "word-tagger": (TaggerConfig(char_encoder=False, word_dim=12, word_hidden=10), UNIVERSAL_TAGS, None),
     "sentiment": (SentimentConfig(embed_dim=12, hidden=10, layers=2), SENTIMENT_LABELS, None),
     "sentiment-bi": (SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True), SENTIMENT_LABELS, None),
+    "sentiment-bi-max": (
+        SentimentConfig(embed_dim=12, hidden=10, layers=1, bidirectional=True, pooling="max"), SENTIMENT_LABELS, None
+    ),
 }
 
 
@@ -92,3 +96,8 @@ def test_models_and_shapes() -> None:
     arrays = encoder.batch([encoder.encode(["w1", "w2", "zzz"]), encoder.encode(["w3"])])
     assert run(build_model(TaggerConfig(), vocabs).eval(), arrays).shape == (2, 3, len(UNIVERSAL_TAGS))
     assert run(sentiment.eval(), arrays).shape == (2,)
+
+
+def test_unknown_pooling_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'pooling' must be one of last, max; got 'mean'"):
+        build_model(SentimentConfig(pooling="mean"), Vocabs(WORDS, Vocab.labels(SENTIMENT_LABELS)))

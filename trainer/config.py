@@ -48,6 +48,7 @@ class SentimentConfig:
     hidden: int = 128  # per direction
     layers: int = 2
     bidirectional: bool = False
+    pooling: str = "last"  # "last": the final state; "max": max over real positions of every state
     dropout: float = 0.5
     atol: float = 1e-4
 

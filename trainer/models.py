@@ -13,7 +13,10 @@ import torch
 from torch import nn
 
 from trainer.config import ModelConfig, SentimentConfig, TaggerConfig
+from trainer.errors import ConfigError
 from trainer.preprocess import Vocabs
+
+POOLINGS = ("last", "max")
 
 
 def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -129,6 +132,8 @@ class SentimentNet(nn.Module):
 
     def __init__(self, config: SentimentConfig, vocabs: Vocabs) -> None:
         super().__init__()
+        if config.pooling not in POOLINGS:
+            raise ConfigError(f"config key 'pooling' must be one of {', '.join(POOLINGS)}; got {config.pooling!r}")
         self.config = config
         self.embedding = nn.Embedding(len(vocabs.words), config.embed_dim, padding_idx=0)
         self.encoder = PaddedLSTM(config.embed_dim, config.hidden, config.layers, config.bidirectional, config.dropout)
@@ -137,7 +142,11 @@ class SentimentNet(nn.Module):
 
     def forward(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.encoder(self.dropout(self.embedding(words)), lengths)  # (B, T, H*dirs)
-        state = self.encoder.final_state(h, lengths)  # (B, H*dirs)
+        if self.config.pooling == "max":
+            real = torch.arange(h.shape[1], device=h.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+            state = h.masked_fill(~real.unsqueeze(2), float("-inf")).amax(dim=1)  # (B, H*dirs)
+        else:
+            state = self.encoder.final_state(h, lengths)  # (B, H*dirs)
         return self.output(self.dropout(state)).squeeze(1)  # (B,)
 
 
