@@ -269,3 +269,26 @@ def test_bucket_sampler_covers_each_example_once_per_epoch(n: int, batch_size: i
     if n >= 1000:  # length-bucketed: a batch spans far less than the whole range of lengths
         spread = np.mean([np.ptp(lengths[b]) for b in batches])
         assert spread < 0.25 * np.ptp(lengths)
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(data: dict[str, str], tmp_path: Path) -> None:
+    """With a learning rate too small to move the weights, dev accuracy never improves on its first
+    value, so patience 2 stops the run at the third evaluation, long before the 60-step budget."""
+    run = tmp_path / "run"
+    trainer("train", "--task", "sentiment", "--data", data["sentiment"], "--out", str(run), *TINY_SENTIMENT,
+            "--lr", "1e-12", "--warmup_steps", "0", "--eval_every", "2", "--patience", "2", "--max_steps", "60")
+    metrics = json.loads((run / "model" / "metrics.json").read_text())
+    assert metrics["stopped"] == "early_stopping"
+    assert metrics["steps"] == 6 and metrics["best_step"] == 2
+    assert [e["improved"] for e in events(run, "eval") if e.get("split") == "dev"] == [True, False, False]
+
+
+def test_learning_rate_schedules() -> None:
+    from trainer.train import lr_factor
+
+    assert [lr_factor(s, 4, 14, "linear") for s in (0, 3)] == [0.25, 1.0]  # warmup
+    assert lr_factor(9, 4, 14, "linear") == pytest.approx(0.5)
+    assert lr_factor(9, 4, 14, "cosine") == pytest.approx(0.5)
+    assert lr_factor(6, 4, 14, "cosine") == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.2)))
+    assert lr_factor(14, 4, 14, "linear") == lr_factor(20, 4, 14, "cosine") == 0.0
+    assert lr_factor(13, 4, 14, "constant") == 1.0
