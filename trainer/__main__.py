@@ -1,7 +1,7 @@
-"""`python -m trainer {fetch,stats,train,evaluate}`.
+"""`python -m trainer {fetch,stats,train,evaluate,pretrain}`.
 
-`fetch` and `stats` import no torch; `train` and `evaluate` hand their arguments to
-`trainer.train.main(argv)` / `trainer.evaluate.main(argv)`, imported only when asked for.
+`fetch` and `stats` import no torch; `train`, `evaluate` and `pretrain` hand their arguments to
+`trainer.<command>.main(argv)`, imported only when asked for.
 Any `SeqLSTMError` becomes one line `error: <message>` on stderr and exit status 2.
 """
 
@@ -17,6 +17,7 @@ from trainer.errors import SeqLSTMError
 DELEGATED = {
     "train": "train a tagger or sentiment model (see `python -m trainer train --help`)",
     "evaluate": "evaluate a trained model (see `python -m trainer evaluate --help`)",
+    "pretrain": "pretrain word embeddings with an N-gram language model (see `python -m trainer pretrain --help`)",
 }
 
 

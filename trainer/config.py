@@ -79,6 +79,24 @@ class TrainConfig:
     eval_batch_size: int = 128
     session_steps: int = 0  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
     threads: int = 0  # CPU threads per process (torch.set_num_threads); 0: torch's default
+    init_embeddings: str = ""  # RUN_DIR/embeddings from `python -m trainer pretrain`: initial word vectors
+
+
+@dataclass
+class PretrainConfig:
+    """The N-gram language model of `python -m trainer pretrain` (embeddings from next-word prediction)."""
+
+    embed_dim: int = 128  # must equal the model's embed_dim (sentiment) or word_dim (tagger) to initialize it
+    context: int = 2  # previous words the model sees
+    hidden: int = 256
+    output_words: int = 8000  # softmax over the most frequent words; rarer targets are <unk>
+    min_count: int = 3  # words below this count get no vector of their own
+    epochs: int = 2
+    batch_size: int = 512
+    lr: float = 2e-3
+    seed: int = 1234
+    threads: int = 0  # CPU threads per process; 0: torch's default
+    max_steps: int = 0  # 0: no limit beyond epochs
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:

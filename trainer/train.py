@@ -51,6 +51,7 @@ from trainer.evaluate import Collate, EncodedSplit, Parser, Split, eval_loader, 
 from trainer.models import build_model
 from trainer.plots import plot_curves
 from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
+from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 
 POOL = 50  # global batches per length-sorting pool: sorted enough to pad little, mixed enough to shuffle
 SCHEDULES = ("linear", "cosine", "constant")
@@ -470,9 +471,16 @@ def build(accelerator: Accelerator, task: str, model_config: Any, preprocess: Pr
     with accelerator.main_process_first():
         chars = task == "tagger" and model_config.char_encoder
         vocabs = build_vocabs(splits["train"].tokens, labels, preprocess, chars=chars)
+        if cfg.init_embeddings:  # pretrained words join the vocabulary (after the corpus's, whose ids stay)
+            dim_key = "embed_dim" if task == "sentiment" else "word_dim"
+            pretrained = load_embeddings(Path(cfg.init_embeddings), getattr(model_config, dim_key), dim_key, preprocess)
+            vocabs = extend_vocab(vocabs, pretrained[0])
         encoder = Encoder(vocabs, preprocess)
         data = {name: EncodedSplit(split, encoder, task) for name, split in splits.items() if split.tokens}
     model = build_model(model_config, vocabs)
+    if cfg.init_embeddings:
+        copied = copy_vectors(model, vocabs, *pretrained)
+        accelerator.print(f"train: {copied} of {len(vocabs.words)} word vectors from {cfg.init_embeddings}")
     try:  # the fused kernel is several times faster on CPU, where torch < 2.4 lacks it
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except RuntimeError:

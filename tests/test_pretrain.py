@@ -1,0 +1,101 @@
+"""`python -m trainer pretrain` and `train --init_embeddings`, by subprocess on small real data slices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainer.config import SentimentConfig
+from trainer.data import open_dataset
+from trainer.models import build_model
+from trainer.preprocess import SENTIMENT_LABELS, Vocab, Vocabs
+from trainer.pretrain import copy_vectors, extend_vocab
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--embed_dim", "16", "--hidden", "16"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check and proc.returncode != 0:
+        pytest.fail(f"trainer {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def small(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Brown and Rotten Tomatoes slices as conllu / fasttext specs, and embeddings pretrained on both."""
+    out = tmp_path_factory.mktemp("pretrain")
+    with (out / "brown.conllu").open("w", encoding="utf-8") as f:
+        for _, sentence in zip(range(300), open_dataset("brown", data_dir).examples("train"), strict=False):
+            f.writelines(f"{i}\t{w}\t_\tX\t_\t_\t_\t_\t_\t_\n" for i, w in enumerate(sentence.words, 1))
+            f.write("\n")
+    reviews = open_dataset("rotten-tomatoes", data_dir)
+    with (out / "reviews.fasttext").open("w", encoding="utf-8") as f:
+        for split, count in (("train", 300), ("dev", 60), ("test", 60)):
+            for _, review in zip(range(count), reviews.examples(split), strict=False):
+                f.write(f"__label__{2 if review.label == 'positive' else 1} {' '.join(review.text.split())}\n")
+    specs = {"brown": f"conllu:{out / 'brown.conllu'}", "reviews": f"fasttext:{out / 'reviews.fasttext'}",
+             "run": str(out / "pre"), "dir": str(out)}
+    run("pretrain", "--data", f"{specs['brown']}+{specs['reviews']}", "--out", specs["run"], *TINY,
+        "--output_words", "200", "--min_count", "1", "--epochs", "1", "--batch_size", "64", "--threads", "1")
+    return specs
+
+
+def test_pretrain_writes_embeddings(small: dict[str, str]) -> None:
+    path = Path(small["run"]) / "embeddings"
+    words = json.loads((path / "vocab.json").read_text())["words"]
+    vectors = load_file(str(path / "embeddings.safetensors"))["embeddings"]
+    config = json.loads((path / "config.json").read_text())
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert words[:2] == ["<pad>", "<unk>"] and vectors.shape == (len(words), 16)
+    assert config["task"] == "embeddings" and config["pretrain"]["embed_dim"] == 16
+    assert config["preprocess"]["lowercase"] is True
+    assert metrics["held_out"]["tokens"] > 0 and metrics["held_out"]["perplexity"] > 1
+    assert "the" in words and "The" not in words  # normalized as the models look words up
+
+
+def test_sentiment_starts_from_pretrained_vectors(small: dict[str, str]) -> None:
+    emb = Path(small["run"]) / "embeddings"
+    out = Path(small["dir"]) / "sentiment"
+    run("train", "--task", "sentiment", "--data", small["reviews"], "--out", str(out), *TINY, "--layers", "1",
+        "--max_steps", "3", "--lr", "1e-9", "--warmup_steps", "0", "--threads", "1", "--init_embeddings", str(emb))
+    pretrained = json.loads((emb / "vocab.json").read_text())["words"]
+    vectors = load_file(str(emb / "embeddings.safetensors"))["embeddings"]
+    words = json.loads((out / "model" / "vocab.json").read_text())["words"]
+    weight = load_file(str(out / "model" / "model.safetensors"))["embedding.weight"]
+    assert set(pretrained) <= set(words)  # Brown-only words joined the vocabulary
+    rows = [(i, pretrained.index(w)) for i, w in enumerate(words) if i > 0 and w in pretrained]
+    index, source = map(list, zip(*rows, strict=True))
+    assert torch.allclose(weight[index], vectors[source], atol=1e-5)
+
+
+def test_extend_vocab_keeps_corpus_ids() -> None:
+    vocabs = Vocabs(Vocab(["<pad>", "<unk>", "good", "bad"]), Vocab.labels(SENTIMENT_LABELS))
+    pretrained = Vocab(["<pad>", "<unk>", "the", "bad", "film"])
+    vectors = torch.arange(5 * 4, dtype=torch.float32).reshape(5, 4)
+    extended = extend_vocab(vocabs, pretrained)
+    assert extended.words.itos == ["<pad>", "<unk>", "good", "bad", "the", "film"]
+    model = build_model(SentimentConfig(embed_dim=4, hidden=4, layers=1), extended)
+    assert copy_vectors(model, extended, pretrained, vectors) == 4  # <unk>, bad, the, film; not <pad>, good
+    assert torch.equal(model.embedding.weight[[1, 3, 4, 5]], vectors[[1, 3, 2, 4]])
+    assert torch.equal(model.embedding.weight[0], torch.zeros(4))
+
+
+@pytest.mark.parametrize("case", ["missing", "dim"])
+def test_init_embeddings_errors_are_one_line(small: dict[str, str], case: str) -> None:
+    emb = Path(small["run"]) / ("nowhere" if case == "missing" else "embeddings")
+    dims = ["--embed_dim", "8"] if case == "dim" else TINY[:2]
+    proc = run("train", "--task", "sentiment", "--data", small["reviews"], "--out", f"{small['dir']}/err-{case}",
+               *dims, "--hidden", "8", "--layers", "1", "--max_steps", "1", "--init_embeddings", str(emb), check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    expected = "no such directory" if case == "missing" else "vectors have 16 dimensions but the model's embed_dim is 8"
+    assert expected in proc.stderr
