@@ -37,7 +37,7 @@ TRAINING = {
     "sentiment": {
         "data": "rotten-tomatoes",
         "args": {"max_steps": 1200, "batch_size": 32, "eval_every": 300, "warmup_steps": 40, "lr": 0.003,
-                 "embed_dim": 64, "hidden": 64, "layers": 2, "dropout": 0.3},
+                 "embed_dim": 64, "hidden": 64, "layers": 1, "dropout": 0.3},
     },
 }
 HELD_OUT = 300  # test-split sentences / reviews fed to `serve predict --verify`
