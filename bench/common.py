@@ -95,6 +95,15 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
 
 
+def publish(name: str, args: argparse.Namespace, results: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """Every script's ending: the report with machine info, printed as a table, and written to --json."""
+    doc = report(name, args, results)
+    print_machine(doc["machine"])
+    print(table(results["table"], columns))
+    write_json(args.json, doc)
+    return doc
+
+
 def print_machine(info: dict[str, Any]) -> None:
     print(f"machine: {info['cpu_model']}, {info['cpus_usable']} usable CPUs, load {info['load_avg_1_5_15']}, "
           f"torch {info.get('torch')}, onnxruntime {info.get('onnxruntime')}, {info['date_utc']}")

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import add_json_arg, print_machine, report, table, timed, write_json
+from bench.common import add_json_arg, publish, timed
 from bench.flops import executed_flops_per_token, flops_per_token, matmul_gflops, numpy_matmul_gflops
 from trainer.artifact import read_json, read_meta
 from trainer.data import open_dataset
@@ -166,19 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="time per backend and batch size (default: 2)")
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    doc = report("inference", args, run(args))
-    results = doc["results"]
-    print_machine(doc["machine"])
+    results = publish("inference", args, run(args), ["figure", "throughput", "p95_ms", "of_floor", "padding_x"])["results"]
     limits = results["floor"]
     print(f"unit: {results['unit']}; floor {limits['floor_tokens_per_s']:,.0f} tokens/s "
           f"({limits['flops_per_token']:,.0f} FLOPs/token at {max(limits['matmul_gflops'].values()):.1f} GFLOP/s)")
-    print(table(results["table"], ["figure", "throughput", "p95_ms", "of_floor", "padding_x"]))
     e2e, bench_e2e = results["end_to_end_cli"], results["serve_bench"]["end_to_end"]
     print(f"serve predict CLI: {e2e['of_model_only']:.2f} of model-only; serve bench in-process raw text: "
           f"{bench_e2e['ratio']:.2f} of model-only")
     if results["int8"]:
         print(f"int8 accuracy change ({results['int8']['split']}): {results['int8']['accuracy_change']:+.4f}")
-    write_json(args.json, doc)
     return 0
 
 

@@ -26,7 +26,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import add_json_arg, print_machine, report, table, timed, write_json
+from bench.common import add_json_arg, publish, timed
 from trainer.config import PreprocessConfig
 from trainer.data import open_dataset
 from trainer.preprocess import SENTIMENT_LABELS, Encoder, build_vocabs, tokenize
@@ -138,11 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    doc = report("preprocess_scale", args, run(args))
-    print_machine(doc["machine"])
-    print(table(doc["results"]["table"], ["file", "file_mb", "file_lines", "reviews", "tokens", "lines_per_s",
-                                          "tokens_per_s", "rss_before_mb", "peak_rss_mb", "tracemalloc_peak_mb"]))
-    write_json(args.json, doc)
+    publish("preprocess_scale", args, run(args), ["file", "file_mb", "file_lines", "reviews", "tokens", "lines_per_s",
+                                                   "tokens_per_s", "rss_before_mb", "peak_rss_mb", "tracemalloc_peak_mb"])
     return 0
 
 

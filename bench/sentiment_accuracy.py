@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.common import add_json_arg, print_machine, report, table, timed, write_json
+from bench.common import add_json_arg, publish, timed
 from trainer.data import Review, open_dataset
 from trainer.preprocess import tokenize
 
@@ -86,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-test", type=int, help="use only the first N test reviews (smoke tests)")
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    doc = report("sentiment_accuracy", args, run(args))
-    print_machine(doc["machine"])
-    print(table(doc["results"]["table"], ["classifier", "accuracy", "ci95", "documents", "train_s", "predict_s"]))
-    write_json(args.json, doc)
+    publish("sentiment_accuracy", args, run(args), ["classifier", "accuracy", "ci95", "documents", "train_s", "predict_s"])
     return 0
 
 

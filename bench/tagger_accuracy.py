@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.common import add_json_arg, print_machine, report, table, timed, write_json
+from bench.common import add_json_arg, publish, timed
 from trainer.config import PreprocessConfig
 from trainer.data import TaggedSentence, open_dataset
 from trainer.preprocess import normalize_word
@@ -113,11 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-test", type=int, help="use only the first N test sentences (smoke tests)")
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    doc = report("tagger_accuracy", args, run(args))
-    print_machine(doc["machine"])
     columns = ["tagger", "accuracy", "oov_accuracy", "tokens", "oov_tokens", "train_s", "tag_s"]
-    print(table(doc["results"]["table"], columns))
-    write_json(args.json, doc)
+    publish("tagger_accuracy", args, run(args), columns)
     return 0
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.common import add_json_arg, print_machine, report, table, timed, torch_threads, write_json
+from bench.common import add_json_arg, publish, timed, torch_threads
 from bench.flops import flops_per_token, lstm_step_flops, matmul_gflops
 from trainer.config import PreprocessConfig, TaggerConfig
 from trainer.data import TaggedSentence, open_dataset
@@ -178,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-train", type=int, help="use only the first N train sentences for the tutorial loop")
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    doc = report("train_speed", args, run(args))
-    print_machine(doc["machine"])
-    print(table(doc["results"]["table"], ["trainer", "tokens_per_s", "x_tutorial", "of_floor", "seconds", "wall_s"]))
-    write_json(args.json, doc)
+    publish("train_speed", args, run(args), ["trainer", "tokens_per_s", "x_tutorial", "of_floor", "seconds", "wall_s"])
     return 0
 
 

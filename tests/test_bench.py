@@ -26,7 +26,9 @@ def test_flops_per_token_matches_a_hand_count():
     char = 2 * 4 * (30 + 50) * 50 * 2  # char BiLSTM, per character
     assert flops.flops_per_token(TaggerConfig(), 12, chars_per_word=4.5) == word + out + 4.5 * char
     assert flops.flops_per_token(TaggerConfig(char_encoder=False), 12) == 2 * 4 * (100 + 128) * 128 * 2 + out
-    assert flops.flops_per_token(SentimentConfig(), 2) == 2 * 4 * (128 + 128) * 128 * 2  # two layers
+    assert flops.flops_per_token(SentimentConfig(bidirectional=False), 2) == 2 * 4 * (128 + 128) * 128 * 2  # two layers
+    # the default BiLSTM: both directions, and the second layer reads both directions' states
+    assert flops.flops_per_token(SentimentConfig(), 2) == 2 * 4 * (128 + 128) * 128 * 2 + 2 * 4 * (256 + 128) * 128 * 2
     rate = flops.matmul_gflops(1, n=64, seconds=0.01)
     assert math.isfinite(rate) and rate > 0
 
