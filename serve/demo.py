@@ -26,16 +26,17 @@ from typing import Any
 
 from trainer.data import open_dataset
 
-# Short CPU schedules of the default models: measured on a fresh clone of this 2-core machine, the
-# whole demo (set-up and downloads included) stays well under 15 minutes. Any config key can go here.
+# Short CPU schedules of the default models, so that the whole demo (set-up and downloads included)
+# stays well under 15 minutes on a 2-core machine, even a shared one. One thread per process: these
+# LSTM matrices are too small for two (docs/BENCHMARKS.md, section 3). Any config key can go here.
 TRAINING = {
     "tagger": {
         "data": "brown",
-        "args": {"max_steps": 1500, "eval_every": 500, "warmup_steps": 50},
+        "args": {"max_steps": 800, "eval_every": 400, "warmup_steps": 50, "threads": 1},
     },
     "sentiment": {
         "data": "rotten-tomatoes",
-        "args": {"max_steps": 1500, "eval_every": 300, "warmup_steps": 50},
+        "args": {"max_steps": 1000, "eval_every": 250, "warmup_steps": 50, "threads": 1},
     },
 }
 HELD_OUT = 300  # test-split sentences / reviews fed to `serve predict --verify`
