@@ -19,7 +19,7 @@ import pytest
 from safetensors.torch import load_file
 
 from trainer.data import open_dataset
-from trainer.train import BucketBatchSampler
+from trainer.batching import BucketBatchSampler
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TAGGER = ["--word_dim", "16", "--word_hidden", "16", "--char_dim", "8", "--char_hidden", "8"]
@@ -284,7 +284,7 @@ def test_early_stopping_after_patience_evaluations_without_improvement(data: dic
 
 
 def test_learning_rate_schedules() -> None:
-    from trainer.train import lr_factor
+    from trainer.batching import lr_factor
 
     assert [lr_factor(s, 4, 14, "linear") for s in (0, 3)] == [0.25, 1.0]  # warmup
     assert lr_factor(9, 4, 14, "linear") == pytest.approx(0.5)
