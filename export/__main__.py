@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from trainer.errors import ArtifactError, ConfigError, DataError, SeqLSTMError, ValidationError
+from trainer.fetch import sha256_file
 
 if TYPE_CHECKING:  # torch is imported only once the cheap argument checks have passed
     from trainer.artifact import Artifact
@@ -120,7 +121,7 @@ def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: 
         )
     meta = onnx_export.model_json(artifact, onnx_path, opset, atol)
     if args.quantize:
-        meta["int8"] = {"file": "model.int8.onnx", "sha256": onnx_export.sha256_file(tmp / "model.int8.onnx")}
+        meta["int8"] = {"file": "model.int8.onnx", "sha256": sha256_file(tmp / "model.int8.onnx")}
     write_json(tmp / "model.json", meta)
     replace_dir(tmp, out)
     if failed.exists():

@@ -15,7 +15,6 @@ were measured to export and validate.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from trainer.artifact import Artifact
 from trainer.config import to_dict
 from trainer.errors import ConfigError, ValidationError
+from trainer.fetch import sha256_file
 from trainer.preprocess import Encoder
 
 EXPORTER = "torchscript"
@@ -111,9 +111,6 @@ def signature(path: Path) -> tuple[list[dict], list[dict]]:
 
     return describe(graph.input), describe(graph.output)
 
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> dict[str, Any]:

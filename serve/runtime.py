@@ -13,7 +13,6 @@ LSTM logits can differ at the 1e-7 level between batch shapes, so `prob_positive
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import onnxruntime as ort
 
 from trainer.config import TASKS, preprocess_config_from_dict
 from trainer.errors import ArtifactError, ConfigError, DataError
+from trainer.fetch import sha256_file
 from trainer.preprocess import Encoded, Encoder, Vocabs, tokenize
 
 EXPORT_FORMAT_VERSION = 1
@@ -51,14 +51,6 @@ class Item:
     @property
     def size(self) -> int:
         return len(self.tokens)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_model_json(export_dir: Path) -> dict[str, Any]:

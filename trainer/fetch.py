@@ -125,7 +125,7 @@ def _download(name: str, source: Source, dest: Path) -> Path:
     archive = dest / source.archive
     if not archive.is_file():
         raise FetchError(f"fetch {name}: {source.label} succeeded but wrote no {source.archive}")
-    actual = _sha256(archive)
+    actual = sha256_file(archive)
     if actual != source.sha256:
         raise FetchError(f"fetch {name}: sha256 mismatch for {source.archive}: "
                          f"expected {source.sha256}, got {actual}")
@@ -139,7 +139,8 @@ def _error_line(output: str) -> str:
     return (errors or lines or [""])[0 if errors else -1]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (the archives, and the exported ONNX files)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(partial(f.read, 1 << 20), b""):
