@@ -1,8 +1,9 @@
 """`python -m serve predict`: JSON Lines in input order, streamed in chunks of lines.
 
 The input is read as bytes, `CHUNK_LINES` lines at a time, so a file larger than memory works;
-each chunk is batched by length (see `serve.runtime`) and written (and flushed) before the next
-is read. Policies, each reported rather than silent:
+each chunk is batched by length (see `serve.runtime`), run and written (and flushed) by a worker
+thread while the main thread reads and tokenizes the next one, so at most two chunks are held.
+Policies, each reported rather than silent:
 
 - an empty or blank line gives an empty result (`{"tokens": [], "tags": []}` or
   `{"label": null, "prob_positive": null}`);
@@ -30,6 +31,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -210,13 +212,25 @@ def run(args: argparse.Namespace) -> int:
     prepare = (lambda line: model.prepare_tokens(line.split())) if args.pretokenized else model.prepare_text
     truncated = 0
     with open_input(args.input) as stream, atomic_output(args.output) as out:
-        reader = LineReader(stream, "<stdin>" if args.input == "-" else args.input, args.errors)
-        for chunk in reader.chunks(CHUNK_LINES):
-            items: list[Item] = [prepare(line) for line in chunk]
+
+        def emit(items: list[Item]) -> int:
             results = model.predict(items, args.batch_size, verifier.check if verifier else None)
             out.write("".join(dumps(r) + "\n" for r in results))
             out.flush()
-            truncated += sum(item.truncated for item in items)
+            return sum(item.truncated for item in items)
+
+        reader = LineReader(stream, "<stdin>" if args.input == "-" else args.input, args.errors)
+        # Two stages: this thread reads and tokenizes chunk k+1 while the worker runs and writes
+        # chunk k (onnxruntime releases the GIL). One chunk in flight keeps the output in order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict") as worker:
+            pending: Future[int] | None = None
+            for chunk in reader.chunks(CHUNK_LINES):
+                items = [prepare(line) for line in chunk]
+                if pending is not None:
+                    truncated += pending.result()
+                pending = worker.submit(emit, items)
+            if pending is not None:
+                truncated += pending.result()
         if verifier is not None:
             verifier.finish()  # raises before the output file is renamed into place
     if reader.replaced:

@@ -14,6 +14,7 @@ LSTM logits can differ at the 1e-7 level between batch shapes, so `prob_positive
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,4 +219,4 @@ class ServingModel:
 
 
 def sigmoid(x: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0))))
+    return 1.0 / (1.0 + math.exp(-min(max(x, -60.0), 60.0)))

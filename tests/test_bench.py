@@ -2,7 +2,8 @@
 
 Full runs take minutes to hours; these take seconds: FLOP arithmetic against hand counts, the
 perceptron and Naive Bayes baselines on a few hundred real examples, the tutorial loop for a few
-sentences, and `bench.preprocess_scale` end to end on 2,000 generated lines.
+sentences, `bench.preprocess_scale` end to end on 2,000 generated lines, and `bench.tokenize` on
+short worst cases.
 """
 
 import json
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from bench import flops, inference, preprocess_scale, sentiment_accuracy, tagger_accuracy, train_speed
+from bench import flops, inference, preprocess_scale, sentiment_accuracy, tagger_accuracy, tokenize, train_speed
 from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
 from trainer.data import TaggedSentence
 
@@ -99,3 +100,15 @@ def test_preprocess_scale_cli_streams_2000_lines(tmp_path):
     assert row["tokens"] > 10 * row["reviews"] and row["lines_per_s"] > 0
     assert row["traced_reviews"] == 200 and 0 < row["tracemalloc_peak_mb"] < 50
     assert not list((tmp_path / "corpus").iterdir())  # the generated file is removed unless --keep
+
+
+def test_tokenize_cli_compares_with_nltk_on_both_test_splits_and_worst_cases(tmp_path, data_dir):
+    assert tokenize.build(".", " ", 10) == ". " + " " * 8 and len(tokenize.build("", "(]", 11)) == 10
+    out = tmp_path / "report.json"
+    subprocess.run([sys.executable, "-m", "bench.tokenize", "--repeats", "1", "--lengths", "100,1000",
+                    "--json", str(out)], cwd=REPO, check=True, capture_output=True)
+    results = json.loads(out.read_text())["results"]
+    assert [row["case"] for row in results["table"]] == ["rotten-tomatoes test", "brown test"]
+    assert all(row["differ"] == 0 and row["tokens"] > row["texts"] and row["speedup"] > 0 for row in results["table"])
+    assert len(results["worst_cases"]) == len(tokenize.WORST_CASES)
+    assert all(row["differ"] == 0 and row["growth_to_1000"] > 0 for row in results["worst_cases"])

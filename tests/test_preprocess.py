@@ -9,10 +9,22 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.config import PreprocessConfig, TrainConfig, apply_overrides, parse_key_values
+from trainer.data import SPLITS, open_dataset
 from trainer.errors import ConfigError, DataError
-from trainer.preprocess import PAD, UNK, Encoder, Vocab, Vocabs, build_vocabs, normalize_word, tokenize
+from trainer.preprocess import (
+    PAD,
+    UNK,
+    Encoder,
+    TreebankTokenizer,
+    Vocab,
+    Vocabs,
+    build_vocabs,
+    normalize_word,
+    tokenize,
+)
 
 BLOCK_TORCH = """
 import importlib.abc, sys
@@ -30,6 +42,40 @@ def test_tokenize_follows_the_treebank_rules_and_keeps_urls_whole() -> None:
     ]
     assert tokenize("") == []
     assert tokenize("   ") == []
+
+
+# Inputs where the Treebank rules, or `regex` and `re`, are easiest to get wrong: every quote kind,
+# clitics and MacIntyre contractions in any case, final periods before closing brackets and space
+# runs, Unicode case folding (Kelvin sign, long s, dotted I), combining marks, odd whitespace.
+TREEBANK_EDGE_CASES = [
+    "\"Hello,\" she said. 'Don't!' (Really?) [yes] {no} <maybe>",
+    "``quoted'' and ‘single’ “double” «chevrons» „low“ `tick`",
+    "I CAN'T, we'll, they're, I'd, you've, she's, 'tis, 'TWAS, cannot, CANNOT, gonna, Wanna go",
+    "d'ye gimme lemme gotta more'n whaddya whatcha",
+    "Ends with a period.)\"'  ", "Ellipsis... and.. dots . . .", "U.S.A. e.g. etc.",
+    "3,000 12:30 a:b, c,d ; @user #tag $5 50% R&D", "em—dash en–dash figure‒dash ― bar -- double",
+    "KELVIN: Kannot ſtop İstanbul CAN\u0130T", "cafe\u0301's e\u0301'xyz \u0301'a", "tab\there\x1cfs\x85nel\u2028ls",
+    "'", "''", "\"", ".", "..", "'s", "n't", "' '", "", "   ", "a.'", "(.)", "*bold* *", "x?!?", "'hello' 'world'",
+]
+
+
+def test_treebank_tokenizer_equals_nltk_on_edge_cases_and_random_strings() -> None:
+    ours, nltk = TreebankTokenizer(), NLTKWordTokenizer()
+    rng = np.random.default_rng(0)
+    alphabet = list("aAsSkK. ,:;'\"`()[]{}<>?!*-—’”“‘«»\t\n") + ["can", "not", "n't", "'s", "\u0301", "ſ", "K", "İ"]
+    random = ["".join(rng.choice(alphabet, size=int(rng.integers(1, 40)))) for _ in range(3000)]
+    for text in TREEBANK_EDGE_CASES + random:
+        assert ours.tokenize(text) == nltk.tokenize(text), repr(text)
+
+
+def test_treebank_tokenizer_equals_nltk_on_every_corpus_text(data_dir) -> None:
+    """Brown sentences (joined) and Rotten Tomatoes reviews, all splits: about 70,000 texts."""
+    ours, nltk = TreebankTokenizer(), NLTKWordTokenizer()
+    texts = [e.text for split in SPLITS for e in open_dataset("rotten-tomatoes", data_dir).examples(split)]
+    texts += [" ".join(e.words) for split in SPLITS for e in open_dataset("brown", data_dir).examples(split)]
+    assert len(texts) > 69_000
+    differ = [text for text in texts if ours.tokenize(text) != nltk.tokenize(text)]
+    assert not differ, f"{len(differ)} texts differ, e.g. {differ[:3]}"
 
 
 def test_normalize_word_lowercases_and_zeroes_digits() -> None:
@@ -77,6 +123,17 @@ def test_encoder_truncates_over_long_input_and_refuses_empty() -> None:
     assert len(encoder.encode(["a"] * 9).words) == 5
     with pytest.raises(DataError, match="empty input"):
         encoder.batch([encoder.encode([])])
+
+
+def test_word_id_cache_gives_the_ids_of_normalize_and_lookup(monkeypatch) -> None:
+    config = PreprocessConfig(min_count=1)
+    vocabs = build_vocabs([["the", "cat", "1999"]], ["X"], config, chars=False)
+    monkeypatch.setattr(Encoder, "WORD_ID_CACHE", 3)  # fills up part way through
+    encoder = Encoder(vocabs, config)
+    tokens = ["The", "THE", "cat", "2024", "Cat", "dog", "The", "0000", "x"] * 2
+    expected = [vocabs.words.id(normalize_word(t, config)) for t in tokens]
+    assert expected[:6] == [4, 4, 3, 2, 3, 1] and encoder.encode(tokens).words.tolist() == expected
+    assert len(encoder._word_ids) == 3
 
 
 def test_config_overrides_are_type_checked_and_unknown_keys_listed() -> None:

@@ -248,6 +248,19 @@ def test_predict_streams_chunk_by_chunk(runs) -> None:
         proc.kill()
 
 
+def test_results_keep_input_order_across_chunks(runs, tmp_path: Path) -> None:
+    """Chunk k+1 is tokenized while chunk k runs: the output must still follow the input, line by line."""
+    from serve.predict import CHUNK_LINES
+
+    lines = [f"{'word ' * (i % 13)}line{i} ." if i % 101 else "" for i in range(2 * CHUNK_LINES + 7)]
+    path, out = tmp_path / "many.txt", tmp_path / "out.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = serve("predict", "--model", runs["tagger"][1], "--input", path, "--output", out)
+    assert result.returncode == 0, result.stderr
+    tokens = [json.loads(line)["tokens"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert tokens == [tokenize(line) for line in lines]
+
+
 def test_non_utf8_input_is_an_error_naming_the_line_or_replaced(runs, tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
     path.write_bytes(b"the cat\n\nbad \xff\xfe bytes\nthe dog\n")

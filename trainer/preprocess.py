@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import regex
 from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.config import PreprocessConfig
@@ -23,7 +25,53 @@ SENTIMENT_LABELS = ("negative", "positive")  # index = the BCE target, so P(posi
 
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _DIGIT_RE = re.compile(r"\d")
-_TOKENIZER = NLTKWordTokenizer()
+
+
+class TreebankTokenizer:
+    """`NLTKWordTokenizer().tokenize(text)`: nltk's own patterns, in its order, on the same engine.
+
+    Tokenizing limited serving raw text (docs/BENCHMARKS.md section 4), and two costs were not the
+    rules themselves. nltk wraps each of its ~30 patterns in `nltk.redos.TimedPattern`, which
+    passes a 5-second `timeout=` to every `regex` call, and checking that clock took about 60% of
+    the time. And a template such as `r" \1 "` is looked up in `regex`'s template cache on every
+    call, though most calls match nothing. So this class recompiles the same sources with the same
+    flags on the same `regex` engine, without a timeout, and expands a template only on a match.
+
+    The timeout is nltk's backstop against crafted *patterns*. These are nltk's fixed ones, whose
+    quadratic case nltk already made possessive, and `bench.tokenize` times the worst inputs we
+    know of. Equality with nltk is tested on every text of both corpora (tests/test_preprocess.py).
+    """
+
+    def __init__(self) -> None:
+        nltk = NLTKWordTokenizer
+
+        def untimed(rules):
+            return [(regex.compile(rx.pattern, rx.flags), on_match(sub)) for rx, sub in rules]
+
+        self.before_padding = untimed(
+            [*nltk.STARTING_QUOTES, *nltk.PUNCTUATION, nltk.PARENS_BRACKETS, nltk.DOUBLE_DASHES]
+        )
+        self.after_padding = untimed(nltk.ENDING_QUOTES) + [
+            (rx, on_match(r" \1 \2 ")) for rx in nltk.CONTRACTIONS2 + nltk.CONTRACTIONS3  # stdlib `re` in nltk too
+        ]
+
+    def tokenize(self, text: str) -> list[str]:
+        for rx, sub in self.before_padding:
+            text = rx.sub(sub, text)
+        text = f" {text} "
+        for rx, sub in self.after_padding:
+            text = rx.sub(sub, text)
+        return text.split()
+
+
+def on_match(template: str) -> str | Callable[[Any], str]:
+    """A `sub` replacement that expands a backslash template per match, not per call."""
+    if "\\" not in template:
+        return template
+    return lambda match: match.expand(template)
+
+
+_TOKENIZER = TreebankTokenizer()
 
 
 def tokenize(text: str) -> list[str]:
@@ -144,9 +192,20 @@ class Encoded:
 class Encoder:
     """Tokens -> `Encoded` -> padded batch arrays, for one model's vocabularies and config."""
 
+    WORD_ID_CACHE = 1 << 16  # most frequent tokens are met first, and they cover most of any text
+
     def __init__(self, vocabs: Vocabs, config: PreprocessConfig) -> None:
         self.vocabs = vocabs
         self.config = config
+        self._word_ids: dict[str, int] = {}  # token -> id, saving normalize_word for repeats
+
+    def word_id(self, token: str) -> int:
+        found = self._word_ids.get(token)
+        if found is None:
+            found = self.vocabs.words.id(normalize_word(token, self.config))
+            if len(self._word_ids) < self.WORD_ID_CACHE:
+                self._word_ids[token] = found
+        return found
 
     def truncate(self, tokens: Sequence[str]) -> list[str]:
         """Inputs longer than `max_tokens` keep their first `max_tokens` tokens (callers report it)."""
@@ -154,9 +213,7 @@ class Encoder:
 
     def encode(self, tokens: Sequence[str]) -> Encoded:
         tokens = self.truncate(tokens)
-        words = np.fromiter(
-            (self.vocabs.words.id(normalize_word(t, self.config)) for t in tokens), np.int64, len(tokens)
-        )
+        words = np.fromiter(map(self.word_id, tokens), np.int64, len(tokens))
         if self.vocabs.chars is None:
             return Encoded(words)
         cap = self.config.max_word_len
