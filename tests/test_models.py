@@ -61,6 +61,34 @@ def test_padding_invariance(case: str) -> None:
     assert worst <= 1e-5, f"{case}: output changes with padding by {worst}"
 
 
+@pytest.mark.parametrize("sentences", [1, 9])
+def test_char_states_once_per_distinct_word_equal_the_padded_run(sentences: int) -> None:
+    """The eager path (distinct words in length groups) against the exported one, values and gradients."""
+    config, labels, chars = CASES["dual-tagger"]
+    vocabs = Vocabs(WORDS, Vocab.labels(labels), chars)
+    torch.manual_seed(0)
+    model = build_model(config, vocabs)
+    encoder = Encoder(vocabs, PreprocessConfig(max_word_len=12))
+    rng = np.random.default_rng(3)
+    texts = random_sentences(rng, sentences, 6)
+    texts[0] += texts[0][:2] + ["a", "ab", "a"]  # repeats, and words longer than max_word_len above
+    arrays = encoder.batch([encoder.encode(t) for t in texts])
+    batch, steps, width = arrays["chars"].shape
+    flat = torch.from_numpy(arrays["chars"]).reshape(batch * steps, width)
+    lengths = torch.from_numpy(arrays["word_lengths"]).reshape(batch * steps).clamp(min=1)  # padding rows too
+    assert len(torch.unique(flat, dim=0)) < len(flat)
+    grads = []
+    for method in (model.char_states, model.distinct_char_states):
+        model.zero_grad()
+        states = method(flat, lengths)
+        states.pow(2).sum().backward()
+        grads.append((states.detach(), [p.grad.clone() for p in model.char_encoder.parameters()]))
+    (padded, padded_grads), (distinct, distinct_grads) = grads
+    assert distinct.shape == padded.shape == (batch * steps, 2 * config.char_hidden)
+    assert torch.allclose(distinct, padded, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(distinct_grads, padded_grads))
+
+
 def test_naive_bidirectional_lstm_reads_padding() -> None:
     """The control: nn.LSTM(bidirectional=True) on a padded batch fails the same check."""
     torch.manual_seed(0)

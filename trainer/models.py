@@ -105,6 +105,7 @@ class DualLSTMTagger(LSTMTagger):
     """Word embedding joined with a character BiLSTM's final states per word, then as LSTMTagger."""
 
     input_names = ("words", "lengths", "chars", "word_lengths")
+    CHAR_GROUPS = 4  # length groups of distinct words; 4 was fastest of 1, 2, 4, 6, 8 on Brown at batch 32
 
     def __init__(self, config: TaggerConfig, vocabs: Vocabs) -> None:
         if vocabs.chars is None:
@@ -117,11 +118,35 @@ class DualLSTMTagger(LSTMTagger):
         self, words: torch.Tensor, lengths: torch.Tensor, chars: torch.Tensor, word_lengths: torch.Tensor
     ) -> torch.Tensor:
         batch, steps, width = chars.shape
+        flat_chars = chars.reshape(batch * steps, width)
         flat_lengths = word_lengths.reshape(batch * steps).clamp(min=1)  # padding words: one <pad> step
-        c = self.char_embedding(chars.reshape(batch * steps, width))  # (B*T, W, Ec)
-        h = self.char_encoder(c, flat_lengths)  # (B*T, W, 2Hc)
-        per_word = self.char_encoder.final_state(h, flat_lengths).reshape(batch, steps, -1)  # (B, T, 2Hc)
+        if torch.onnx.is_in_onnx_export():  # one static graph; the grouping below is data-dependent
+            per_word = self.char_states(flat_chars, flat_lengths)
+        else:
+            per_word = self.distinct_char_states(flat_chars, flat_lengths)
+        per_word = per_word.reshape(batch, steps, -1)  # (B, T, 2Hc)
         return self.tag(torch.cat([self.word_embedding(words), per_word], dim=2), lengths)  # (B, T, n_tags)
+
+    def char_states(self, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(N, W) char ids and (N,) lengths -> (N, 2Hc) final char BiLSTM states, all N rows run W steps."""
+        h = self.char_encoder(self.char_embedding(chars), lengths)  # (N, W, 2Hc)
+        return self.char_encoder.final_state(h, lengths)
+
+    def distinct_char_states(self, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`char_states`, run once per distinct word and in length groups: the same values (each row's
+        LSTM never sees another row or its own padding) for about a quarter of the work. On Brown
+        at batch 32, 45% of a batch's words are repeats and padding to the longest word runs 3.7x
+        the real characters; the char encoder was two thirds of a training step."""
+        distinct, inverse = torch.unique(chars, dim=0, return_inverse=True)  # (U, W), (N,)
+        # Equal rows have equal lengths: chars are right-padded with id 0, which no real character has.
+        distinct_lengths = lengths.new_zeros(len(distinct)).scatter_(0, inverse, lengths)  # (U,)
+        order = torch.argsort(distinct_lengths)
+        states = []
+        for group in torch.tensor_split(order, min(self.CHAR_GROUPS, len(order))):
+            group_lengths = distinct_lengths[group]
+            states.append(self.char_states(distinct[group, : int(group_lengths.max())], group_lengths))
+        rank = torch.argsort(order)  # distinct row -> its position in `order`
+        return torch.cat(states)[rank[inverse]]  # (N, 2Hc)
 
 
 class SentimentNet(nn.Module):
