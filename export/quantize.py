@@ -21,6 +21,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from trainer.data import TaggedSentence
+from trainer.errors import ValidationError
 from trainer.preprocess import Encoded, Encoder
 
 from export.validate import example_tokens, ort_session
@@ -35,8 +36,13 @@ def quantize_int8(src: Path, dst: Path) -> None:
     """`src` -> int8 `dst`, after the shape inference and graph clean-up onnxruntime asks for first."""
     prepared = dst.with_name(f"{dst.stem}.prepared.onnx")
     try:
-        quant_pre_process(str(src), str(prepared))
+        # Symbolic shape inference cannot size the tagger's `Unique` output, and dynamic quantization
+        # of weights needs no activation shapes; onnx's own shape inference still runs.
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         quantize_dynamic(str(prepared), str(dst), op_types_to_quantize=OP_TYPES, weight_type=QuantType.QInt8)
+    except Exception as exc:  # onnxruntime's tools raise bare Exceptions; name the step, keep one line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValidationError(f"int8: onnxruntime's quantization of {src.name} failed ({first})") from exc
     finally:
         prepared.unlink(missing_ok=True)
 

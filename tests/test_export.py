@@ -254,9 +254,11 @@ def test_atol_override_applies_to_every_parity_case(artifacts: dict, data_dir: P
     assert all(f"vs atol 1e-12 (logits shape [{c['inputs']['words'][0]}])" in proc.stderr for c in failed)
 
 
-def test_int8_is_accepted_by_dev_accuracy(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sentiment-bi-max", "dual-tagger"])  # the tagger's graph holds a Unique
+def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8"
-    proc = run_export(data_dir, "--model", str(artifacts["sentiment-bi-max"]), "--out", str(out), "--quantize", "int8")
+    extra = ["--data", "brown"] if kind == "dual-tagger" else []
+    proc = run_export(data_dir, "--model", str(artifacts[kind]), "--out", str(out), "--quantize", "int8", *extra)
     assert proc.returncode == 0, proc.stderr
     assert "int8" in proc.stdout and proc.stderr == ""
     meta, report = load_json(out / "model.json"), load_json(out / "validation.json")
@@ -269,7 +271,9 @@ def test_int8_is_accepted_by_dev_accuracy(artifacts: dict, data_dir: Path, tmp_p
     nodes = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     assert "DynamicQuantizeLSTM" in nodes and "LSTM" not in nodes
     session = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
-    assert session.run(None, encode(out, [s.split() for s in SENTENCES]))[0].shape == (3,)
+    tokens = [s.split() for s in SENTENCES]
+    expected = (3,) if kind.startswith("sentiment") else (3, max(map(len, tokens)), len(UNIVERSAL_TAGS))
+    assert session.run(None, encode(out, tokens))[0].shape == expected
 
 
 def test_int8_accuracy_drop_fails_the_export(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
