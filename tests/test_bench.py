@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bench import flops, inference, preprocess_scale, sentiment_accuracy, tagger_accuracy, tokenize, train_speed
@@ -32,6 +33,16 @@ def test_flops_per_token_matches_a_hand_count():
     assert flops.flops_per_token(SentimentConfig(), 2) == 2 * 4 * (128 + 128) * 128 * 2 + 2 * 4 * (256 + 128) * 128 * 2
     rate = flops.matmul_gflops(1, n=64, seconds=0.01)
     assert math.isfinite(rate) and rate > 0
+
+
+def test_executed_flops_count_padding_and_each_distinct_word_once():
+    ab, abcd, pad = [2, 3, 0, 0], [2, 3, 4, 5], [0, 0, 0, 0]
+    arrays = {"words": np.array([[5, 5, 6], [5, 0, 0]]), "lengths": np.array([3, 1]),
+              "chars": np.array([[ab, ab, abcd], [ab, pad, pad]]), "word_lengths": np.array([[2, 2, 4], [2, 0, 0]])}
+    config = TaggerConfig()
+    words = 2 * 3 * flops.flops_per_token(config, 12)  # every padded position runs the word LSTM
+    chars = 3 * 4 * flops.stack_flops(config.char_dim, config.char_hidden, 1, True)  # "ab", "abcd", padding: W=4 steps
+    assert flops.executed_flops_per_token(config, 12, [arrays]) == (words + chars) / 4
 
 
 def test_tagger_score_counts_oov_by_normalized_train_words():
