@@ -125,15 +125,19 @@ def test_encoder_truncates_over_long_input_and_refuses_empty() -> None:
         encoder.batch([encoder.encode([])])
 
 
-def test_word_id_cache_gives_the_ids_of_normalize_and_lookup(monkeypatch) -> None:
-    config = PreprocessConfig(min_count=1)
-    vocabs = build_vocabs([["the", "cat", "1999"]], ["X"], config, chars=False)
-    monkeypatch.setattr(Encoder, "WORD_ID_CACHE", 3)  # fills up part way through
+def test_memoized_ids_equal_normalize_and_lookup_past_the_memo_size(monkeypatch) -> None:
+    config = PreprocessConfig(min_count=1, max_word_len=3)
+    vocabs = build_vocabs([["the", "cat", "1999"]], ["X"], config, chars=True)
+    monkeypatch.setattr(Encoder, "MEMO_TOKENS", 3)  # fills up part way through
     encoder = Encoder(vocabs, config)
     tokens = ["The", "THE", "cat", "2024", "Cat", "dog", "The", "0000", "x"] * 2
     expected = [vocabs.words.id(normalize_word(t, config)) for t in tokens]
-    assert expected[:6] == [4, 4, 3, 2, 3, 1] and encoder.encode(tokens).words.tolist() == expected
-    assert len(encoder._word_ids) == 3
+    encoded = encoder.encode(tokens)
+    assert expected[:6] == [4, 4, 3, 2, 3, 1] and encoded.words.tolist() == expected
+    assert encoded.word_lengths.tolist() == [min(len(t), 3) for t in tokens]
+    for row, token in zip(encoded.chars.tolist(), tokens):
+        assert row == [vocabs.chars.id(c) for c in token[:3]] + [0] * (3 - len(token[:3]))
+    assert len(encoder.word_id.values) == len(encoder.char_ids.values) == 3
 
 
 def test_config_overrides_are_type_checked_and_unknown_keys_listed() -> None:

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -189,23 +190,35 @@ class Encoded:
     word_lengths: np.ndarray | None = None  # (T,) int64
 
 
+class Memo:
+    """`compute(token)`, remembered for the first `size` distinct tokens: frequent tokens come first
+    and cover most of any text, and the memory stays bounded however much text goes through."""
+
+    def __init__(self, compute: Callable[[str], Any], size: int) -> None:
+        self.compute, self.size = compute, size
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, token: str) -> Any:
+        found = self.values.get(token)
+        if found is None:
+            found = self.compute(token)
+            if len(self.values) < self.size:
+                self.values[token] = found
+        return found
+
+
 class Encoder:
     """Tokens -> `Encoded` -> padded batch arrays, for one model's vocabularies and config."""
 
-    WORD_ID_CACHE = 1 << 16  # most frequent tokens are met first, and they cover most of any text
+    MEMO_TOKENS = 1 << 16
 
     def __init__(self, vocabs: Vocabs, config: PreprocessConfig) -> None:
         self.vocabs = vocabs
         self.config = config
-        self._word_ids: dict[str, int] = {}  # token -> id, saving normalize_word for repeats
-
-    def word_id(self, token: str) -> int:
-        found = self._word_ids.get(token)
-        if found is None:
-            found = self.vocabs.words.id(normalize_word(token, self.config))
-            if len(self._word_ids) < self.WORD_ID_CACHE:
-                self._word_ids[token] = found
-        return found
+        self.word_id = Memo(lambda token: vocabs.words.id(normalize_word(token, config)), self.MEMO_TOKENS)
+        if vocabs.chars is not None:
+            char_id = vocabs.chars.id
+            self.char_ids = Memo(lambda token: tuple(map(char_id, token[: config.max_word_len])), self.MEMO_TOKENS)
 
     def truncate(self, tokens: Sequence[str]) -> list[str]:
         """Inputs longer than `max_tokens` keep their first `max_tokens` tokens (callers report it)."""
@@ -216,12 +229,11 @@ class Encoder:
         words = np.fromiter(map(self.word_id, tokens), np.int64, len(tokens))
         if self.vocabs.chars is None:
             return Encoded(words)
-        cap = self.config.max_word_len
-        lengths = np.fromiter((min(len(t), cap) for t in tokens), np.int64, len(tokens))
-        chars = np.zeros((len(tokens), max(1, int(lengths.max(initial=1)))), np.int64)
-        char_id = self.vocabs.chars.id
-        for i, token in enumerate(tokens):
-            chars[i, : lengths[i]] = [char_id(c) for c in token[:cap]]
+        rows = list(map(self.char_ids, tokens))  # each capped at max_word_len
+        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+        width = max(1, int(lengths.max(initial=1)))
+        padded = chain.from_iterable(row + (0,) * (width - len(row)) for row in rows)
+        chars = np.fromiter(padded, np.int64, len(rows) * width).reshape(len(rows), width)
         return Encoded(words, chars, lengths)
 
     def batch(self, items: Sequence[Encoded]) -> dict[str, np.ndarray]:
