@@ -65,7 +65,7 @@ def speed(name: str, texts: list[str], ours: Tokenize, nltk: Tokenize, repeats: 
 
 
 def worst_case(name: str, prefix: str, unit: str, lengths: Sequence[int], ours: Tokenize, nltk: Tokenize) -> dict:
-    row: dict = {"case": name}
+    row: dict = {"case": name, "differ": 0}
     previous = None
     for length in lengths:
         text = build(prefix, unit, length)
@@ -75,7 +75,7 @@ def worst_case(name: str, prefix: str, unit: str, lengths: Sequence[int], ours: 
         if previous is not None:
             row[f"growth_to_{length}"] = seconds / previous
         previous = seconds
-        row["differ"] = row.get("differ", 0) + (ours(text) != nltk(text))
+        row["differ"] += ours(text) != nltk(text)
     return row
 
 

@@ -112,7 +112,6 @@ def signature(path: Path) -> tuple[list[dict], list[dict]]:
     return describe(graph.input), describe(graph.output)
 
 
-
 def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> dict[str, Any]:
     """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir."""
     inputs, outputs = signature(onnx_path)

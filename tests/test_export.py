@@ -285,6 +285,19 @@ def test_int8_accuracy_drop_fails_the_export(artifacts: dict, data_dir: Path, tm
     assert not out.exists() and load_json(tmp_path / "int8.failed" / "validation.json")["int8"]["passed"] is False
 
 
+def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
+    code = ("import sys; import export.quantize as q\n"
+            "def broken(*args, **kwargs): raise Exception('Incomplete symbolic shape inference\\nmore detail')\n"
+            "q.quantize_dynamic = broken\n"
+            "from export.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "int8"
+    proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8", code=code)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "error: int8: onnxruntime's quantization of model.onnx failed (Incomplete symbolic shape inference)")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
 def remove_model(model: Path, out: Path) -> None:
     shutil.rmtree(model)
 
