@@ -17,9 +17,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from trainer.errors import ArtifactError, ConfigError, DataError, SeqLSTMError, ValidationError
+from trainer.cli import Parser, run_cli
+from trainer.errors import ArtifactError, ConfigError, DataError
 from trainer.fetch import sha256_file
 
 if TYPE_CHECKING:  # torch is imported only once the cheap argument checks have passed
@@ -27,14 +28,8 @@ if TYPE_CHECKING:  # torch is imported only once the cheap argument checks have 
     from trainer.data import Dataset
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line, like every other bad-input error, instead of argparse's usage block."""
-        self.exit(2, f"error: {message} (see `python -m export --help`)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="python -m export",
         description="Export a trained model to ONNX and validate it against torch.",
         epilog="exit status: 0 ok, 1 validation failed (attempt kept in EXPORT_DIR.failed/), 2 bad input",
@@ -136,14 +131,7 @@ def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except SeqLSTMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        for line in getattr(exc, "failures", ()):
-            print(f"  {line}", file=sys.stderr)
-        return 1 if isinstance(exc, ValidationError) else 2
+    return run_cli(lambda: run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -1,30 +1,22 @@
 """`python -m serve {predict,http,bench}`.
 
-Any `SeqLSTMError` (a bad input file, a missing or mismatched model, a failed --verify) becomes
-one line `error: <message>` on stderr and exit status 2, never a traceback.
+Errors, signals and exit statuses are `trainer.cli.run_cli`'s: a bad input file or a missing or
+mismatched model is one line `error: ...` and exit 2, a failed --verify exit 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import NoReturn
 
 from serve import bench, http, predict
-from trainer.errors import SeqLSTMError
+from trainer.cli import Parser, run_cli
 
 COMMANDS = {
     "predict": (predict, "JSON Lines predictions for a file or stdin, one line in, one object out"),
     "http": (http, "a small JSON API: POST /predict, GET /health, GET /metadata"),
     "bench": (bench, "throughput and latency per batch size: onnxruntime fp32/int8, torch eager"),
 }
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line, like every other bad-input error, instead of argparse's usage block."""
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,22 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    def run() -> int:
+        args = build_parser().parse_args(argv)
         return int(args.run(args) or 0)
-    except SeqLSTMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader went away (`... | head`): not an error. Point stdout at /dev/null so that
-        # the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,10 @@ def write_small_data(data_dir: Path, out: Path) -> dict[str, str]:
 
 
 def trainer(*args: str, env: dict[str, str] | None = None, check: bool = True,
-            module: str = "trainer") -> subprocess.CompletedProcess:
-    """`python -m trainer ARGS` (or another module, e.g. torch.distributed.run) from the repository root."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+            module: str | None = "trainer") -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` (or another module, e.g. torch.distributed.run; None: `python ARGS`) from the
+    repository root."""
+    proc = subprocess.run([sys.executable, *(["-m", module] if module else []), *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     if check and proc.returncode != 0:
         pytest.fail(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
@@ -143,13 +144,32 @@ def test_resume_mid_epoch_gives_the_same_weights(data: dict[str, str], tmp_path:
     assert changed.returncode == 2 and "word_hidden" in changed.stderr
 
 
-def test_bf16_on_cpu_trains_with_gradient_accumulation(data: dict[str, str], tmp_path: Path) -> None:
+# `python -m trainer` with the bf16 LSTM probe forced to say "this CPU has none".
+NO_BF16_LSTM = ("import sys; from trainer import precision; precision.cpu_bf16_lstm_works = lambda: False; "
+                "from trainer.__main__ import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("probe", ["this CPU", "forced: no bf16 LSTM"])
+def test_bf16_on_cpu_trains_with_gradient_accumulation(data: dict[str, str], tmp_path: Path, probe: str) -> None:
+    """bf16 trains on every CPU: with oneDNN's bf16 LSTM where the CPU has one (AVX-512), else with
+    float32 LSTM kernels inside the bf16 region. The forced case covers the fallback on AVX-512 machines;
+    on a CPU without a bf16 LSTM the real probe already takes it."""
+    from trainer.precision import cpu_bf16_lstm_works
+
+    has_bf16_lstm = cpu_bf16_lstm_works()
+    forced = probe.startswith("forced")
+    if forced and not has_bf16_lstm:
+        pytest.skip("this CPU has no bf16 LSTM: the 'this CPU' case already runs the float32-LSTM fallback")
     run = tmp_path / "run"
-    trainer("train", "--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--lr", "5e-3", "--warmup-steps", "5",
+    args = ["train", "--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--lr", "5e-3", "--warmup-steps", "5",
             "--batch-size", "8", "--grad-accum", "2", "--max-steps", "30", "--log-every", "5", "--eval-every", "15",
-            "--mixed-precision", "bf16", "--out", str(run))
+            "--mixed-precision", "bf16", "--out", str(run)]
+    proc = trainer("-c", NO_BF16_LSTM, *args, module=None) if forced else trainer(*args)
+    fallback = forced or not has_bf16_lstm
+    assert ("LSTM kernels run in float32" in proc.stdout) == fallback, proc.stdout
     metrics = json.loads((run / "model" / "metrics.json").read_text())
     assert metrics["mixed_precision"] == "bf16" and metrics["skipped_steps"] == 0 and metrics["steps"] == 30
+    assert metrics["lstm_precision"] == ("fp32" if fallback else "bf16")
     assert metrics["train_tokens"] > 30 * 16 * 15  # 30 steps of 2 x 8 sentences (Brown averages ~20 tokens)
     losses = [e["loss"] for e in events(run, "train")]
     assert len(losses) == 6 and all(0 < loss < 10 for loss in losses)

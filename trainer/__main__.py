@@ -2,7 +2,7 @@
 
 `fetch` and `stats` import no torch; `train`, `evaluate` and `pretrain` hand their arguments to
 `trainer.<command>.main(argv)`, imported only when asked for.
-Any `SeqLSTMError` becomes one line `error: <message>` on stderr and exit status 2.
+Errors, signals and exit statuses are `trainer.cli.run_cli`'s: one line `error: ...`, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 
-from trainer.errors import SeqLSTMError
+from trainer.cli import Parser, run_cli
 
 DELEGATED = {
     "train": "train a tagger or sentiment model (see `python -m trainer train --help`)",
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.data import SPEC_FORMS
     from trainer.fetch import SOURCES
 
-    parser = argparse.ArgumentParser(prog="python -m trainer", description="Data, training and evaluation.")
+    parser = Parser(prog="python -m trainer", description="Data, training and evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fetch = commands.add_parser("fetch", help="download and verify a data set into $DATA_DIR (default ./data)")
     fetch.add_argument("name", choices=sorted(SOURCES))
@@ -60,16 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def run() -> int:
         if argv and argv[0] in DELEGATED:
             # The delegated module owns its whole argument list, --help included.
             module = importlib.import_module(f"trainer.{argv[0]}")
             return int(module.main(argv[1:]) or 0)
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except SeqLSTMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ class PaddedLSTM(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.output_size = hidden * (2 if bidirectional else 1)
+        # Set by the trainer on CPUs whose oneDNN has no bf16 LSTM (trainer.precision): the LSTM kernels
+        # then leave the autocast region and run in float32. Not a weight; exports never see it.
+        self.float32_kernels = False
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         backward = self.backward_layers
@@ -61,12 +64,18 @@ class PaddedLSTM(nn.Module):
         for i, layer in enumerate(self.forward_layers):
             if i > 0:
                 x = self.dropout(x)
-            out, _ = layer(x)  # (B, T, H)
+            out = self.run_lstm(layer, x)  # (B, T, H)
             if backward is not None:
-                back, _ = backward[i](gather_time(x, index))
+                back = self.run_lstm(backward[i], gather_time(x, index))
                 out = torch.cat([out, gather_time(back, index)], dim=2)  # (B, T, 2H)
             x = out
         return x
+
+    def run_lstm(self, layer: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+        if self.float32_kernels and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return layer(x.float())[0]
+        return layer(x)[0]
 
     def final_state(self, out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Last forward state joined with the backward direction's last state (at position 0)."""
@@ -173,6 +182,13 @@ class SentimentNet(nn.Module):
         else:
             state = self.encoder.final_state(h, lengths)  # (B, H*dirs)
         return self.output(self.dropout(state)).squeeze(1)  # (B,)
+
+
+def run_lstms_in_float32(model: nn.Module) -> None:
+    """Every LSTM of `model` runs in float32 even inside an autocast region (see `PaddedLSTM.run_lstm`)."""
+    for module in model.modules():
+        if isinstance(module, PaddedLSTM):
+            module.float32_kernels = True
 
 
 def build_model(config: ModelConfig, vocabs: Vocabs) -> nn.Module:

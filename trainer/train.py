@@ -48,8 +48,9 @@ from trainer.config import (
 from trainer.data import open_dataset
 from trainer.errors import ConfigError, DataError, TrainingError
 from trainer.evaluate import Collate, EncodedSplit, Parser, Split, eval_loader, read_split, score, summary
-from trainer.models import build_model
+from trainer.models import build_model, run_lstms_in_float32
 from trainer.plots import plot_curves
+from trainer.precision import resolve_precision
 from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 
@@ -96,17 +97,6 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"config key 'lr' must be > 0; got {cfg.lr!r}")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"config key 'schedule' must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
-
-
-def resolve_mixed_precision(value: str) -> str:
-    """The config's `mixed_precision`, else ACCELERATE_MIXED_PRECISION (launch.sh --mixed-precision), else no."""
-    mode = value or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
-    if mode not in ("no", "fp16", "bf16"):
-        raise ConfigError(f"config key 'mixed_precision' must be one of no, fp16, bf16; got {mode!r}")
-    if mode == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("mixed_precision 'fp16' needs a CUDA GPU (fp16 autocast with loss scaling) and "
-                          "this machine has none; use bf16 (works on CPU) or no")
-    return mode
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -456,12 +446,12 @@ def build(accelerator: Accelerator, task: str, model_config: Any, preprocess: Pr
 
 def main(argv: list[str]) -> int:
     args, model_config, preprocess, cfg = parse_args(argv)
-    mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
+    precision = resolve_precision(cfg.mixed_precision, cuda=torch.cuda.is_available())
     run_dir = args.out
     checkpoint = find_checkpoint(args.resume, run_dir)
     splits, skipped = load_splits(args.data, args.task, args.skip_bad_lines)  # before any process group
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision.mode,
                               gradient_accumulation_steps=cfg.grad_accum, log_with="tensorboard",
                               project_dir=str(run_dir / "logs"))
     if cfg.threads:
@@ -470,6 +460,9 @@ def main(argv: list[str]) -> int:
     # weights still agree, because preparing the model broadcasts rank 0's.
     set_seed(cfg.seed, device_specific=True)
     parts, vocabs = build(accelerator, args.task, model_config, preprocess, cfg, splits)
+    if precision.lstm_in_float32:
+        run_lstms_in_float32(accelerator.unwrap_model(parts["model"]))
+        accelerator.print(f"train: {precision.note}")
     identity = {"task": args.task, "model": to_dict(model_config), "preprocess": to_dict(preprocess),
                 "vocab_sha256": hashlib.sha256(json.dumps(vocabs.to_json()).encode()).hexdigest(),
                 "world_size": accelerator.num_processes}
@@ -483,11 +476,11 @@ def main(argv: list[str]) -> int:
     accelerator.init_trackers("tensorboard", config=to_dict(cfg) | to_dict(model_config))
     accelerator.print(f"train: {args.task} on {args.data}, world size {accelerator.num_processes} "
                       f"({accelerator.distributed_type.value} on {accelerator.device}), mixed precision "
-                      f"{mixed_precision}, examples {examples}, skipped {skipped or 'none'}, "
+                      f"{precision.mode}, examples {examples}, skipped {skipped or 'none'}, "
                       f"{parts['total_steps']} steps"
                       + (f", resuming at step {trainer.state.step}" if checkpoint else ""))
     log("start", trainer.state.step, task=args.task, data=args.data, world_size=accelerator.num_processes,
-        mixed_precision=mixed_precision, examples=examples, skipped=skipped,
+        mixed_precision=precision.mode, lstm_precision=precision.lstm, examples=examples, skipped=skipped,
         resumed_from=str(checkpoint) if checkpoint else None,
         config={"model": to_dict(model_config), "preprocess": to_dict(preprocess), "train": to_dict(cfg)})
 
@@ -499,7 +492,8 @@ def main(argv: list[str]) -> int:
                           "continue with --resume auto (no model written yet)")
     else:
         metrics = {"task": args.task, "data": args.data, "world_size": accelerator.num_processes,
-                   "mixed_precision": mixed_precision, **trainer.finish(reason), "examples": examples,
+                   "mixed_precision": precision.mode,
+                   "lstm_precision": precision.lstm, **trainer.finish(reason), "examples": examples,
                    "skipped": skipped}
         # The release model: written once, by the main process, after every process is done with it.
         accelerator.wait_for_everyone()
