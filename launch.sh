@@ -25,6 +25,11 @@ the CPU wheel, when no NVIDIA GPU is visible; plain "torch" with CUDA wheels whe
 USAGE
 }
 
+die() {
+    echo "error: $*" >&2
+    exit 2
+}
+
 have_gpu() {
     command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'
 }
@@ -66,21 +71,31 @@ train() {
     local nproc="" nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port="" mp=""
     while [[ $# -gt 0 ]]; do
         case "$1" in
-            --nproc) nproc="$2"; shift 2 ;;
-            --nnodes) nnodes="$2"; shift 2 ;;
-            --node-rank) node_rank="$2"; shift 2 ;;
-            --master-addr) master_addr="$2"; shift 2 ;;
-            --master-port) master_port="$2"; shift 2 ;;
-            --mixed-precision) mp="$2"; shift 2 ;;
+            --nproc|--nnodes|--node-rank|--master-addr|--master-port|--mixed-precision)
+                [[ $# -ge 2 && "$2" != --* ]] || die "launch.sh train: $1 needs a value"
+                case "$1" in
+                    --nproc) nproc="$2" ;;
+                    --nnodes) nnodes="$2" ;;
+                    --node-rank) node_rank="$2" ;;
+                    --master-addr) master_addr="$2" ;;
+                    --master-port) master_port="$2" ;;
+                    --mixed-precision) mp="$2" ;;
+                esac
+                shift 2 ;;
             --) shift; break ;;
-            *) echo "launch.sh train: unknown option '$1' (options before '--': --nproc --nnodes --node-rank --master-addr --master-port --mixed-precision)" >&2; exit 2 ;;
+            *) die "launch.sh train: unknown option '$1' (options before '--': --nproc --nnodes --node-rank --master-addr --master-port --mixed-precision)" ;;
         esac
     done
-    case "$mp" in ""|no|fp16|bf16) ;; *) echo "launch.sh train: --mixed-precision must be one of no, fp16, bf16; got '$mp'" >&2; exit 2 ;; esac
+    case "$mp" in ""|no|fp16|bf16) ;; *) die "launch.sh train: --mixed-precision must be one of no, fp16, bf16; got '$mp'" ;; esac
     if [[ -z "$nproc" ]]; then
         nproc=$("$PY" -c 'import torch; print(max(torch.cuda.device_count(), 1))')
     fi
-    [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh train: --nproc must be a positive integer; got '$nproc'" >&2; exit 2; }
+    [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || die "launch.sh train: --nproc must be a positive integer; got '$nproc'"
+    [[ "$nnodes" =~ ^[1-9][0-9]*$ ]] || die "launch.sh train: --nnodes must be a positive integer; got '$nnodes'"
+    [[ "$node_rank" =~ ^[0-9]+$ && "$node_rank" -lt "$nnodes" ]] \
+        || die "launch.sh train: --node-rank must be 0..$((nnodes - 1)); got '$node_rank'"
+    [[ -z "$master_port" || ( "$master_port" =~ ^[0-9]+$ && "$master_port" -ge 1 && "$master_port" -le 65535 ) ]] \
+        || die "launch.sh train: --master-port must be 1..65535; got '$master_port'"
     # Accelerator(mixed_precision=None) reads this, so the trainer's own --mixed_precision still wins.
     [[ -n "$mp" ]] && export ACCELERATE_MIXED_PRECISION="$mp"
     if [[ "$nproc" == 1 && "$nnodes" == 1 ]]; then
@@ -107,5 +122,6 @@ case "$cmd" in
     export) setup; exec "$PY" -m export "$@" ;;
     serve) setup; exec "$PY" -m serve "$@" ;;
     -h|--help|help) usage ;;
-    *) usage >&2; [[ -n "$cmd" ]] && echo "launch.sh: unknown command '$cmd'" >&2; exit 2 ;;
+    "") usage >&2; exit 2 ;;
+    *) die "launch.sh: unknown command '$cmd' (commands: setup demo test train export serve)" ;;
 esac
