@@ -110,9 +110,12 @@ def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str
     for a, b in zip(events(one, "train"), events(two, "train"), strict=True):
         assert a["step"] == b["step"] and abs(a["loss"] - b["loss"]) <= 1e-5
 
-    assert sorted(os.listdir(two / "checkpoints/step-20")) == sorted(
-        ["best.safetensors", "custom_checkpoint_0.pkl", "model.safetensors", "optimizer.bin",
-         "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json"])
+    assert sorted(os.listdir(two / "checkpoints/step-20")) == [
+        "best.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng-0.json",
+        "rng-1.json", "scheduler.json", "trainer_state.json"]  # no pickles: safetensors and JSON
+    manifest = json.loads((two / "checkpoints/step-20/trainer_state.json").read_text())
+    assert manifest["world_size"] == 2 and sorted(manifest["files"]) == sorted(
+        os.listdir(two / "checkpoints/step-20"))[:-1]
     assert (two / "plots" / "curves.png").stat().st_size > 0
     assert list((two / "logs").rglob("events.out.tfevents.*"))
 

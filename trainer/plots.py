@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +14,43 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen befor
 import numpy as np  # noqa: E402
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl events; after a resume, the later record of a (event, split, step) wins."""
+def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """metrics.jsonl events, and how many torn lines (a run killed mid-write) were skipped.
+
+    After a resume, the later record of an (event, split, step) wins.
+    """
     latest: dict[tuple, dict[str, Any]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    torn = 0
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
             event = json.loads(line)
-            latest[(event.get("event"), event.get("split"), event.get("step"))] = event
-    return sorted(latest.values(), key=lambda e: e.get("step") or 0)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            torn += 1
+            continue
+        latest[(event.get("event"), event.get("split"), event.get("step"))] = event
+    return sorted(latest.values(), key=lambda e: e.get("step") or 0), torn
 
 
-def plot_curves(metrics_jsonl: Path, out: Path) -> None:
-    """Training loss and dev accuracy against optimizer steps."""
-    events = read_events(metrics_jsonl)
+def end_torn_line(path: Path) -> bool:
+    """End a log whose last line a killed run left half-written, so that the next event starts a line."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return False
+        f.write(b"\n")
+    return True
+
+
+def plot_curves(metrics_jsonl: Path, out: Path) -> int:
+    """Training loss and dev accuracy against optimizer steps; returns how many torn log lines were skipped."""
+    events, torn = read_events(metrics_jsonl)
     train = [(e["step"], e["loss"]) for e in events if e.get("event") == "train"]
     dev = [(e["step"], e["accuracy"]) for e in events if e.get("event") == "eval" and e.get("split") == "dev"]
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
@@ -37,6 +62,7 @@ def plot_curves(metrics_jsonl: Path, out: Path) -> None:
     ax_dev.set(title="dev accuracy", xlabel="step", ylabel="accuracy")
     fig.tight_layout()
     _save(fig, out)
+    return torn
 
 
 def plot_confusion(confusion: dict[str, Any], out: Path) -> None:

@@ -16,8 +16,8 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,12 +28,24 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, skip_first_batches
 from accelerate.utils import gather_object, set_seed
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from trainer.artifact import replace_dir, save_artifact, write_json
+from trainer.artifact import save_artifact
 from trainer.batching import SCHEDULES, BucketBatchSampler, lr_factor
+from trainer.checkpoint import (
+    STATE_FILE,
+    conform,
+    discard,
+    list_checkpoints,
+    publish,
+    read_checkpoint,
+    remove_stale,
+    restore,
+    write_manifest,
+    write_rng,
+    write_training_state,
+)
 from trainer.config import (
     MODEL_CONFIGS,
     TASKS,
@@ -46,15 +58,14 @@ from trainer.config import (
     to_dict,
 )
 from trainer.data import open_dataset
-from trainer.errors import ConfigError, DataError, TrainingError
+from trainer.errors import ArtifactError, ConfigError, DataError, TrainingError
 from trainer.evaluate import Collate, EncodedSplit, Parser, Split, eval_loader, read_split, score, summary
 from trainer.models import build_model, run_lstms_in_float32
-from trainer.plots import plot_curves
+from trainer.plots import end_torn_line, plot_curves
 from trainer.precision import resolve_precision
 from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 
-STATE_FILE, BEST_FILE = "trainer_state.json", "best.safetensors"
 NAN_ENV = "SEQLSTM_TEST_NAN_FROM_STEP"  # fault injection for tests: losses from this step on are NaN
 # Measured on 2 busy CPU cores: the tagger reaches ~97.6% dev accuracy in 3 epochs (~1,440 steps each,
 # 3-8k tokens/s), while sentiment keeps improving up to ~10 short epochs (~320 steps, ~10k tokens/s).
@@ -99,13 +110,11 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"config key 'schedule' must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints (renamed into place, so they hold trainer_state.json), oldest first."""
-    found = [p for p in root.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def find_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from: `--resume PATH` if it is whole; with `auto` the newest whole one,
+    passing over damaged newer ones with one line on stderr; None to start afresh."""
     existing = list_checkpoints(run_dir / "checkpoints")
     if resume is None:
         if existing:
@@ -113,12 +122,34 @@ def find_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
                               "continue with --resume auto, or train into a new --out")
         return None
     if resume == "auto":
-        return existing[-1] if existing else None
+        return newest_whole_checkpoint(existing, run_dir / "checkpoints")
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
         raise ConfigError(f"--resume {resume}: not a checkpoint "
                           f"(expected RUN_DIR/checkpoints/step-N with {STATE_FILE}, or auto)")
+    try:
+        read_checkpoint(path)
+    except ArtifactError as exc:
+        raise ArtifactError(f"--resume {resume}: {exc}") from None
     return path
+
+
+def newest_whole_checkpoint(existing: list[Path], root: Path) -> Path | None:
+    damaged = []
+    for path in reversed(existing):
+        try:
+            read_checkpoint(path)
+        except ArtifactError as exc:
+            damaged.append(str(exc))
+            continue
+        # No process group exists yet, so the rank comes from the launcher's environment: one line, not one each.
+        if damaged and os.environ.get("RANK", "0") == "0":
+            print(f"train: {'; '.join(damaged)}; resuming from {path.name}", file=sys.stderr)
+        return path
+    if damaged:
+        raise ArtifactError(f"--resume auto: no whole checkpoint in {root}: {'; '.join(damaged)}; "
+                            "train into a new --out")
+    return None
 
 
 def load_splits(spec: str, task: str, skip_bad_lines: bool) -> tuple[dict[str, Split], dict[str, int]]:
@@ -171,6 +202,8 @@ class RunLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             if fresh:
                 path.write_text("", encoding="utf-8")
+            else:  # a run killed mid-write may have left half a line: the next event must not join it
+                end_torn_line(path)
 
     def __call__(self, event: str, step: int, **values: Any) -> None:
         if not self.accelerator.is_main_process:
@@ -187,7 +220,7 @@ class RunLog:
 
 @dataclass
 class TrainState:
-    """What a resumed run needs besides model, optimizer, scheduler and RNG (saved by save_state)."""
+    """What a resumed run needs besides model, optimizer, scheduler and RNG (trainer/checkpoint.py)."""
 
     step: int = 0  # optimizer steps
     epoch: int = 0
@@ -339,39 +372,51 @@ class Trainer:
         self.log("eval", state.step, split="dev", improved=improved, **metrics)
 
     def save_checkpoint(self) -> None:
-        """accelerate's save_state into a temporary folder, renamed into place once complete."""
+        """Every file into a hidden temporary folder, the manifest last, then renamed into place."""
         acc, state = self.accelerator, self.state
         self.flush_window()
         root = self.run_dir / "checkpoints"
         final, tmp = root / f"step-{state.step}", root / f".tmp-step-{state.step}"
         state.last_save_step = state.step
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))  # model, optimizer, registered scheduler; RNG states of every process
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if self.best is not None:
-                save_file(self.best, str(tmp / BEST_FILE))
-            write_json(tmp / STATE_FILE, {"trainer": dataclasses.asdict(state), **self.identity})
-            replace_dir(tmp, final)
-            for old in list_checkpoints(root)[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old)
+        try:
+            if acc.is_main_process:
+                root.mkdir(parents=True, exist_ok=True)
+                remove_stale(root)
+                tmp.mkdir()
+            acc.wait_for_everyone()
+            write_rng(tmp, acc.process_index)
+            if acc.is_main_process:
+                write_training_state(tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler,
+                                     self.best)
+            acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
+            if acc.is_main_process:
+                write_manifest(tmp, {"trainer": dataclasses.asdict(state), **self.identity,
+                                     "accelerator_step": acc.step})
+                publish(tmp, final)
+                for old in list_checkpoints(root)[: -self.cfg.keep_checkpoints]:
+                    discard(old)
+        except BaseException:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         acc.wait_for_everyone()
         self.log("checkpoint", state.step, path=str(final))
 
     def load_checkpoint(self, path: Path) -> None:
-        saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        checkpoint = read_checkpoint(path)
+        saved = checkpoint.state
         for key, value in self.identity.items():
             if saved.get(key) != value:
                 raise ConfigError(f"--resume {path}: the checkpoint's {key} is {saved.get(key)!r} but this run's is "
                                   f"{value!r}; resume with the same settings, or train into a new --out")
-        self.accelerator.load_state(str(path))
-        self.state = TrainState(**saved["trainer"])
+        trainer = conform(dataclasses.asdict(TrainState()), saved["trainer"], f"{path / STATE_FILE} 'trainer'")
+        acc = self.accelerator
+        restore(checkpoint, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler,
+                acc.process_index)
+        acc.step = saved["accelerator_step"]  # gradient accumulation's batch counter, as load_state set it
+        self.state = TrainState(**trainer)
         self.window_seconds = self.state.train_seconds
-        if (path / BEST_FILE).is_file():
-            self.best = load_file(str(path / BEST_FILE))
+        self.best = checkpoint.best
 
     def finish(self, reason: str) -> dict[str, Any]:
         """Last dev score and checkpoint, then test metrics of the best weights (left in the model)."""
@@ -431,11 +476,10 @@ def build(accelerator: Accelerator, task: str, model_config: Any, preprocess: Pr
     train = DataLoader(data["train"], batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
     steps_per_epoch = math.ceil(len(sampler) // accelerator.num_processes / cfg.grad_accum)
     total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
-    # Stepped by hand once per optimizer step and registered for checkpointing rather than prepared:
-    # a prepared scheduler steps once per process, which would bend the schedule with the world size.
+    # Stepped by hand once per optimizer step rather than prepared: a prepared scheduler steps once per
+    # process, which would bend the schedule with the world size. trainer.checkpoint saves its counters.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, warmup=cfg.warmup_steps, total=total_steps, schedule=cfg.schedule))
-    accelerator.register_for_checkpointing(scheduler)
     names = [name for name in ("dev", "test") if name in data]
     model, optimizer, train, *loaders = accelerator.prepare(
         model, optimizer, train, *(eval_loader(data[n], collate, cfg.eval_batch_size) for n in names))
