@@ -11,9 +11,10 @@ cut into batches, as `predict` does. The model-only numbers feed pre-encoded arr
 end-to-end number starts from raw text (tokenize + encode + batch + run + results), and their
 ratio shows what preprocessing costs.
 
-`--json FILE` holds: task, unit ("tokens/s" | "reviews/s"), model (as GET /metadata), input,
-texts, threads, results (one per backend and batch size: backend "onnx-fp32" | "onnx-int8" |
-"torch-eager", batch_size, throughput, p50_ms, p95_ms, batches) and end_to_end (batch_size,
+`--json FILE` (checked before the run and written like `predict --output`, see `serve.output`)
+holds: task, unit ("tokens/s" | "reviews/s"), model (as GET /metadata), input, texts, threads,
+results (one per backend and batch size: backend "onnx-fp32" | "onnx-int8" | "torch-eager",
+batch_size, throughput, p50_ms, p95_ms, batches) and end_to_end (batch_size,
 raw_text_throughput, model_only_throughput, ratio).
 """
 
@@ -28,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from serve.options import MAX_BATCH, check_numbers, check_range
+from serve.output import check_output, open_output
 from serve.runtime import OPT_LEVELS, Item, ServingModel
 from trainer.errors import ConfigError, DataError
 from trainer.preprocess import PAD, UNK, URL
@@ -39,7 +42,7 @@ LENGTHS = {"tagger": (5, 40), "sentiment": (8, 60)}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, metavar="EXPORT_DIR")
     parser.add_argument("--torch", type=Path, metavar="RUN_DIR/model", help="also time torch eager (needs torch)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--batch-sizes", default="1,16,64,256", metavar="N,N,...")
     parser.add_argument("--input", type=Path, metavar="FILE", help="texts to use, one per line (default: generated)")
     parser.add_argument("--texts", type=int, default=1024, help="how many texts to generate or read")
@@ -55,8 +58,10 @@ def parse_batch_sizes(text: str) -> list[int]:
         sizes = [int(part) for part in text.split(",")]
     except ValueError:
         sizes = []
-    if not sizes or min(sizes) < 1:
+    if not sizes:
         raise ConfigError(f"--batch-sizes must be comma-separated positive integers; got {text!r}")
+    for size in sizes:
+        check_range("--batch-sizes", size, 1, MAX_BATCH)
     return sizes
 
 
@@ -146,8 +151,8 @@ def end_to_end(model: ServingModel, texts: list[str], batch_size: int, min_secon
 
 def run(args: argparse.Namespace) -> int:
     sizes = parse_batch_sizes(args.batch_sizes)
-    if args.texts < 1 or args.e2e_batch_size < 1:
-        raise ConfigError("--texts and --e2e-batch-size must be positive integers")
+    check_numbers(args)
+    target = check_output(args.json, "--json", str(args.input) if args.input else None) if args.json else None
     model = ServingModel(args.model, threads=args.threads, optimization=args.optimization)
     texts = load_texts(args, model)
     backends: dict[str, Runner] = {"onnx-fp32": model.run}
@@ -174,8 +179,9 @@ def run(args: argparse.Namespace) -> int:
         "end_to_end": e2e,
     }
     print(format_table(report))
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if target is not None:
+        with open_output(target) as f:
+            f.write(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -5,15 +5,19 @@
     GET  /health    -> {"status": "ok", "task": ...}
     GET  /metadata  -> task, labels, input names, onnx sha256, limits
 
-Every client mistake is a 4xx with `{"error": "..."}`: 400 malformed JSON or wrong types, 404
-unknown path, 405 wrong method, 411 no Content-Length, 413 body over `MAX_BODY_BYTES`, 422 over a
-limit (texts per request, characters per text, tokens per text = the model's max_tokens; the API
-rejects rather than truncates, unlike `predict`). 500 is kept for bugs.
+Every client mistake is a 4xx with `{"error": "..."}` (the request rules are `serve.api`'s; here
+404 unknown path, 405 wrong method). 500 is kept for bugs. 503 says the model cannot answer: the
+batching thread has stopped (then `GET /health` is 503 too, with the reason), or no result came
+within `--request-timeout` seconds.
 
 Concurrency: handler threads parse and encode their own request, then hand the items to one
 `MicroBatcher` thread, which collects what arrives within `--max-wait-ms` (or until a batch is
 full) and runs it through onnxruntime as one sorted-by-length pass. One thread owns the session,
 so concurrent requests never race on it, and small concurrent requests share batches.
+
+Every numeric flag is range-checked before the model loads (`serve.options`). Binding anything but
+loopback (`--host 0.0.0.0`, or `--host ""`, which is every interface too) prints one warning line
+on stderr. A client that hangs up before its reply is one log line, not a traceback.
 """
 
 from __future__ import annotations
@@ -32,12 +36,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from serve.api import MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS, ApiError, content_length, parse_request
+from serve.options import check_host, check_numbers, exposure_warning
 from serve.runtime import OPT_LEVELS, Item, ServingModel
 from trainer.errors import ConfigError
 
-MAX_BODY_BYTES = 1 << 20
-MAX_TEXTS = 256
-MAX_TEXT_CHARS = 10_000
 DRAIN_LIMIT_BYTES = 16 << 20  # an oversized body up to this is read and dropped, so the 413 arrives cleanly
 ROUTES = {"/health": "GET", "/metadata": "GET", "/predict": "POST"}
 
@@ -48,15 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed on startup)")
     parser.add_argument("--batch-size", type=int, default=64, help="most items run through the model at once")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    parser.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="a request with no result by then gets 503")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     parser.add_argument("--optimization", choices=sorted(OPT_LEVELS), default="all")
-
-
-class ClientError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 @dataclass
@@ -65,20 +64,40 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)
     results: list[dict[str, Any]] | None = None
     error: BaseException | None = None
+    abandoned: bool = False  # its request timed out: the batcher skips it
 
 
 class MicroBatcher:
     """One worker thread runs the model on requests gathered for up to `max_wait_s`."""
 
-    def __init__(self, model: ServingModel, batch_size: int, max_wait_s: float) -> None:
-        self.model, self.batch_size, self.max_wait_s = model, batch_size, max_wait_s
+    POLL_S = 0.25  # how often a waiting request checks that the worker is still alive
+
+    def __init__(self, model: ServingModel, batch_size: int, max_wait_s: float, timeout_s: float = 30.0) -> None:
+        self.model, self.batch_size, self.max_wait_s, self.timeout_s = model, batch_size, max_wait_s, timeout_s
         self.jobs: queue.Queue[Job] = queue.Queue()
-        threading.Thread(target=self._loop, name="micro-batcher", daemon=True).start()
+        self.failure: str | None = None
+        self.thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
+        self.thread.start()
+
+    def health(self) -> str | None:
+        """None while the worker runs, else why it does not."""
+        if self.thread.is_alive():
+            return None
+        return f"the batching thread has stopped ({self.failure or 'no reason recorded'})"
 
     def submit(self, items: list[Item]) -> list[dict[str, Any]]:
+        reason = self.health()
+        if reason is not None:
+            raise ApiError(503, reason)
         job = Job(items)
         self.jobs.put(job)
-        job.done.wait()
+        deadline = time.monotonic() + self.timeout_s
+        while not job.done.wait(min(self.POLL_S, max(0.0, deadline - time.monotonic()))):
+            reason = self.health()
+            if reason is None and time.monotonic() < deadline:
+                continue
+            job.abandoned = True
+            raise ApiError(503, reason or f"no result within --request-timeout {self.timeout_s:g} s; retry later")
         if job.error is not None:
             raise job.error
         return job.results  # type: ignore[return-value]
@@ -96,62 +115,29 @@ class MicroBatcher:
             except queue.Empty:
                 break
             count += len(jobs[-1].items)
-        return jobs
+        return [job for job in jobs if not job.abandoned]
 
     def _loop(self) -> None:
-        while True:
-            jobs = self._gather()
-            try:
-                results = self.model.predict([item for job in jobs for item in job.items], self.batch_size)
-            except Exception as exc:  # reported to each waiting request as a 500
-                for job in jobs:
-                    job.error = exc
-                    job.done.set()
-                continue
-            start = 0
+        try:
+            while True:
+                self._run(self._gather())
+        except BaseException as exc:  # a bug: /health and waiting requests say so (503) from now on
+            self.failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+            raise
+
+    def _run(self, jobs: list[Job]) -> None:
+        try:
+            results = self.model.predict([item for job in jobs for item in job.items], self.batch_size)
+        except Exception as exc:  # reported to each waiting request as a 500
             for job in jobs:
-                job.results = results[start : start + len(job.items)]
-                start += len(job.items)
+                job.error = exc
                 job.done.set()
-
-
-def parse_request(body: bytes, model: ServingModel) -> list[Item]:
-    """The request body -> model items, or a ClientError saying what is wrong with it."""
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ClientError(400, f"body is not valid UTF-8 JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
-    if not isinstance(data, dict) or len(data) != 1 or not set(data) <= {"texts", "tokens"}:
-        raise ClientError(400, 'expected a JSON object with exactly one key, "texts" or "tokens"')
-    (key, value), = data.items()
-    if not isinstance(value, list):
-        raise ClientError(400, f'"{key}" must be a list')
-    if len(value) > MAX_TEXTS:
-        raise ClientError(422, f'"{key}" has {len(value)} entries; the limit is {MAX_TEXTS} per request')
-    if key == "texts":
-        return [prepare_text(i, text, model) for i, text in enumerate(value)]
-    if model.task != "tagger":
-        raise ClientError(422, f'"tokens" input needs a tagger model; this is a {model.task} model: send "texts"')
-    return [prepare_tokens(i, tokens, model) for i, tokens in enumerate(value)]
-
-
-def prepare_text(i: int, text: Any, model: ServingModel) -> Item:
-    if not isinstance(text, str):
-        raise ClientError(400, f"texts[{i}] must be a string; got {type(text).__name__}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ClientError(422, f"texts[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    item = model.prepare_text(text)
-    if item.truncated:
-        raise ClientError(422, f"texts[{i}] has more than max_tokens={model.max_tokens} tokens")
-    return item
-
-
-def prepare_tokens(i: int, tokens: Any, model: ServingModel) -> Item:
-    if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
-        raise ClientError(400, f"tokens[{i}] must be a list of non-empty strings")
-    if len(tokens) > model.max_tokens:
-        raise ClientError(422, f"tokens[{i}] has {len(tokens)} tokens; the limit is max_tokens={model.max_tokens}")
-    return model.prepare_tokens(tokens)
+            return
+        start = 0
+        for job in jobs:
+            job.results = results[start : start + len(job.items)]
+            start += len(job.items)
+            job.done.set()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -170,46 +156,47 @@ class Handler(BaseHTTPRequestHandler):
         try:
             allowed = ROUTES.get(path)
             if allowed is None:
-                raise ClientError(404, f"unknown path {path!r}; known: {', '.join(sorted(ROUTES))}")
+                raise ApiError(404, f"unknown path {path!r}; known: {', '.join(sorted(ROUTES))}")
             if method != allowed:
-                raise ClientError(405, f"{path} accepts {allowed}, not {method}")
+                raise ApiError(405, f"{path} accepts {allowed}, not {method}")
             if path == "/predict":
                 items = parse_request(self.read_body(), self.server.model)
                 body: dict[str, Any] = {"results": self.server.batcher.submit(items)}
             elif path == "/metadata":
                 body = self.server.metadata
             else:
+                reason = self.server.batcher.health()
+                if reason is not None:
+                    self.send_json(503, {"status": "unavailable", "reason": reason, "task": self.server.model.task})
+                    return
                 body = {"status": "ok", "task": self.server.model.task}
             self.send_json(200, body)
-        except ClientError as exc:
+        except ApiError as exc:
             self.send_json(exc.status, {"error": exc.message}, allow=ROUTES.get(path) if exc.status == 405 else None)
+        except ConnectionError as exc:
+            self.close_connection = True
+            self.log_message("client went away before its request was read (%s)", type(exc).__name__)
         except Exception:
             traceback.print_exc(file=sys.stderr)
             self.send_json(500, {"error": "internal server error (logged by the server)"})
 
     def read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise ClientError(411, "chunked bodies are not supported; send Content-Length")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            raise ClientError(411, "Content-Length is required")
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise ClientError(400, f"Content-Length must be a non-negative integer; got {raw!r}") from None
+            raise ApiError(411, "chunked bodies are not supported; send Content-Length")
+        length = content_length(self.headers.get("Content-Length"))
         if length > MAX_BODY_BYTES:
             self.close_connection = True
             if length <= DRAIN_LIMIT_BYTES:
                 self.drain(length)
-            raise ClientError(413, f"body of {length} bytes; the limit is {MAX_BODY_BYTES}")
+            raise ApiError(413, f"body of {length} bytes; the limit is {MAX_BODY_BYTES}")
         try:
             body = self.rfile.read(length)
+        except ConnectionError:
+            raise  # a hang-up, not a timeout: there is nobody left to send a status to
         except OSError:
-            raise ClientError(408, "timed out reading the request body") from None
+            raise ApiError(408, "timed out reading the request body") from None
         if len(body) < length:
-            raise ClientError(400, f"body ended after {len(body)} of {length} bytes (Content-Length)")
+            raise ApiError(400, f"body ended after {len(body)} of {length} bytes (Content-Length)")
         return body
 
     def drain(self, length: int) -> None:
@@ -224,14 +211,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, status: int, body: dict[str, Any], allow: str | None = None) -> None:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        if allow:
-            self.send_header("Allow", allow)
-        self.end_headers()
-        if getattr(self, "command", None) != "HEAD":
-            self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            if allow:
+                self.send_header("Allow", allow)
+            self.end_headers()
+            if getattr(self, "command", None) != "HEAD":
+                self.wfile.write(data)
+        except ConnectionError as exc:  # the client hung up first: nobody is left to tell, not a server error
+            self.close_connection = True
+            self.log_message("client went away before its %d reply (%s)", status, type(exc).__name__)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The base class's errors (malformed request line, headers too long) as JSON too."""
@@ -258,19 +249,28 @@ class Server(ThreadingHTTPServer):
             },
         }
 
+    def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
+        """A connection lost while reading the request or flushing the reply: one line, no traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            print(f"{client_address[0]} - connection lost ({type(exc).__name__})", file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
+
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer; got {args.batch_size}")
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be 0..65535; got {args.port}")
+    check_numbers(args)
+    check_host(args.host)
     model = ServingModel(args.model, int8=args.int8, threads=args.threads, optimization=args.optimization)
-    batcher = MicroBatcher(model, args.batch_size, args.max_wait_ms / 1000)
+    batcher = MicroBatcher(model, args.batch_size, args.max_wait_ms / 1000, args.request_timeout)
     try:
         server = Server((args.host, args.port), model, batcher)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
+        raise ConfigError(f"cannot listen on --host {args.host!r} --port {args.port} ({exc.strerror})") from None
     host, port = server.server_address[:2]
+    warning = exposure_warning(args.host, host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"serving {model.task} model {args.model} on http://{host}:{port}", flush=True)
     try:
         server.serve_forever()

@@ -16,10 +16,14 @@ Policies, each reported rather than silent:
 - `--pretokenized` (split on whitespace) is for the tagger only: a sentiment model's reviews are
   raw text that its Treebank tokenizer must see, so asking for it there is an error.
 
-`--output FILE` is written to a temporary file renamed into place at the end: after any error
-there is no output file (or the previous one is kept). `--verify RUN_DIR/model` runs the torch
-model on the same batches (torch is imported only then) and fails if any logit differs by more
-than model.json's atol or any argmax differs.
+`--output FILE` is written to a temporary file renamed into place at the end: after any error,
+Ctrl-C or SIGTERM there is no output file (or the previous one is kept) and no temporary. What
+`--output` may name is `serve.output`'s policy: `-` and `/dev/stdout` are stdout, a FIFO is
+streamed, and a symlink, a device (`/dev/null`), a directory or the input file itself under any
+name are refused before anything runs.
+
+`--verify RUN_DIR/model` runs the torch model on the same batches (torch is imported only then)
+and fails if any logit differs by more than model.json's atol or any argmax differs.
 """
 
 from __future__ import annotations
@@ -27,9 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +39,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from serve.options import check_numbers
+from serve.output import check_output, open_output
 from serve.runtime import OPT_LEVELS, Item, ServingModel
 from trainer.config import to_dict
 from trainer.errors import ConfigError, DataError, ValidationError
@@ -77,27 +81,6 @@ def open_input(name: str) -> Iterator[IO[bytes]]:
         raise DataError(f"--input {name}: cannot read ({exc.strerror})") from None
     with f:
         yield f
-
-
-@contextlib.contextmanager
-def atomic_output(name: str) -> Iterator[IO[str]]:
-    """stdout, or a temporary file beside FILE that replaces it only when everything succeeded."""
-    if name == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    final = Path(name)
-    if final.is_dir() or not final.parent.is_dir():
-        raise DataError(f"--output {name}: not a writable file path")
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class LineReader:
@@ -193,8 +176,8 @@ class Verifier:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer; got {args.batch_size}")
+    check_numbers(args)
+    target = check_output(args.output, input_name=args.input)
     model = ServingModel(args.model, int8=args.int8, threads=args.threads, optimization=args.optimization)
     if args.pretokenized and model.task != "tagger":
         raise ConfigError(
@@ -211,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         verifier = Verifier(args.verify, model)
     prepare = (lambda line: model.prepare_tokens(line.split())) if args.pretokenized else model.prepare_text
     truncated = 0
-    with open_input(args.input) as stream, atomic_output(args.output) as out:
+    with open_input(args.input) as stream, open_output(target) as out:
 
         def emit(items: list[Item]) -> int:
             results = model.predict(items, args.batch_size, verifier.check if verifier else None)

@@ -1,9 +1,12 @@
 """The onnxruntime core shared by `predict`, `http` and `bench`: load an export, text -> results.
 
 Imports numpy, onnxruntime and the torch-free `trainer.preprocess` / `trainer.config` only.
-An export directory is read through `model.json` (docs/DESIGN.md): the `Encoder` is rebuilt from
-the vocabularies and preprocessing config stored there, never from a corpus, and the ONNX file is
-refused unless its sha256 matches the one `export` recorded.
+An export directory is read through `model.json` (docs/DESIGN.md), checked in full by
+`serve.model_json`: the `Encoder` is rebuilt from the vocabularies and preprocessing config stored
+there, never from a corpus, and the ONNX file is refused unless its sha256 matches the one `export`
+recorded. On load, probe batches check model.json against the graph (input names, the logits'
+shape against the task and the label count, each vocabulary's size against its embedding), so a
+mismatched export fails at startup with one line instead of failing every request later.
 
 Batching: items are sorted by length and run `batch_size` at a time (little padding, so fast), and
 results come back in the caller's order. Tags are an argmax and so do not depend on the batch, but
@@ -13,7 +16,6 @@ LSTM logits can differ at the 1e-7 level between batch shapes, so `prob_positive
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,12 +25,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from trainer.config import TASKS, preprocess_config_from_dict
-from trainer.errors import ArtifactError, ConfigError, DataError
+from serve.model_json import contained_file, read_model_json
+from trainer.config import preprocess_config_from_dict
+from trainer.errors import ArtifactError, ConfigError
 from trainer.fetch import sha256_file
 from trainer.preprocess import Encoded, Encoder, Vocabs, tokenize
 
-EXPORT_FORMAT_VERSION = 1
 PROB_DECIMALS = 4
 OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -52,30 +54,6 @@ class Item:
     @property
     def size(self) -> int:
         return len(self.tokens)
-
-
-def read_model_json(export_dir: Path) -> dict[str, Any]:
-    """`EXPORT_DIR/model.json`, checked for the keys serving needs."""
-    if not export_dir.is_dir():
-        raise ArtifactError(f"{export_dir}: no such export directory (expected the --out of `python -m export`)")
-    path = export_dir / "model.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing (expected an export directory written by `python -m export`)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: corrupt JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{path}: expected a JSON object")
-    version = meta.get("export_format_version")
-    if version != EXPORT_FORMAT_VERSION:
-        raise ArtifactError(f"{path}: export_format_version {version!r} is not supported (this build reads {EXPORT_FORMAT_VERSION})")
-    missing = [k for k in ("task", "preprocess", "vocab", "onnx", "atol") if k not in meta]
-    if missing:
-        raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
-    if meta["task"] not in TASKS:
-        raise ArtifactError(f"{path}: task must be one of {', '.join(TASKS)}; got {meta['task']!r}")
-    return meta
 
 
 def make_session(path: Path, *, threads: int = 0, optimization: str = "all") -> ort.InferenceSession:
@@ -105,16 +83,11 @@ class ServingModel:
         if optimization not in OPT_LEVELS:
             raise ConfigError(f"optimization must be one of {', '.join(OPT_LEVELS)}; got {optimization!r}")
         self.export_dir = Path(export_dir)
-        self.meta = meta = read_model_json(self.export_dir)
+        self.meta = meta = read_model_json(self.export_dir)  # checked in full: the lines below cannot fail
+        self.model_json = self.export_dir / "model.json"
         self.task: str = meta["task"]
-        source = str(self.export_dir / "model.json")
-        try:
-            self.vocabs = Vocabs.from_json(meta["vocab"])
-            self.preprocess = preprocess_config_from_dict(meta["preprocess"], source=source)
-        except ConfigError as exc:
-            raise ArtifactError(str(exc)) from None
-        except (KeyError, TypeError, ValueError, DataError) as exc:
-            raise ArtifactError(f"{source}: malformed vocab ({exc})") from None
+        self.vocabs = Vocabs.from_json(meta["vocab"])
+        self.preprocess = preprocess_config_from_dict(meta["preprocess"], source=str(self.model_json))
         self.encoder = Encoder(self.vocabs, self.preprocess)
         self.labels: list[str] = self.vocabs.labels.itos
         self.atol = float(meta["atol"])
@@ -123,33 +96,74 @@ class ServingModel:
         self.session = make_session(self.onnx_path, threads=threads, optimization=optimization)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.providers = self.session.get_providers()
-        self._check_inputs()
-        self.predict([self.prepare_tokens(["warm", "up"])], 1)  # first run allocates; keep it out of timings
+        self._check_graph()  # its probe runs also do the first run's allocations, outside any timing
 
     def _checked_onnx_file(self, int8: bool) -> tuple[Path, str]:
         key = "int8" if int8 else "onnx"
         entry = self.meta.get(key)
-        if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
+        if entry is None:
             hint = " (export with --quantize int8)" if int8 else ""
-            raise ArtifactError(f"{self.export_dir / 'model.json'}: no {key!r} model recorded{hint}")
-        path = self.export_dir / entry["file"]
+            raise ArtifactError(f"{self.model_json}: no {key!r} model recorded{hint}")
+        path = contained_file(self.export_dir, entry["file"], f"{self.model_json}: {key}.file")
         if not path.is_file():
             raise ArtifactError(f"{path}: missing (model.json lists it; re-run `python -m export`)")
         actual = sha256_file(path)
         if actual != entry["sha256"]:
             raise ArtifactError(
-                f"{path}: sha256 {actual[:12]}... does not match model.json ({str(entry['sha256'])[:12]}...); "
+                f"{path}: sha256 {actual[:12]}... does not match model.json ({entry['sha256'][:12]}...); "
                 "the file was changed after export, re-run `python -m export`"
             )
         return path, actual
 
-    def _check_inputs(self) -> None:
-        probe = self.encoder.batch([self.encoder.encode(["x"])])
+    def _probe(self, word_id: int = 1, char_id: int = 1) -> dict[str, np.ndarray]:
+        """A one-token batch with the given word and character ids (1 = <unk>)."""
+        chars = lengths = None
+        if self.vocabs.chars is not None:
+            chars, lengths = np.array([[char_id]], np.int64), np.array([1], np.int64)
+        return self.encoder.batch([Encoded(np.array([word_id], np.int64), chars, lengths)])
+
+    def _check_graph(self) -> None:
+        """model.json against the graph: input names, logits shape vs task and labels, vocabulary sizes."""
+        where, onnx_name = self.model_json, self.onnx_path.name
+        probe = self._probe()
         if set(self.input_names) != set(probe):
             raise ArtifactError(
-                f"{self.onnx_path}: inputs {self.input_names} do not match what model.json's vocabularies "
-                f"produce ({sorted(probe)})"
+                f"{where}: its vocabularies (vocab.chars {'set' if self.vocabs.chars else 'absent'}) make inputs "
+                f"{sorted(probe)}, but {onnx_name} takes {self.input_names}"
             )
+        logits = self.run(probe)
+        expected = (1, 1, len(self.labels)) if self.task == "tagger" else (1,)
+        if logits.ndim != len(expected):
+            layout = "(batch, time, labels)" if self.task == "tagger" else "(batch,)"
+            raise ArtifactError(f"{where}: task {self.task!r} needs logits shaped {layout}, but {onnx_name} "
+                                f"returns shape {logits.shape} (task does not match the graph)")
+        if logits.shape != expected:
+            raise ArtifactError(f"{where}: vocab.labels has {len(self.labels)} entries, but {onnx_name} "
+                                f"returns {logits.shape[-1]} logits per token")
+        for name, vocab in (("words", self.vocabs.words), ("chars", self.vocabs.chars)):
+            if vocab is not None:
+                self._check_vocab_size(name, len(vocab))
+
+    def _check_vocab_size(self, name: str, size: int) -> None:
+        """The embedding must take the vocabulary's last id, and (where that is checked) no more."""
+        if not self._accepts(name, size - 1):
+            raise ArtifactError(f"{self.model_json}: vocab.{name} has {size} entries, more than "
+                                f"{self.onnx_path.name}'s {name[:-1]} embedding has rows")
+        # Only the CPU kernel bounds-checks Gather indices; on CUDA an id past the end is no error.
+        if self.providers[0] == "CPUExecutionProvider" and self._accepts(name, size):
+            raise ArtifactError(f"{self.model_json}: vocab.{name} has {size} entries, fewer than "
+                                f"{self.onnx_path.name}'s {name[:-1]} embedding has rows (not this model's vocabulary)")
+
+    def _accepts(self, name: str, index: int) -> bool:
+        """Whether the graph runs on one token whose word (or character) id is `index`."""
+        arrays = self._probe(**{"word_id" if name == "words" else "char_id": index})
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # an id out of range is what the probes look for, not news
+        try:
+            self.session.run(None, arrays, quiet)
+        except Exception:  # onnxruntime's untyped errors; here Gather's "indices element out of data bounds"
+            return False
+        return True
 
     @property
     def max_tokens(self) -> int:

@@ -20,18 +20,18 @@ from trainer.preprocess import tokenize
 
 
 class Server:
-    def __init__(self, export_dir: Path, log: Path) -> None:
+    def __init__(self, export_dir: Path, log: Path, *extra: str) -> None:
         self.log_path = log
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serve", "http", "--model", str(export_dir), "--port", "0"],
+            [sys.executable, "-m", "serve", "http", "--model", str(export_dir), "--port", "0", *extra],
             cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=self.log,
         )
         banner: list[bytes] = []
         reader = threading.Thread(target=lambda: banner.append(self.proc.stdout.readline()))
         reader.start()
         reader.join(timeout=60)
-        assert banner and b"http://127.0.0.1:" in banner[0], f"no startup line: {banner} {log.read_text()}"
+        assert banner and b"http://" in banner[0], f"no startup line: {banner} {log.read_text()}"
         self.port = int(banner[0].decode().rsplit(":", 1)[1])
 
     def request(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,

@@ -1,0 +1,108 @@
+"""The JSON API's request rules, independent of the HTTP server that carries them.
+
+`parse_request` turns a `POST /predict` body into model items or raises `ApiError` with the status
+and message the client gets. Every client mistake is a 4xx naming what is wrong: 400 for malformed
+JSON (including `NaN`/`Infinity`, which are not JSON, and duplicate keys, which are ambiguous),
+wrong types, or text that is not valid Unicode (a lone surrogate such as `"\\ud800"` parses as JSON
+but cannot be encoded, so it is refused here, naming `texts[i]` or `tokens[i][j]`); 411 for a
+missing Content-Length; 413 for a body over `MAX_BODY_BYTES`; 422 over a limit (texts per request,
+characters per text, tokens per text = the model's max_tokens; the API rejects rather than
+truncates, unlike `predict`). 503 means the model cannot answer now (see `serve.http`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from serve.runtime import Item, ServingModel
+
+MAX_BODY_BYTES = 1 << 20
+MAX_TEXTS = 256
+MAX_TEXT_CHARS = 10_000
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class ApiError(Exception):
+    """A reply other than 200, with `{"error": message}` as its body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def content_length(raw: str | None) -> int:
+    """The Content-Length header's value; plain ASCII digits only (no sign, `_` or spaces inside)."""
+    if raw is None:
+        raise ApiError(411, "Content-Length is required")
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ApiError(400, f"Content-Length must be a non-negative integer; got {raw[:40]!r}")
+    return int(value)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        data[key] = value
+    return data
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body is not valid UTF-8 JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
+
+
+def check_unicode(where: str, text: str) -> None:
+    found = SURROGATE.search(text)
+    if found:
+        raise ApiError(400, f"{where} is not valid Unicode: a lone surrogate U+{ord(found.group()):04X} "
+                            f"at character {found.start()}")
+
+
+def parse_request(body: bytes, model: ServingModel) -> list[Item]:
+    """The request body -> model items, or an ApiError saying what is wrong with it."""
+    data = decode_json(body)
+    if not isinstance(data, dict) or len(data) != 1 or not set(data) <= {"texts", "tokens"}:
+        raise ApiError(400, 'expected a JSON object with exactly one key, "texts" or "tokens"')
+    (key, value), = data.items()
+    if not isinstance(value, list):
+        raise ApiError(400, f'"{key}" must be a list')
+    if len(value) > MAX_TEXTS:
+        raise ApiError(422, f'"{key}" has {len(value)} entries; the limit is {MAX_TEXTS} per request')
+    if key == "texts":
+        return [prepare_text(i, text, model) for i, text in enumerate(value)]
+    if model.task != "tagger":
+        raise ApiError(422, f'"tokens" input needs a tagger model; this is a {model.task} model: send "texts"')
+    return [prepare_tokens(i, tokens, model) for i, tokens in enumerate(value)]
+
+
+def prepare_text(i: int, text: Any, model: ServingModel) -> Item:
+    if not isinstance(text, str):
+        raise ApiError(400, f"texts[{i}] must be a string; got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ApiError(422, f"texts[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    check_unicode(f"texts[{i}]", text)
+    item = model.prepare_text(text)
+    if item.truncated:
+        raise ApiError(422, f"texts[{i}] has more than max_tokens={model.max_tokens} tokens")
+    return item
+
+
+def prepare_tokens(i: int, tokens: Any, model: ServingModel) -> Item:
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+        raise ApiError(400, f"tokens[{i}] must be a list of non-empty strings")
+    if len(tokens) > model.max_tokens:
+        raise ApiError(422, f"tokens[{i}] has {len(tokens)} tokens; the limit is max_tokens={model.max_tokens}")
+    for j, token in enumerate(tokens):
+        check_unicode(f"tokens[{i}][{j}]", token)
+    return model.prepare_tokens(tokens)

@@ -1,0 +1,165 @@
+"""`EXPORT_DIR/model.json`, read and checked in full before anything it names is opened or used.
+
+An export directory may come from elsewhere (a download, a shared disk), so model.json is treated as
+untrusted input: every key serving uses is checked for its type, range and consistency here, and
+a bad one is a one-line `ArtifactError` naming model.json and the key (`vocab.labels[3]`,
+`onnx.file`, ...), never a traceback or a server that starts and then fails every request.
+What can only be checked against the ONNX graph (label count vs the logits, vocabulary sizes vs
+the embeddings) is checked by `serve.runtime.ServingModel` when it loads the session.
+
+A file named in model.json (`onnx.file`, `int8.file`) must be a plain file name inside EXPORT_DIR:
+no directory separators, not `.` or `..`, and its resolved path must stay inside the directory,
+so neither `../other/model.onnx`, an absolute path nor a symlink pointing out is followed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from trainer.config import TASKS, PreprocessConfig, field_types
+from trainer.errors import ArtifactError
+from trainer.preprocess import PAD, SENTIMENT_LABELS, UNK
+
+EXPORT_FORMAT_VERSION = 1
+REQUIRED_KEYS = ("task", "preprocess", "vocab", "onnx", "atol")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Lower bounds of PreprocessConfig's integer fields: a max_tokens or max_word_len of 0 would empty every input.
+PREPROCESS_MIN = {"min_count": 0, "max_tokens": 1, "max_word_len": 1}
+
+
+def read_model_json(export_dir: Path) -> dict[str, Any]:
+    """`EXPORT_DIR/model.json`, checked in full (see the module docstring)."""
+    if not export_dir.exists():
+        raise ArtifactError(f"{export_dir}: no such export directory (expected the --out of `python -m export`)")
+    if not export_dir.is_dir():
+        raise ArtifactError(f"{export_dir}: not a directory (--model takes the export directory, not a file in it)")
+    path = export_dir / "model.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing (expected an export directory written by `python -m export`)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: corrupt JSON ({str(exc)[:200]})") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    version = meta.get("export_format_version")
+    if version != EXPORT_FORMAT_VERSION:
+        raise ArtifactError(f"{path}: export_format_version {short(version)} is not supported "
+                            f"(this build reads {EXPORT_FORMAT_VERSION})")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
+    if meta["task"] not in TASKS:
+        raise ArtifactError(f"{path}: task must be one of {', '.join(TASKS)}; got {short(meta['task'])}")
+    check_atol(path, meta["atol"])
+    check_preprocess(path, meta["preprocess"])
+    check_vocab(path, meta["vocab"], meta["task"])
+    for key in ("onnx", "int8"):
+        if key in meta:
+            check_file_entry(path, key, meta[key])
+    return meta
+
+
+def short(value: Any) -> str:
+    """A value for an error message: its repr, cut so that one line stays one short line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_atol(path: Path, atol: Any) -> None:
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol <= 0:
+        raise ArtifactError(f"{path}: atol must be a finite number > 0; got {short(atol)}")
+
+
+def check_preprocess(path: Path, data: Any) -> None:
+    """Every PreprocessConfig field, present and of its JSON type (no "20" for 20), and no other key."""
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: preprocess must be an object of PreprocessConfig fields; got {short(data)}")
+    kinds = field_types(PreprocessConfig)
+    unknown = sorted(set(data) - set(kinds))
+    if unknown:
+        raise ArtifactError(f"{path}: preprocess has unknown keys {', '.join(unknown)}; known: {', '.join(kinds)}")
+    for name, kind in kinds.items():
+        if name not in data:
+            raise ArtifactError(f"{path}: preprocess.{name} is missing")
+        value = data[name]
+        ok = isinstance(value, bool) if kind is bool else isinstance(value, kind) and not isinstance(value, bool)
+        if not ok:
+            raise ArtifactError(f"{path}: preprocess.{name} must be {kind.__name__}; got {short(value)}")
+        if name in PREPROCESS_MIN and value < PREPROCESS_MIN[name]:
+            raise ArtifactError(f"{path}: preprocess.{name} must be >= {PREPROCESS_MIN[name]}; got {value}")
+
+
+def check_strings(path: Path, key: str, values: Any, *, specials: bool) -> None:
+    if not isinstance(values, list) or not values:
+        raise ArtifactError(f"{path}: {key} must be a non-empty list of strings; got {short(values)}")
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not value:
+            raise ArtifactError(f"{path}: {key}[{i}] must be a non-empty string; got {short(value)}")
+        if SURROGATE.search(value):
+            raise ArtifactError(f"{path}: {key}[{i}] is not valid Unicode (a lone surrogate); got {short(value)}")
+        if value in seen:
+            raise ArtifactError(f"{path}: {key}[{i}] {short(value)} is listed more than once")
+        seen.add(value)
+    if specials and values[:2] != [PAD, UNK]:
+        raise ArtifactError(f"{path}: {key} must start with {PAD!r}, {UNK!r}; got {short(values[:2])}")
+
+
+def check_vocab(path: Path, vocab: Any, task: str) -> None:
+    if not isinstance(vocab, dict):
+        raise ArtifactError(f"{path}: vocab must be an object with words, labels (and chars); got {short(vocab)}")
+    unknown = sorted(set(vocab) - {"words", "labels", "chars"})
+    if unknown:
+        raise ArtifactError(f"{path}: vocab has unknown keys {', '.join(unknown)}; known: words, labels, chars")
+    for key in ("words", "labels"):
+        if key not in vocab:
+            raise ArtifactError(f"{path}: vocab.{key} is missing")
+    check_strings(path, "vocab.words", vocab["words"], specials=True)
+    check_strings(path, "vocab.labels", vocab["labels"], specials=False)
+    if vocab.get("chars") is not None:
+        if task != "tagger":
+            raise ArtifactError(f"{path}: vocab.chars is for a tagger's character encoder; this is a {task} model")
+        check_strings(path, "vocab.chars", vocab["chars"], specials=True)
+    # One logit, sigmoid = P(label 1): the names and their order are what `predict` reports.
+    if task == "sentiment" and vocab["labels"] != list(SENTIMENT_LABELS):
+        raise ArtifactError(f"{path}: vocab.labels of a sentiment model must be {list(SENTIMENT_LABELS)}; "
+                            f"got {short(vocab['labels'])}")
+
+
+def check_file_entry(path: Path, key: str, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{path}: {key} must be an object with file and sha256; got {short(entry)}")
+    for field in ("file", "sha256"):
+        if field not in entry:
+            raise ArtifactError(f"{path}: {key}.{field} is missing")
+    sha = entry["sha256"]
+    if not isinstance(sha, str) or not SHA256.fullmatch(sha):
+        raise ArtifactError(f"{path}: {key}.sha256 must be 64 lower-case hex digits; got {short(sha)}")
+    contained_file(path.parent, entry["file"], f"{path}: {key}.file")
+
+
+def contained_file(directory: Path, name: Any, where: str) -> Path:
+    """`directory / name` for a plain file name whose resolved path stays inside `directory`."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "\0" in name:
+        raise ArtifactError(f"{where} must be a file name inside the export directory; got {short(name)}")
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if any(sep in name for sep in separators):
+        raise ArtifactError(f"{where} must be a plain file name inside the export directory, without "
+                            f"directories; got {short(name)}")
+    candidate = directory / name
+    try:
+        resolved, root = candidate.resolve(), directory.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise ArtifactError(f"{where} {short(name)} cannot be resolved ({exc})") from None
+    if root not in resolved.parents:
+        raise ArtifactError(f"{where} {short(name)} resolves to {resolved}, outside the export directory "
+                            "(a symlink pointing out is not followed)")
+    return candidate
+
