@@ -2,12 +2,16 @@
 [--data SPEC] [--force]`.
 
 Everything is written into a temporary directory next to EXPORT_DIR and renamed into place only
-after validation passed, so EXPORT_DIR either holds a validated export or is left as it was.
+after validation passed, so EXPORT_DIR either holds a validated export or is left as it was; the
+temporary is removed on any failure. EXPORT_DIR may not overlap the model directory or its RUN_DIR
+(nor hold the current directory), so --force can never delete what it exports.
+Only data the user names with --data is read; nothing the artifact names is opened.
 
 Exit status: 0 exported and validated; 1 validation failed (`error: ...` plus one line per failed
 check; the attempt is kept in EXPORT_DIR.failed/ with its validation.json and model.onnx, and has
 no model.json); 2 bad input (missing/corrupt artifact, unknown format version, non-empty
-EXPORT_DIR without --force, unsupported opset, unusable --data): one line `error: ...`.
+EXPORT_DIR without --force, EXPORT_DIR overlapping the model, unsupported opset, unusable --data):
+one line `error: ...`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.cli import Parser, run_cli
-from trainer.errors import ArtifactError, ConfigError, DataError
+from trainer.config import check_value
+from trainer.errors import ArtifactError, DataError
 from trainer.fetch import sha256_file
 
 if TYPE_CHECKING:  # torch is imported only once the cheap argument checks have passed
@@ -40,19 +45,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--atol", type=float, default=None, help="parity tolerance (default: the model config's atol)")
     parser.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx, accepted by dev accuracy")
     parser.add_argument("--data", metavar="SPEC",
-                        help="data for real-sentence cases and int8 scoring (default: metrics.json's `data` if on disk)")
+                        help="data for real-sentence cases and int8 scoring (without it those cases are skipped)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
     return parser
 
 
+def overlaps(a: Path, b: Path) -> bool:
+    """Equal, or one inside the other (resolved paths)."""
+    return a == b or a in b.parents or b in a.parents
+
+
 def check_out_dir(out: Path, model: Path, force: bool) -> None:
+    """EXPORT_DIR (and EXPORT_DIR.failed) must be replaceable without touching the model, its RUN_DIR,
+    or the current directory; symlinks are resolved first."""
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"--out {out}: exists and is not a directory")
+    model_dir = model.resolve()
+    protected = {model_dir: "the model directory"}
+    for named in (model_dir, model.absolute()):  # RUN_DIR/model, also when it is a link to elsewhere
+        if named.name == "model":
+            protected.setdefault(named.parent.resolve(), "the model's run directory")
+    cwd = Path.cwd().resolve()
+    for target in (out.resolve(), out.resolve().with_name(out.resolve().name + ".failed")):
+        for path, what in protected.items():
+            if overlaps(target, path):
+                raise ArtifactError(f"--out {out}: {target} overlaps {what} {path}; export to a directory outside it")
+        if target == cwd or target in cwd.parents:
+            raise ArtifactError(f"--out {out}: {target} would replace a directory holding the current directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ArtifactError(f"--out {out}: directory exists and is not empty; pass --force to replace it")
-    resolved, cwd = out.resolve(), Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents or resolved in model.resolve().parents:
-        raise ArtifactError(f"--out {out}: would replace a directory holding the current directory or the model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     opset = onnx_export.DEFAULT_OPSET if args.opset is None else args.opset
     onnx_export.check_opset(opset)
-    if args.atol is not None and not args.atol > 0:
-        raise ConfigError(f"--atol must be a positive number; got {args.atol}")
+    if args.atol is not None:
+        check_value("--atol", args.atol, float, {"gt": 0})
     check_out_dir(args.out, args.model, args.force)
 
     from export.validate import open_eval_data
@@ -69,14 +90,14 @@ def run(args: argparse.Namespace) -> int:
 
     artifact = load_artifact(args.model)
     atol = args.atol if args.atol is not None else artifact.config.atol
-    dataset, data_note = open_eval_data(args.data, artifact.metrics, artifact.task)
+    dataset, data_note = open_eval_data(args.data, artifact.task)
     if args.quantize and dataset is None:
         raise DataError(f"--quantize int8 is accepted by dev-split accuracy and needs data: {data_note['reason']}")
     out = args.out = args.out.resolve()  # a name to put the temporary and .failed directories beside
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would make the export unreadable to a serving user
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would make the export unreadable to a serving user
         export_into(tmp, args, artifact, opset, atol, dataset, data_note)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

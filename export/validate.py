@@ -8,7 +8,7 @@ and any failure rejects the export. Tagger outputs are compared only at real pos
 
 Inputs come from text through the shared `Encoder` (the path serving uses): built-in sentences,
 unknown words, words of 1 to 30+ characters, sentences of 1 to 230 tokens at batch sizes 1, 7
-and 64, and real dev-split sentences when a data set is available; plus random id arrays.
+and 64, and real dev-split sentences when `--data` names a data set; plus random id arrays.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from onnx.reference import ReferenceEvaluator
 from trainer.artifact import Artifact
 from trainer.data import Dataset, TaggedSentence, open_dataset
 from trainer.errors import DataError, ValidationError
-from trainer.fetch import SOURCES, default_data_dir, is_complete
 from trainer.preprocess import Encoder, Vocabs, normalize_word, tokenize
 
 from export.onnx_export import declared_shapes
@@ -71,27 +70,16 @@ def example_tokens(example: Any) -> list[str]:
     return list(example.words) if isinstance(example, TaggedSentence) else tokenize(example.text)
 
 
-def open_eval_data(spec: str | None, metrics: dict, task: str) -> tuple[Dataset | None, dict]:
-    """The data set for real-data cases: `--data SPEC`, else metrics.json's `data` if it is on disk.
+def open_eval_data(spec: str | None, task: str) -> tuple[Dataset | None, dict]:
+    """The data set for the real-data cases and int8 scoring: only ever the user's `--data SPEC`.
 
-    An explicit `--data` that cannot be opened is an error; a recorded one that is not available
-    is skipped (never fetched), and the note saying why goes into validation.json.
+    Nothing an artifact names is opened: metrics.json records the training `data` spec, but a crafted
+    one could name any readable file, and a data error quotes the line it could not parse. Without
+    --data the real-data cases are skipped and the note saying so goes into validation.json.
     """
-    explicit = spec is not None
-    spec = spec if explicit else metrics.get("data")
-    if not isinstance(spec, str) or not spec:
-        return None, {"used": False, "reason": "no --data given and metrics.json records no `data`"}
-    source = SOURCES.get(spec)
-    if not explicit and source is not None and not is_complete(default_data_dir() / spec, source):
-        return None, {"spec": spec, "used": False,
-                      "reason": f"{spec!r} (from metrics.json) is not in {default_data_dir()}; "
-                                f"run `python -m trainer fetch {spec}` or pass --data"}
-    try:
-        dataset = open_dataset(spec)
-    except DataError as exc:
-        if explicit:
-            raise
-        return None, {"spec": spec, "used": False, "reason": f"{spec!r} (from metrics.json): {exc}"}
+    if spec is None:
+        return None, {"used": False, "reason": "no --data given; pass --data SPEC to add dev-split sentences"}
+    dataset = open_dataset(spec)
     if dataset.task != task:
         raise DataError(f"--data {spec!r} is {dataset.task} data, but the model is a {task}")
     if "dev" not in dataset.splits:

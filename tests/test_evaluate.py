@@ -7,10 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 from test_train import TINY_SENTIMENT, TINY_TAGGER, trainer, write_small_data
 
+from trainer.artifact import save_artifact
+from trainer.config import PreprocessConfig, SentimentConfig
 from trainer.evaluate import sentiment_metrics, tagger_metrics
-from trainer.preprocess import UNIVERSAL_TAGS
+from trainer.models import build_model
+from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+
+REVIEWS = Path(__file__).resolve().parent / "fixtures" / "reviews.fasttext"
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +108,53 @@ def test_sentiment_metrics_by_hand() -> None:
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
     assert m["f1"] == pytest.approx(2 / 3) and m["confusion"]["matrix"] == [[1, 1], [1, 2]]
     assert sentiment_metrics(np.zeros(2), np.zeros(2))["precision"] == 0.0  # nothing predicted positive
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    """A random-weight sentiment model: evaluate's argument checks need a real one, not a trained one."""
+    vocabs = Vocabs(Vocab(["<pad>", "<unk>", *sorted(set(REVIEWS.read_text().lower().split()))]),
+                    Vocab.labels(SENTIMENT_LABELS))
+    config = SentimentConfig(embed_dim=4, hidden=3, layers=1)
+    torch.manual_seed(0)
+    save_artifact(tmp_path / "run" / "model", build_model(config, vocabs), config, PreprocessConfig(), vocabs)
+    return tmp_path / "run" / "model"
+
+
+TINY_SPEC = f"fasttext:{REVIEWS},{REVIEWS}"
+
+
+def test_tiny_model_report(tiny_model: Path, tmp_path: Path) -> None:
+    """The model the bad-argument cases below use evaluates fine with good arguments."""
+    printed, report = evaluate(tiny_model.parent, TINY_SPEC, tmp_path / "r" / "x.json")
+    assert printed["examples"] == report["examples"] == 6
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["x.confusion.png", "x.json"]
+    assert (tmp_path / "r" / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+BAD_ARGUMENTS = {
+    "batch size 0": (["--batch-size", "0"], "--batch-size must be in [1, 2147483647]; got 0"),
+    "negative batch size": (["--batch-size", "-5"], "--batch-size must be in [1, 2147483647]; got -5"),
+    "report a directory": (["--report", "{tmp}"], "--report {tmp}: is a directory; expected a file path"),
+    "report under a file": (["--report", "{tmp}/file/x.json"], "--report {tmp}/file/x.json: {tmp}/file is not a directory"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_arguments_are_one_line_errors_before_any_scoring(case: str, tiny_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("precious")
+    extra, message = BAD_ARGUMENTS[case]
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    proc = trainer("evaluate", "--model", str(tiny_model), "--data", TINY_SPEC, *extra, check=False)
+    assert proc.returncode == 2 and proc.stderr == f"error: {message.replace('{tmp}', str(tmp_path))}\n"
+    assert proc.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]
+    assert (tmp_path / "file").read_text() == "precious"
+
+
+def test_a_model_with_non_finite_weights_is_refused_not_scored(tiny_model: Path) -> None:
+    state = load_file(str(tiny_model / "model.safetensors"))
+    state["output.bias"][0] = float("nan")
+    save_file(state, str(tiny_model / "model.safetensors"))
+    proc = trainer("evaluate", "--model", str(tiny_model), "--data", TINY_SPEC, check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {tiny_model / 'model.safetensors'}: tensor 'output.bias' holds non-finite")

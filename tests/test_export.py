@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
+from safetensors.torch import load_file, save_file
 
 from export.validate import validate
 from trainer.artifact import load_artifact, save_artifact
@@ -66,17 +67,16 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path], data_dir: Path) -> dict[str, Path]:
-    """Each kind exported once: the dual tagger with an explicit --data, the others through
-    metrics.json's `data`; the word tagger over a non-empty directory with --force."""
+    """Each kind exported once with --data; the word tagger over a non-empty directory with --force."""
     root = tmp_path_factory.mktemp("exports")
     out: dict[str, Path] = {}
     for kind, model in artifacts.items():
         out[kind] = root / kind
-        extra = ["--data", "brown"] if kind == "dual-tagger" else []
+        extra = ["--data", KINDS[kind][0]]
         if kind == "word-tagger":
             out[kind].mkdir()
             (out[kind] / "stale.txt").write_text("from an older export")
-            extra = ["--force"]
+            extra.append("--force")
         proc = run_export(data_dir, "--model", str(model), "--out", str(out[kind]), *extra)
         assert proc.returncode == 0, f"{kind}: {proc.stderr}"
         assert "checks passed" in proc.stdout and proc.stderr == ""  # exporter warnings are handled, not leaked
@@ -257,8 +257,8 @@ def test_atol_override_applies_to_every_parity_case(artifacts: dict, data_dir: P
 @pytest.mark.parametrize("kind", ["sentiment-bi-max", "dual-tagger"])  # the tagger's graph holds a Unique
 def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8"
-    extra = ["--data", "brown"] if kind == "dual-tagger" else []
-    proc = run_export(data_dir, "--model", str(artifacts[kind]), "--out", str(out), "--quantize", "int8", *extra)
+    proc = run_export(data_dir, "--model", str(artifacts[kind]), "--out", str(out), "--quantize", "int8",
+                      "--data", KINDS[kind][0])
     assert proc.returncode == 0, proc.stderr
     assert "int8" in proc.stdout and proc.stderr == ""
     meta, report = load_json(out / "model.json"), load_json(out / "validation.json")
@@ -280,7 +280,8 @@ def test_int8_accuracy_drop_fails_the_export(artifacts: dict, data_dir: Path, tm
     code = ("import sys; import export.quantize as q; q.MAX_ACCURACY_DROP = -1.0\n"
             "from export.__main__ import main; sys.exit(main(sys.argv[1:]))")
     out = tmp_path / "int8"
-    proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8", code=code)
+    proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8",
+                      "--data", "rotten-tomatoes", code=code)
     assert proc.returncode == 1 and "int8: dev accuracy" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and load_json(tmp_path / "int8.failed" / "validation.json")["int8"]["passed"] is False
 
@@ -291,7 +292,8 @@ def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(artifacts: dict
             "q.quantize_dynamic = broken\n"
             "from export.__main__ import main; sys.exit(main(sys.argv[1:]))")
     out = tmp_path / "int8"
-    proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8", code=code)
+    proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8",
+                      "--data", "rotten-tomatoes", code=code)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (
         "error: int8: onnxruntime's quantization of model.onnx failed (Incomplete symbolic shape inference)")
@@ -315,6 +317,18 @@ def unknown_version(model: Path, out: Path) -> None:
     (model / "config.json").write_text(json.dumps({**meta, "format_version": 99}))
 
 
+def zero_layers(model: Path, out: Path) -> None:
+    meta = load_json(model / "config.json")
+    meta["model"]["layers"] = 0  # today's PaddedLSTM would quietly build one layer
+    (model / "config.json").write_text(json.dumps(meta))
+
+
+def nan_weight(model: Path, out: Path) -> None:
+    state = load_file(str(model / "model.safetensors"))
+    state["output.bias"][0] = float("nan")
+    save_file(state, str(model / "model.safetensors"))
+
+
 def occupy_out(model: Path, out: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("precious")
@@ -334,6 +348,11 @@ BAD_INPUTS = {
     "opset too old": (nothing, ["--opset", "11"], "--opset 11: not supported"),
     "opset not a number": (nothing, ["--opset", "seventeen"], "invalid int value"),
     "int8 without data": (nothing, ["--quantize", "int8"], "--quantize int8 is accepted by dev-split accuracy and needs data"),
+    "zero layers in config.json": (zero_layers, [], "config.json, key 'model': config key 'layers' must be in [1, 64]; got 0"),
+    "NaN weight": (nan_weight, [], "model.safetensors: tensor 'output.bias' holds non-finite values"),
+    "atol inf": (nothing, ["--atol", "inf"], "--atol must be a finite number; got inf"),
+    "atol nan": (nothing, ["--atol", "nan"], "--atol must be a finite number; got nan"),
+    "atol zero": (nothing, ["--atol", "0"], "--atol must be > 0; got 0.0"),
 }
 
 
@@ -343,7 +362,7 @@ def test_bad_input_is_one_line_exit_2(case: str, artifacts: dict, tmp_path: Path
     model, out = tmp_path / "run" / "model", tmp_path / "export"
     shutil.copytree(artifacts["word-tagger"], model)
     breaker(model, out)
-    # An empty data directory: the data set metrics.json names is not there, so int8 has no data.
+    # An empty data directory: nothing could be read even if the export tried.
     proc = run_export(tmp_path / "no-data", "--model", str(model), "--out", str(out), *extra)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr

@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer.config import SentimentConfig
+from trainer.config import PreprocessConfig, PretrainConfig, SentimentConfig
 from trainer.data import open_dataset
+from trainer.errors import ArtifactError
 from trainer.models import build_model
 from trainer.preprocess import SENTIMENT_LABELS, Vocab, Vocabs
-from trainer.pretrain import copy_vectors, extend_vocab
+from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings, save_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--embed_dim", "16", "--hidden", "16"]
@@ -99,3 +100,12 @@ def test_init_embeddings_errors_are_one_line(small: dict[str, str], case: str) -
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     expected = "no such directory" if case == "missing" else "vectors have 16 dimensions but the model's embed_dim is 8"
     assert expected in proc.stderr
+
+
+def test_non_finite_pretrained_vectors_are_refused(tmp_path: Path) -> None:
+    vectors = torch.zeros(3, 4)
+    vectors[2, 1] = float("nan")
+    words = Vocab(["<pad>", "<unk>", "the"])
+    save_embeddings(tmp_path / "embeddings", vectors, words, PretrainConfig(embed_dim=4), PreprocessConfig(), {})
+    with pytest.raises(ArtifactError, match="embeddings.safetensors holds non-finite values"):
+        load_embeddings(tmp_path / "embeddings", 4, "embed_dim", PreprocessConfig())

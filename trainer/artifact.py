@@ -1,7 +1,9 @@
 """The release artifact `RUN_DIR/model`: weights + config + vocabulary + format version, together.
 
 Safetensors and JSON only. A directory is written under a temporary name and renamed into
-place, so a reader never sees a half-written artifact.
+place, so a reader never sees a half-written artifact. Reading checks everything before torch
+sees it: config.json and vocab.json key by key, tensor names and shapes against the model the
+config describes (from the file's header, before any weight is allocated), and finite weights.
 """
 
 from __future__ import annotations
@@ -9,28 +11,33 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from trainer.config import (
+    TASKS,
     ModelConfig,
     PreprocessConfig,
+    TaggerConfig,
     model_config_from_dict,
     preprocess_config_from_dict,
+    show,
     to_dict,
 )
 from trainer.errors import ArtifactError, ConfigError
 from trainer.models import build_model
-from trainer.preprocess import Vocabs
+from trainer.preprocess import PAD, SENTIMENT_LABELS, UNIVERSAL_TAGS, UNK, Vocab, Vocabs
 
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "config.json", "vocab.json")
+CONFIG_KEYS = ("format_version", "task", "model", "preprocess")
 
 
 @dataclass
@@ -48,18 +55,41 @@ class Artifact:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """JSON written to a temporary file beside `path` and renamed, so a reader never sees half of it;
+    the temporary is removed on any failure (disk full, an interrupt)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from a serving user
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished directory into place, replacing an older one only once the new one is whole."""
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    """Move a finished directory into place, replacing an older one only once the new one is whole.
+
+    If the move fails, the older directory is put back, so `final` is the old or the new one, never gone.
+    """
+    if not (final.exists() or final.is_symlink()):
+        os.replace(tmp, final)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    try:
         os.replace(final, old / final.name)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(old / final.name, final)
+            raise
+    except BaseException:
+        old.rmdir()
+        raise
+    # The new directory is in place: failing to delete the old one must not report the save as failed.
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_artifact(
@@ -70,11 +100,15 @@ def save_artifact(
     vocabs: Vocabs,
     metrics: dict[str, Any] | None = None,
 ) -> None:
+    """Write RUN_DIR/model whole or not at all; weights that `load_artifact` would refuse are not written."""
     path = Path(path)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    bad = non_finite(state)
+    if bad is not None:
+        raise ArtifactError(f"{path}: not written: tensor {bad!r} holds non-finite values (NaN or inf)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
         write_json(
             tmp / "config.json",
@@ -93,6 +127,11 @@ def save_artifact(
         raise
 
 
+def non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first tensor holding a NaN or an infinity, if any."""
+    return next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+
+
 def read_json(path: Path) -> Any:
     if not path.is_file():
         raise ArtifactError(f"{path}: missing (expected a model directory written by `python -m trainer train`)")
@@ -102,24 +141,72 @@ def read_json(path: Path) -> Any:
         raise ArtifactError(f"{path}: corrupt JSON ({exc})") from None
 
 
+def check_keys(data: Any, expected: set[str], where: Path) -> None:
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{where}: expected a JSON object; got {type(data).__name__}")
+    missing, unknown = sorted(expected - data.keys()), sorted(data.keys() - expected)
+    if missing:
+        raise ArtifactError(f"{where}: key {missing[0]!r} is missing (expected keys: {', '.join(sorted(expected))})")
+    if unknown:
+        raise ArtifactError(f"{where}: unknown key {show(unknown[0])} (expected keys: {', '.join(sorted(expected))})")
+
+
+def parse_vocabs(data: Any, config: ModelConfig, where: Path) -> Vocabs:
+    """vocab.json: exactly the vocabularies this model uses, lists of distinct strings, labels of its task."""
+    chars = isinstance(config, TaggerConfig) and config.char_encoder
+    check_keys(data, {"words", "labels", "chars"} if chars else {"words", "labels"}, where)
+    for key, entries in data.items():
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ArtifactError(f"{where}: key {key!r} must be a list of strings")
+        if len(set(entries)) != len(entries):
+            raise ArtifactError(f"{where}: key {key!r} has duplicate entries")
+        if key != "labels" and entries[:2] != [PAD, UNK]:
+            raise ArtifactError(f"{where}: key {key!r} must start with {PAD!r}, {UNK!r}")
+    if chars and any(len(c) != 1 for c in data["chars"][2:]):
+        raise ArtifactError(f"{where}: key 'chars' must hold single characters after {PAD!r}, {UNK!r}")
+    # Sentiment label order is the BCE target (index 1 = positive); a tagger's output rows may come in any order.
+    labels = data["labels"]
+    if config.task == "sentiment" and labels != list(SENTIMENT_LABELS):
+        raise ArtifactError(f"{where}: key 'labels' must be {list(SENTIMENT_LABELS)} for a sentiment model")
+    if config.task == "tagger" and set(labels) != set(UNIVERSAL_TAGS):
+        raise ArtifactError(f"{where}: key 'labels' must hold the {len(UNIVERSAL_TAGS)} universal tags "
+                            f"({' '.join(UNIVERSAL_TAGS)}) for a tagger; got {len(labels)} labels")
+    return Vocabs(Vocab(data["words"]), Vocab.labels(labels), Vocab(data["chars"]) if chars else None)
+
+
 def read_meta(path: Path) -> tuple[ModelConfig, PreprocessConfig, Vocabs, int]:
     """Config, preprocessing and vocabularies of an artifact, checked, without loading weights."""
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such model directory (expected RUN_DIR/model from `python -m trainer train`)")
-    meta = read_json(path / "config.json")
-    version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"{path / 'config.json'}: format_version {version!r} is not supported (this build reads {FORMAT_VERSION})")
+    where = path / "config.json"
+    meta = read_json(where)
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{where}: expected a JSON object; got {type(meta).__name__}")
+    version = meta.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ArtifactError(f"{where}: format_version {show(version)} is not supported "
+                            f"(this build reads {FORMAT_VERSION})")
+    check_keys(meta, set(CONFIG_KEYS), where)
+    if meta["task"] not in TASKS:
+        raise ArtifactError(f"{where}: key 'task' must be one of {', '.join(TASKS)}; got {show(meta['task'])}")
     try:
-        config = model_config_from_dict(meta.get("task"), meta.get("model", {}), source=str(path / "config.json"))
-        preprocess = preprocess_config_from_dict(meta.get("preprocess", {}), source=str(path / "config.json"))
-        vocabs = Vocabs.from_json(read_json(path / "vocab.json"))
+        config = model_config_from_dict(meta["task"], meta["model"], source=f"{where}, key 'model'")
+        preprocess = preprocess_config_from_dict(meta["preprocess"], source=f"{where}, key 'preprocess'")
     except ConfigError as exc:
         raise ArtifactError(str(exc)) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path / 'vocab.json'}: malformed vocabulary ({exc!r})") from None
-    return config, preprocess, vocabs, version
+    return config, preprocess, parse_vocabs(read_json(path / "vocab.json"), config, path / "vocab.json"), version
+
+
+def weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header, without reading the tensors."""
+    if not weights.is_file():
+        raise ArtifactError(f"{weights}: missing")
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{weights}: corrupt safetensors file ({exc})") from None
 
 
 def load_artifact(path: Path) -> Artifact:
@@ -127,17 +214,12 @@ def load_artifact(path: Path) -> Artifact:
     path = Path(path)
     config, preprocess, vocabs, version = read_meta(path)
     weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise ArtifactError(f"{weights}: missing")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{weights}: corrupt safetensors file ({exc})") from None
-    model = build_model(config, vocabs)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    shapes = weight_shapes(weights)
+    with torch.device("meta"):  # the expected shapes, allocating nothing however large config.json says
+        expected = {k: tuple(v.shape) for k, v in build_model(config, vocabs).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(show(k) for k in set(shapes) - set(expected))  # names from the file: quoted, cut short
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
     if missing or unexpected or wrong:
         detail = "; ".join(
             f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
@@ -145,8 +227,28 @@ def load_artifact(path: Path) -> Artifact:
             if keys
         )
         raise ArtifactError(f"{weights} does not match config.json/vocab.json ({detail})")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{weights}: corrupt safetensors file ({exc})") from None
+    bad = non_finite(state)
+    if bad is not None:
+        raise ArtifactError(f"{weights}: tensor {bad!r} holds non-finite values (NaN or inf); the model is unusable")
+    model = build_model(config, vocabs)
     model.load_state_dict(state)
     model.eval()
-    metrics_path = path / "metrics.json"
-    metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    return Artifact(model, config, preprocess, vocabs, metrics, version)
+    return Artifact(model, config, preprocess, vocabs, read_metrics(path / "metrics.json"), version)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """metrics.json is informational: a missing one reads as {}, an unreadable one too, with a warning."""
+    if not path.exists():
+        return {}
+    try:
+        metrics = read_json(path)
+        if not isinstance(metrics, dict):
+            raise ArtifactError(f"{path}: expected a JSON object; got {type(metrics).__name__}")
+    except (ArtifactError, OSError) as exc:
+        print(f"warning: {exc}; ignored (metrics.json is informational)", file=sys.stderr)
+        return {}
+    return metrics

@@ -2,6 +2,9 @@
 
 Overrides come from a JSON file (`--config`) and from `--key value` pairs; both are checked
 against the dataclass fields, so a typo or a wrong type is an error that lists the known keys.
+Every field declares its allowed values (`metadata`), and `check_config` checks them all once the
+overrides are applied and whenever a config is read back from an artifact, so a bad value is a
+one-line ConfigError naming the key, never a torch error later. Every float must be finite.
 No torch here: serving reads the same preprocessing config.
 """
 
@@ -9,50 +12,66 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
+from trainer.batching import SCHEDULES
 from trainer.errors import ConfigError
 
 TASKS = ("tagger", "sentiment")
+POOLINGS = ("last", "max")
+MIXED_PRECISION = ("", "no", "fp16", "bf16")
+INT_MAX = 2**31 - 1  # every int field's ceiling unless it declares one: larger values overflow numpy/torch's C ints
+# Ceilings far above anything that trains on one machine, so that a typo or a crafted config.json cannot
+# overflow torch's size arithmetic or spin up a million modules before a shape check could object.
+DIM_MAX, LAYERS_MAX, THREADS_MAX = 65_536, 64, 1024
+SHOWN = 60  # characters of a bad value or key quoted in a message
+
+
+def rule(default: Any, **limits: Any) -> Any:
+    """A field whose value must satisfy `limits`: min/gt (lower bound), max/lt (upper bound), choices."""
+    return field(default=default, metadata=limits)
 
 
 @dataclass
 class PreprocessConfig:
     lowercase: bool = True  # word ids only; the character encoder sees the original case
     digits_to_zero: bool = True
-    min_count: int = 2  # training-split word count below which a word is <unk>
-    max_tokens: int = 512  # longer inputs are truncated to this many tokens (and reported)
-    max_word_len: int = 30  # characters past this are not fed to the character encoder
+    min_count: int = rule(2, min=1)  # training-split word count below which a word is <unk>
+    max_tokens: int = rule(512, min=1)  # longer inputs are truncated to this many tokens (and reported)
+    max_word_len: int = rule(30, min=1)  # characters past this are not fed to the character encoder
 
 
 @dataclass
 class TaggerConfig:
     task: ClassVar[str] = "tagger"
     char_encoder: bool = True  # False gives the word-only LSTMTagger
-    word_dim: int = 100
-    word_hidden: int = 128  # per direction
-    char_dim: int = 30
-    char_hidden: int = 50  # per direction
-    layers: int = 1
+    word_dim: int = rule(100, min=1, max=DIM_MAX)
+    word_hidden: int = rule(128, min=1, max=DIM_MAX)  # per direction
+    char_dim: int = rule(30, min=1, max=DIM_MAX)
+    char_hidden: int = rule(50, min=1, max=DIM_MAX)  # per direction
+    layers: int = rule(1, min=1, max=LAYERS_MAX)
     bidirectional: bool = True
-    dropout: float = 0.3
-    atol: float = 1e-4  # torch/onnxruntime parity tolerance used by export validation
+    dropout: float = rule(0.3, min=0, lt=1)
+    atol: float = rule(1e-4, gt=0)  # torch/onnxruntime parity tolerance used by export validation
 
 
 @dataclass
 class SentimentConfig:
     task: ClassVar[str] = "sentiment"
-    embed_dim: int = 128
-    hidden: int = 128  # per direction
-    layers: int = 2
+    embed_dim: int = rule(128, min=1, max=DIM_MAX)
+    hidden: int = rule(128, min=1, max=DIM_MAX)  # per direction
+    layers: int = rule(2, min=1, max=LAYERS_MAX)
     # Chosen by dev accuracy on rotten-tomatoes (docs/BENCHMARKS.md): a BiLSTM with max pooling
     # beat the final state of a unidirectional LSTM, and N-gram LM pretrained embeddings did not help.
     bidirectional: bool = True
-    pooling: str = "max"  # "max": max over real positions of every state; "last": the final state
-    dropout: float = 0.5
-    atol: float = 1e-4
+    # "max": max over real positions of every state; "last": the final state
+    pooling: str = rule("max", choices=POOLINGS)
+    dropout: float = rule(0.5, min=0, lt=1)
+    atol: float = rule(1e-4, gt=0)
 
 
 ModelConfig = TaggerConfig | SentimentConfig
@@ -61,26 +80,26 @@ MODEL_CONFIGS: dict[str, type] = {"tagger": TaggerConfig, "sentiment": Sentiment
 
 @dataclass
 class TrainConfig:
-    epochs: int = 0  # 0: the task's default (trainer.train.TASK_EPOCHS: tagger 4, sentiment 10)
-    max_steps: int = 0  # 0: no limit beyond epochs
-    batch_size: int = 32  # sentences per process per step
-    grad_accum: int = 1
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    clip_grad_norm: float = 5.0
-    seed: int = 1234
-    eval_every: int = 0  # 0: evaluate at each epoch end
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    patience: int = 3  # evaluations without dev improvement before stopping
-    mixed_precision: str = ""  # "" = accelerate's default / ACCELERATE_MIXED_PRECISION
-    max_bad_steps: int = 5  # consecutive non-finite losses before training stops
-    log_every: int = 20
-    schedule: str = "linear"  # after warmup: "linear" or "cosine" decay to 0, or "constant"
-    eval_batch_size: int = 128
-    session_steps: int = 0  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
-    threads: int = 0  # CPU threads per process (torch.set_num_threads); 0: torch's default
+    epochs: int = rule(0, min=0)  # 0: the task's default (trainer.train.TASK_EPOCHS: tagger 4, sentiment 10)
+    max_steps: int = rule(0, min=0)  # 0: no limit beyond epochs
+    batch_size: int = rule(32, min=1)  # sentences per process per step
+    grad_accum: int = rule(1, min=1)
+    lr: float = rule(2e-3, gt=0)
+    weight_decay: float = rule(0.0, min=0)
+    warmup_steps: int = rule(100, min=0)
+    clip_grad_norm: float = rule(5.0, min=0)  # 0: no clipping
+    seed: int = rule(1234, min=0)
+    eval_every: int = rule(0, min=0)  # 0: evaluate at each epoch end
+    save_every: int = rule(500, min=0)
+    keep_checkpoints: int = rule(2, min=1)
+    patience: int = rule(3, min=0)  # evaluations without dev improvement before stopping; 0: never stop early
+    mixed_precision: str = rule("", choices=MIXED_PRECISION)  # "" = accelerate's default / ACCELERATE_MIXED_PRECISION
+    max_bad_steps: int = rule(5, min=1)  # consecutive non-finite losses before training stops
+    log_every: int = rule(20, min=1)
+    schedule: str = rule("linear", choices=SCHEDULES)  # after warmup: "linear" or "cosine" decay to 0, or "constant"
+    eval_batch_size: int = rule(128, min=1)
+    session_steps: int = rule(0, min=0)  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
+    threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process (torch.set_num_threads); 0: default
     init_embeddings: str = ""  # RUN_DIR/embeddings from `python -m trainer pretrain`: initial word vectors
 
 
@@ -88,17 +107,80 @@ class TrainConfig:
 class PretrainConfig:
     """The N-gram language model of `python -m trainer pretrain` (embeddings from next-word prediction)."""
 
-    embed_dim: int = 128  # must equal the model's embed_dim (sentiment) or word_dim (tagger) to initialize it
-    context: int = 2  # previous words the model sees
-    hidden: int = 256
-    output_words: int = 8000  # softmax over the most frequent words; rarer targets are <unk>
-    min_count: int = 3  # words below this count get no vector of their own
-    epochs: int = 2
-    batch_size: int = 512
-    lr: float = 2e-3
-    seed: int = 1234
-    threads: int = 0  # CPU threads per process; 0: torch's default
-    max_steps: int = 0  # 0: no limit beyond epochs
+    # must equal the model's embed_dim (sentiment) or word_dim (tagger) to initialize it
+    embed_dim: int = rule(128, min=1, max=DIM_MAX)
+    context: int = rule(2, min=1, max=LAYERS_MAX)  # previous words the model sees
+    hidden: int = rule(256, min=1, max=DIM_MAX)
+    output_words: int = rule(8000, min=3)  # softmax over the most frequent words; rarer targets are <unk>
+    min_count: int = rule(3, min=1)  # words below this count get no vector of their own
+    epochs: int = rule(2, min=1)
+    batch_size: int = rule(512, min=1)
+    lr: float = rule(2e-3, gt=0)
+    seed: int = rule(1234, min=0)
+    threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process; 0: torch's default
+    max_steps: int = rule(0, min=0)  # 0: no limit beyond epochs
+
+
+def show(value: Any) -> str:
+    """repr of a value for a one-line message, cut short: it may come from a file the user did not write."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
+
+
+def _allowed(limits: dict[str, Any]) -> str:
+    """The declared bounds as text: 'in [1, 64]', 'in [0, 1)', '>= 0' or '> 0'."""
+    low = ("[", limits["min"]) if "min" in limits else ("(", limits["gt"]) if "gt" in limits else None
+    high = (limits["max"], "]") if "max" in limits else (limits["lt"], ")") if "lt" in limits else None
+    if low and high:
+        return f"in {low[0]}{low[1]}, {high[0]}{high[1]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]}"
+    return f"{'<=' if high[1] == ']' else '<'} {high[0]}"
+
+
+def check_value(name: str, value: Any, kind: Any, limits: dict[str, Any]) -> None:
+    """One value against its type and limits; `name` says where it came from (config key or flag)."""
+    if kind is bool or kind is str:
+        ok = isinstance(value, kind)
+    else:
+        ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(f"{name} expects {kind.__name__}; got {show(value)}")
+    if "choices" in limits and value not in limits["choices"]:
+        choices = ", ".join(c if c else "''" for c in limits["choices"])
+        raise ConfigError(f"{name} must be one of {choices}; got {show(value)}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; got {show(value)}")
+    if kind is int and not {"max", "lt"} & limits.keys():
+        limits = {**limits, "max": INT_MAX}
+    low_ok = value >= limits["min"] if "min" in limits else value > limits["gt"] if "gt" in limits else True
+    high_ok = value <= limits["max"] if "max" in limits else value < limits["lt"] if "lt" in limits else True
+    if not (low_ok and high_ok):
+        raise ConfigError(f"{name} must be {_allowed(limits)}; got {show(value)}")
+
+
+def check_config(*configs: Any, source: str = "") -> None:
+    """Every field of every config against its type and declared limits (see `rule`)."""
+    prefix = f"{source}: " if source else ""
+    for config in configs:
+        kinds = field_types(type(config))
+        for f in dataclasses.fields(config):
+            check_value(f"{prefix}config key {f.name!r}", getattr(config, f.name), kinds[f.name], dict(f.metadata))
+
+
+def check_out_path(path: Path, flag: str, *, directory: bool) -> None:
+    """Fail before any work if `path` cannot become the directory (`directory`) or file an option names:
+    the nearest existing one of it and its ancestors must be a writable directory."""
+    if not directory and path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory; expected a file path")
+    existing = path.absolute() if directory else path.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "exists and is not a directory" if existing == path.absolute() else f"{existing} is not a directory"
+        raise ConfigError(f"{flag} {path}: {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable")
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
@@ -129,7 +211,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             return value
     else:
         return value
-    raise ConfigError(f"config key {name!r} expects {kind.__name__}; got {value!r}")
+    raise ConfigError(f"config key {name!r} expects {kind.__name__}; got {show(value)}")
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -143,7 +225,7 @@ def apply_overrides(configs: list[Any], overrides: dict[str, Any], *, source: st
     for raw_key, value in overrides.items():
         key = raw_key.replace("-", "_")
         if key not in known:
-            raise ConfigError(f"{source}: unknown config key {raw_key!r}; known keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{source}: unknown config key {show(raw_key)}; known keys: {', '.join(sorted(known))}")
         cfg, kind = known[key]
         setattr(cfg, key, _coerce(key, value, kind))
 
@@ -154,7 +236,7 @@ def parse_key_values(args: list[str]) -> dict[str, str]:
     it = iter(args)
     for arg in it:
         if not arg.startswith("--"):
-            raise ConfigError(f"expected --key value, got {arg!r}")
+            raise ConfigError(f"expected --key value, got {show(arg)}")
         value = next(it, None)
         if value is None:
             raise ConfigError(f"option {arg} needs a value")
@@ -167,6 +249,10 @@ def read_json_config(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path}: is a directory; expected a JSON file") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -174,18 +260,23 @@ def read_json_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def model_config_from_dict(task: str, data: dict[str, Any], *, source: str) -> ModelConfig:
-    if task not in MODEL_CONFIGS:
-        raise ConfigError(f"{source}: task must be one of {', '.join(TASKS)}; got {task!r}")
-    config = MODEL_CONFIGS[task]()
+def _from_dict(config: Any, data: Any, source: str) -> Any:
+    """`config` with the keys of a JSON object applied, then checked whole."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object of config keys; got {type(data).__name__}")
     apply_overrides([config], data, source=source)
+    check_config(config, source=source)
     return config
 
 
-def preprocess_config_from_dict(data: dict[str, Any], *, source: str) -> PreprocessConfig:
-    config = PreprocessConfig()
-    apply_overrides([config], data, source=source)
-    return config
+def model_config_from_dict(task: Any, data: Any, *, source: str) -> ModelConfig:
+    if not isinstance(task, str) or task not in MODEL_CONFIGS:
+        raise ConfigError(f"{source}: task must be one of {', '.join(TASKS)}; got {show(task)}")
+    return _from_dict(MODEL_CONFIGS[task](), data, source)
+
+
+def preprocess_config_from_dict(data: Any, *, source: str) -> PreprocessConfig:
+    return _from_dict(PreprocessConfig(), data, source)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

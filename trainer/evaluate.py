@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,8 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Subset
 
-from trainer.artifact import load_artifact
+from trainer.artifact import load_artifact, write_json
+from trainer.config import check_out_path, check_value
 from trainer.data import Dataset, open_dataset
 from trainer.errors import ConfigError, DataError
 from trainer.preprocess import SENTIMENT_LABELS, Encoded, Encoder, tokenize
@@ -202,19 +201,6 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    """JSON written to a temporary file and renamed, so a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 def main(argv: list[str]) -> int:
     parser = Parser(prog="python -m trainer evaluate", allow_abbrev=False,
                      description="Score a trained model (RUN_DIR/model) on a split of a data set.")
@@ -226,6 +212,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", "--batch_size", type=int, default=128)
     parser.add_argument("--skip-bad-lines", "--skip_bad_lines", action="store_true")
     args = parser.parse_args(argv)
+    check_value("--batch-size", args.batch_size, int, {"min": 1})
+    if args.report is not None:  # checked now, not after the whole split has been scored
+        check_out_path(args.report, "--report", directory=False)
 
     artifact = load_artifact(args.model)
     dataset = open_dataset(args.data, skip_bad_lines=args.skip_bad_lines)
@@ -247,6 +236,7 @@ def main(argv: list[str]) -> int:
     if args.report is not None:
         from trainer.plots import plot_confusion
 
-        write_report(args.report, report)
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.report, report)
         plot_confusion(metrics["confusion"], args.report.with_suffix(".confusion.png"))
     return 0

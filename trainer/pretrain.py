@@ -37,6 +37,8 @@ from trainer.config import (
     PreprocessConfig,
     PretrainConfig,
     apply_overrides,
+    check_config,
+    check_out_path,
     field_types,
     parse_key_values,
     preprocess_config_from_dict,
@@ -131,14 +133,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     parser.add_argument("--data", required=True, metavar="SPEC[+SPEC...]")
     parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
     args, rest = parser.parse_known_args(argv)
+    check_out_path(args.out, "--out", directory=True)
     cfg = PretrainConfig()
     apply_overrides([cfg], parse_key_values(rest), source="command line")
-    for key in ("embed_dim", "context", "hidden", "epochs", "batch_size", "min_count"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"config key {key!r} must be >= 1; got {getattr(cfg, key)!r}")
-    if cfg.output_words < 3 or cfg.max_steps < 0 or cfg.threads < 0 or not cfg.lr > 0:
-        raise ConfigError("config keys: output_words must be >= 3, max_steps and threads >= 0, lr > 0; "
-                          f"got {cfg.output_words}, {cfg.max_steps}, {cfg.threads}, {cfg.lr}")
+    check_config(cfg)
     return args, cfg
 
 
@@ -243,6 +241,8 @@ def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessCo
         raise ArtifactError(f"{where}: config.json is not an embeddings directory of format {FORMAT_VERSION}")
     if vectors.ndim != 2 or vectors.shape[0] != len(words):
         raise ArtifactError(f"{where}: {tuple(vectors.shape)} vectors do not match {len(words)} words in vocab.json")
+    if not torch.isfinite(vectors).all():
+        raise ArtifactError(f"{where}: embeddings.safetensors holds non-finite values (NaN or inf)")
     if vectors.shape[1] != dim:
         raise ConfigError(f"{where}: vectors have {vectors.shape[1]} dimensions but the model's {dim_key} "
                           f"is {dim}; set --{dim_key} {vectors.shape[1]}")

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from trainer.artifact import save_artifact
-from trainer.batching import SCHEDULES, BucketBatchSampler, lr_factor
+from trainer.batching import BucketBatchSampler, lr_factor
 from trainer.checkpoint import (
     STATE_FILE,
     conform,
@@ -52,6 +52,8 @@ from trainer.config import (
     PreprocessConfig,
     TrainConfig,
     apply_overrides,
+    check_config,
+    check_out_path,
     field_types,
     parse_key_values,
     read_json_config,
@@ -88,28 +90,14 @@ def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig
     parser.add_argument("--skip-bad-lines", "--skip_bad_lines", action="store_true",
                         help="skip malformed fasttext lines (counted)")
     args, rest = parser.parse_known_args(argv)
+    check_out_path(args.out, "--out", directory=True)
     model, preprocess, train = MODEL_CONFIGS[args.task](), PreprocessConfig(), TrainConfig()
     if args.config is not None:
         apply_overrides([model, preprocess, train], read_json_config(args.config), source=f"--config {args.config}")
     apply_overrides([model, preprocess, train], parse_key_values(rest), source="command line")
     train.epochs = train.epochs or TASK_EPOCHS[args.task]
-    check_train_config(train)
+    check_config(model, preprocess, train)
     return args, model, preprocess, train
-
-
-def check_train_config(cfg: TrainConfig) -> None:
-    rules = [("batch_size", 1), ("grad_accum", 1), ("epochs", 1), ("max_steps", 0), ("warmup_steps", 0),
-             ("eval_every", 0), ("save_every", 0), ("keep_checkpoints", 1), ("max_bad_steps", 1),
-             ("log_every", 1), ("eval_batch_size", 1), ("session_steps", 0), ("threads", 0)]
-    for key, least in rules:
-        if getattr(cfg, key) < least:
-            raise ConfigError(f"config key {key!r} must be >= {least}; got {getattr(cfg, key)!r}")
-    if not cfg.lr > 0:
-        raise ConfigError(f"config key 'lr' must be > 0; got {cfg.lr!r}")
-    if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"config key 'schedule' must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
-
-
 
 
 def find_checkpoint(resume: str | None, run_dir: Path) -> Path | None:

@@ -1,0 +1,174 @@
+"""Every config value is checked where it is parsed: range, finiteness, choices, with one line naming the key.
+
+Most cases call the commands' own `parse_args` in-process (it reads no data); a few run the real
+commands by subprocess, checking the exit status, the one stderr line and that nothing was written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import trainer.pretrain
+import trainer.train
+from trainer.config import (
+    PreprocessConfig,
+    PretrainConfig,
+    SentimentConfig,
+    TaggerConfig,
+    TrainConfig,
+    check_config,
+    field_types,
+    model_config_from_dict,
+)
+from trainer.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+BAD_TRAIN = {  # --task sentiment unless the key is a tagger's; the message's tail
+    ("--hidden", "0"): "config key 'hidden' must be in [1, 65536]; got 0",
+    ("--hidden", "1000000000"): "config key 'hidden' must be in [1, 65536]; got 1000000000",
+    ("--embed_dim", "-1"): "config key 'embed_dim' must be in [1, 65536]; got -1",
+    ("--word_dim", "0"): "config key 'word_dim' must be in [1, 65536]; got 0",
+    ("--char_hidden", "-3"): "config key 'char_hidden' must be in [1, 65536]; got -3",
+    ("--layers", "0"): "config key 'layers' must be in [1, 64]; got 0",
+    ("--dropout", "2"): "config key 'dropout' must be in [0, 1); got 2.0",
+    ("--dropout", "1"): "config key 'dropout' must be in [0, 1); got 1.0",
+    ("--dropout", "-0.1"): "config key 'dropout' must be in [0, 1); got -0.1",
+    ("--atol", "0"): "config key 'atol' must be > 0; got 0.0",
+    ("--atol", "inf"): "config key 'atol' must be a finite number; got inf",
+    ("--lr", "inf"): "config key 'lr' must be a finite number; got inf",
+    ("--lr", "nan"): "config key 'lr' must be a finite number; got nan",
+    ("--lr", "0"): "config key 'lr' must be > 0; got 0.0",
+    ("--weight_decay", "-1"): "config key 'weight_decay' must be >= 0; got -1.0",
+    ("--clip_grad_norm", "nan"): "config key 'clip_grad_norm' must be a finite number; got nan",
+    ("--clip_grad_norm", "-1"): "config key 'clip_grad_norm' must be >= 0; got -1.0",
+    ("--max_tokens", "0"): "config key 'max_tokens' must be in [1, 2147483647]; got 0",
+    ("--max_tokens", "99999999999"): "config key 'max_tokens' must be in [1, 2147483647]; got 99999999999",
+    ("--max_word_len", "0"): "config key 'max_word_len' must be in [1, 2147483647]; got 0",
+    ("--min_count", "0"): "config key 'min_count' must be in [1, 2147483647]; got 0",
+    ("--pooling", "mean"): "config key 'pooling' must be one of last, max; got 'mean'",
+    ("--schedule", "step"): "config key 'schedule' must be one of linear, cosine, constant; got 'step'",
+    ("--mixed_precision", "fp8"): "config key 'mixed_precision' must be one of '', no, fp16, bf16; got 'fp8'",
+    ("--seed", "-1"): "config key 'seed' must be in [0, 2147483647]; got -1",
+    ("--patience", "-1"): "config key 'patience' must be in [0, 2147483647]; got -1",
+    ("--threads", "100000"): "config key 'threads' must be in [0, 1024]; got 100000",
+    ("--batch_size", "0"): "config key 'batch_size' must be in [1, 2147483647]; got 0",
+    ("--epochs", "-2"): "config key 'epochs' must be in [0, 2147483647]; got -2",
+}
+TAGGER_KEYS = {"--word_dim", "--char_hidden"}
+
+
+@pytest.mark.parametrize("override", list(BAD_TRAIN))
+def test_train_rejects_each_bad_value_naming_key_range_and_value(override: tuple[str, str], tmp_path: Path) -> None:
+    task = "tagger" if override[0] in TAGGER_KEYS else "sentiment"
+    argv = ["--task", task, "--data", "unused", "--out", str(tmp_path / "run"), *override]
+    with pytest.raises(ConfigError) as info:
+        trainer.train.parse_args(argv)
+    assert str(info.value) == BAD_TRAIN[override]
+
+
+def test_the_same_checks_apply_to_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"lr": NaN}')  # Python's json reads NaN and Infinity
+    argv = ["--task", "tagger", "--data", "unused", "--out", str(tmp_path / "run"), "--config", str(config)]
+    with pytest.raises(ConfigError, match="^config key 'lr' must be a finite number; got nan$"):
+        trainer.train.parse_args(argv)
+
+
+def test_good_values_at_the_edges_are_accepted(tmp_path: Path) -> None:
+    edges = ["--dropout", "0", "--clip_grad_norm", "0", "--patience", "0", "--layers", "64", "--threads", "1024",
+             "--weight_decay", "0", "--mixed_precision", "no", "--max_tokens", "1", "--seed", "0"]
+    _, model, preprocess, train = trainer.train.parse_args(
+        ["--task", "sentiment", "--data", "unused", "--out", str(tmp_path / "run"), *edges])
+    assert (model.dropout, model.layers, train.clip_grad_norm, train.threads, preprocess.max_tokens) == (0, 64, 0, 1024, 1)
+
+
+def test_defaults_pass_their_own_checks() -> None:
+    check_config(TaggerConfig(), SentimentConfig(), PreprocessConfig(), TrainConfig(), PretrainConfig())
+
+
+def test_every_number_field_declares_its_limits() -> None:
+    """A new int/float field without limits would slip past check_config's range checks."""
+    for cls in (TaggerConfig, SentimentConfig, PreprocessConfig, TrainConfig, PretrainConfig):
+        kinds = field_types(cls)
+        for f in dataclasses.fields(cls):
+            if kinds[f.name] in (int, float):
+                assert {"min", "gt"} & f.metadata.keys(), f"{cls.__name__}.{f.name} has no lower bound"
+            if kinds[f.name] is str and f.name != "init_embeddings":
+                assert "choices" in f.metadata, f"{cls.__name__}.{f.name} has no choices"
+
+
+def test_model_config_from_dict_checks_what_it_reads() -> None:
+    with pytest.raises(ConfigError, match="^x.json: config key 'layers' must be in \\[1, 64\\]; got 0$"):
+        model_config_from_dict("sentiment", {"layers": 0}, source="x.json")
+    with pytest.raises(ConfigError, match="^x.json: expected a JSON object of config keys; got list$"):
+        model_config_from_dict("tagger", [], source="x.json")
+    with pytest.raises(ConfigError, match="^x.json: task must be one of tagger, sentiment; got \\['tagger'\\]$"):
+        model_config_from_dict(["tagger"], {}, source="x.json")
+
+
+def test_long_values_are_cut_short_in_messages() -> None:
+    with pytest.raises(ConfigError) as info:
+        model_config_from_dict("sentiment", {"pooling": "x" * 5000}, source="x.json")
+    assert len(str(info.value)) < 150 and str(info.value).endswith("...")
+
+
+BAD_PRETRAIN = {
+    ("--embed_dim", "0"): "config key 'embed_dim' must be in [1, 65536]; got 0",
+    ("--context", "0"): "config key 'context' must be in [1, 64]; got 0",
+    ("--output_words", "2"): "config key 'output_words' must be in [3, 2147483647]; got 2",
+    ("--lr", "nan"): "config key 'lr' must be a finite number; got nan",
+    ("--lr", "-1"): "config key 'lr' must be > 0; got -1.0",
+    ("--threads", "-1"): "config key 'threads' must be in [0, 1024]; got -1",
+}
+
+
+@pytest.mark.parametrize("override", list(BAD_PRETRAIN))
+def test_pretrain_rejects_each_bad_value(override: tuple[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        trainer.pretrain.parse_args(["--data", "unused", "--out", str(tmp_path / "run"), *override])
+    assert str(info.value) == BAD_PRETRAIN[override]
+
+
+@pytest.mark.parametrize("module", [trainer.train, trainer.pretrain])
+def test_out_must_be_a_directory_that_can_be_made(module: object, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("precious")
+    task = ["--task", "tagger"] if module is trainer.train else []
+    for out, message in ((tmp_path / "file", "exists and is not a directory"),
+                         (tmp_path / "file" / "run", f"{tmp_path / 'file'} is not a directory")):
+        with pytest.raises(ConfigError, match=f"^--out {out}: {message}$"):
+            module.parse_args([*task, "--data", "unused", "--out", str(out)])
+    assert (tmp_path / "file").read_text() == "precious"
+
+
+def test_config_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    argv = ["--task", "tagger", "--data", "unused", "--out", str(tmp_path / "run"), "--config", str(tmp_path)]
+    with pytest.raises(ConfigError, match=f"^--config {tmp_path}: is a directory; expected a JSON file$"):
+        trainer.train.parse_args(argv)
+
+
+CLI_CASES = [  # the real commands, as users hit them: exit 2, one line, nothing written
+    (["train", "--task", "sentiment", "--layers", "0"], "error: config key 'layers' must be in [1, 64]; got 0"),
+    (["train", "--task", "sentiment", "--lr", "inf"], "error: config key 'lr' must be a finite number; got inf"),
+    (["train", "--task", "tagger", "--config", "{tmp}"], "error: --config {tmp}: is a directory; expected a JSON file"),
+    (["train", "--task", "tagger", "--out", "{tmp}/file"], "error: --out {tmp}/file: exists and is not a directory"),
+    (["pretrain", "--lr", "nan"], "error: config key 'lr' must be a finite number; got nan"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", CLI_CASES)
+def test_bad_config_on_the_command_line_is_one_line_exit_2(argv: list[str], expected: str, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("precious")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-m", "trainer", *argv, "--data", "brown"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and proc.stderr == expected.replace("{tmp}", str(tmp_path)) + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "precious"
