@@ -142,8 +142,8 @@ def rows(bench: dict, e2e: dict, limits: dict) -> list[dict]:
 
 def run(args: argparse.Namespace) -> dict:
     config = read_meta(args.model)[0]
-    spec = args.data or read_json(args.model / "metrics.json").get("data") or \
-        {"tagger": "brown", "sentiment": "rotten-tomatoes"}[config.task]
+    # Never a spec read from the artifact: an artifact must not steer which files are opened.
+    spec = args.data or {"tagger": "brown", "sentiment": "rotten-tomatoes"}[config.task]
     texts = held_out_texts(spec, config.task, args.texts)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         bench = serve_bench(args.export, args.model, texts, args.batch_sizes, args.min_seconds, Path(tmp))
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", required=True, type=Path, metavar="EXPORT_DIR")
     parser.add_argument("--model", required=True, type=Path, metavar="RUN_DIR/model",
                         help="the artifact EXPORT_DIR came from")
-    parser.add_argument("--data", help="data spec of the test text (default: metrics.json's `data`)")
+    parser.add_argument("--data", help="data spec of the test text (default: brown or rotten-tomatoes by the model's task)")
     parser.add_argument("--batch-sizes", default="1,64,256")
     parser.add_argument("--texts", type=int, default=2048, help="test lines fed to serve bench (default: 2048)")
     parser.add_argument("--e2e-lines", type=int, default=20_000,

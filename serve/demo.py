@@ -73,12 +73,12 @@ def train(task: str, run_dir: Path, fresh: bool, max_steps: int | None) -> None:
     sh("-m", "trainer", "train", "--task", task, "--data", spec["data"], "--out", run_dir, *resume, *extra)
 
 
-def export(run_dir: Path, export_dir: Path, fresh: bool) -> None:
+def export(task: str, run_dir: Path, export_dir: Path, fresh: bool) -> None:
     model_json, weights = export_dir / "model.json", run_dir / "model" / "model.safetensors"
     if not fresh and model_json.is_file() and model_json.stat().st_mtime > weights.stat().st_mtime:
         print(f"\nreusing {export_dir} (newer than {weights})")
         return
-    sh("-m", "export", "--model", run_dir / "model", "--out", export_dir, "--force")
+    sh("-m", "export", "--model", run_dir / "model", "--out", export_dir, "--force", "--data", TRAINING[task]["data"])
 
 
 def write_held_out(task: str, path: Path) -> list[Any]:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir = args.workdir.resolve()
             run_dir, export_dir = workdir / "runs" / f"demo-{task}", workdir / "exports" / f"demo-{task}"
             train(task, run_dir, args.fresh, args.max_steps)
-            export(run_dir, export_dir, args.fresh)
+            export(task, run_dir, export_dir, args.fresh)
             rows.append(summary_row(task, run_dir, export_dir, serve_task(task, run_dir, export_dir)))
     except StepFailed as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
