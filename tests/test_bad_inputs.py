@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +54,32 @@ def write(path: str, content: str | bytes) -> Callable[[Path], None]:
     return setup
 
 
+def nan_weight(path: str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(ws / path))
+        tensors["output.bias"][0] = float("nan")
+        save_file(tensors, str(ws / path))
+    return setup
+
+
+def link(name: str, target: str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        (ws / name).symlink_to(ws / target)
+    return setup
+
+
+def mkdir(name: str) -> Callable[[Path], None]:
+    return lambda ws: (ws / name).mkdir(parents=True)
+
+
 TRAIN = ["-m", "trainer", "train", "--task", "tagger", "--data", "conllu:{conllu}", "--out", "{tmp}/new-run"]
+EVALUATE = ["-m", "trainer", "evaluate", "--model", "{model}", "--data", "conllu:{conllu},{conllu},{conllu}"]
+EXPORT = ["-m", "export", "--model", "{model}", "--out", "{tmp}/new-export"]
 PREDICT = ["-m", "serve", "predict", "--model", "{export}", "--input", "{input}", "--output", "{out}"]
+HTTP = ["-m", "serve", "http", "--model", "{export}", "--port", "0"]
+MODEL_JSON = "run-export/model.json"
 
 CASES = [
     # ---- the command lines themselves
@@ -64,6 +90,74 @@ CASES = [
     Case("launch.sh --nproc 0", ["train", "--nproc", "0", "--"], "--nproc must be a positive integer",
          command="launch.sh"),
     Case("launch.sh unknown command", ["fly"], "unknown command 'fly'", command="launch.sh"),
+    # ---- training config: every value checked where it is parsed, before torch sees it
+    Case("train --hidden 0", [*TRAIN[:4], "sentiment", *TRAIN[5:], "--hidden", "0"], "'hidden' must be in [1, 65536]"),
+    Case("train --embed_dim -1", [*TRAIN[:4], "sentiment", *TRAIN[5:], "--embed_dim", "-1"], "'embed_dim' must be in"),
+    Case("train --dropout 2", [*TRAIN, "--dropout", "2"], "'dropout' must be in [0, 1); got 2.0"),
+    Case("train --layers 0", [*TRAIN, "--layers", "0"], "'layers' must be in [1, 64]; got 0"),
+    Case("train --lr inf", [*TRAIN, "--lr", "inf"], "'lr' must be a finite number; got inf"),
+    Case("train --lr nan", [*TRAIN, "--lr", "nan"], "'lr' must be a finite number; got nan"),
+    Case("train --batch_size 0", [*TRAIN, "--batch_size", "0"], "'batch_size' must be in"),
+    Case("train --max_tokens 0", [*TRAIN, "--max_tokens", "0"], "'max_tokens' must be in"),
+    Case("train --mixed_precision fp8", [*TRAIN, "--mixed_precision", "fp8"], "'mixed_precision' must be one of"),
+    Case("train unknown key", [*TRAIN, "--hiden", "3"], "unknown config key 'hiden'"),
+    Case("train --config a directory", [*TRAIN, "--config", "{tmp}"], "is a directory; expected a JSON file"),
+    Case("train --config NaN", [*TRAIN, "--config", "{tmp}/cfg.json"], "'lr' must be a finite number",
+         setup=write("cfg.json", '{"lr": NaN}')),
+    Case("train --out an existing file", [*TRAIN[:-1], "{input}"], "exists and is not a directory"),
+    Case("train --data malformed spec", [*TRAIN[:6], "conllu:", *TRAIN[7:]], "conllu"),
+    Case("train --data missing file", [*TRAIN[:6], "conllu:{tmp}/nope.conllu", *TRAIN[7:]], "nope.conllu"),
+    Case("pretrain --context 0", ["-m", "trainer", "pretrain", "--data", "conllu:{conllu}", "--out", "{tmp}/pre",
+                                  "--context", "0"], "'context' must be in [1, 64]"),
+    # ---- evaluate
+    Case("evaluate --batch-size 0", [*EVALUATE, "--batch-size", "0"], "--batch-size must be in"),
+    Case("evaluate --report a directory", [*EVALUATE, "--report", "{tmp}"], "is a directory; expected a file path"),
+    Case("evaluate non-finite weights", EVALUATE, "holds non-finite values", setup=nan_weight("run/model/model.safetensors")),
+    # ---- a model directory as untrusted input
+    Case("config.json model is a list", EXPORT, "expected a JSON object of config keys; got list",
+         setup=edit_json("run/model/config.json", lambda d: d.update(model=[]))),
+    Case("config.json layers 0", EXPORT, "'layers' must be in [1, 64]; got 0",
+         setup=edit_json("run/model/config.json", lambda d: d["model"].update(layers=0))),
+    Case("vocab.json is a list", EXPORT, "vocab.json: expected a JSON object; got list", setup=write("run/model/vocab.json", "[]")),
+    Case("vocab.json labels cut short", EXPORT, "must hold the 12 universal tags",
+         setup=edit_json("run/model/vocab.json", lambda d: d.update(labels=d["labels"][:-1]))),
+    Case("corrupt weights", EXPORT, "model.safetensors", setup=write("run/model/model.safetensors", b"\x00" * 64)),
+    # ---- export's own arguments
+    Case("export --out the model, --force", [*EXPORT[:5], "{model}", "--force"], "overlaps the model directory"),
+    Case("export --out the run dir, --force", [*EXPORT[:5], "{run}", "--force"], "overlaps the model directory"),
+    Case("export --out beside the model in its run dir", [*EXPORT[:5], "{run}/export"], "overlaps the model's run directory"),
+    Case("export --out a link to the model", [*EXPORT[:5], "{tmp}/link", "--force"], "overlaps the model directory",
+         setup=link("link", "run/model")),
+    Case("export --atol inf", [*EXPORT, "--atol", "inf"], "--atol must be a finite number"),
+    Case("export --opset 99", [*EXPORT, "--opset", "99"], "opset"),
+    Case("export --out not empty", [*EXPORT[:5], "{sentiment_export}"], "not empty; pass --force"),
+    # ---- serve predict: what --output may replace
+    Case("predict --output = --input", [*PREDICT[:-1], "{input}"], "same file as --input"),
+    Case("predict --output a symlink", [*PREDICT[:-1], "{tmp}/out-link"], "is a symbolic link",
+         setup=link("out-link", "input.txt")),
+    Case("predict --output a directory", [*PREDICT[:-1], "{tmp}"], "is a directory"),
+    Case("predict --input a directory", [*PREDICT[:6], "{tmp}", *PREDICT[7:]], "Is a directory"),
+    Case("predict --batch-size 0", [*PREDICT, "--batch-size", "0"], "--batch-size must be an integer from 1"),
+    Case("predict --model a file", [*PREDICT[:4], "{input}", *PREDICT[5:]], "not a directory"),
+    # ---- an export directory as untrusted input
+    Case("model.json atol 'abc'", PREDICT, "atol must be a finite number > 0",
+         setup=edit_json(MODEL_JSON, lambda d: d.update(atol="abc"))),
+    Case("model.json vocab null", PREDICT, "vocab must be an object", setup=edit_json(MODEL_JSON, lambda d: d.update(vocab=None))),
+    Case("model.json labels cut short", PREDICT, "vocab.labels has 11 entries",
+         setup=edit_json(MODEL_JSON, lambda d: d["vocab"].update(labels=d["vocab"]["labels"][:-1]))),
+    Case("model.json onnx.file outside the export", PREDICT, "must be a plain file name inside the export directory",
+         setup=edit_json(MODEL_JSON, lambda d: d["onnx"].update(file="../sentiment-run-export/model.onnx"))),
+    Case("model.json onnx.file absolute", PREDICT, "must be a plain file name inside the export directory",
+         setup=lambda ws: edit_json(MODEL_JSON, lambda d: d["onnx"].update(file=str(ws / "run-export/model.onnx")))(ws)),
+    Case("model.onnx changed after export", PREDICT, "does not match model.json",
+         setup=lambda ws: (ws / "run-export/model.onnx").write_bytes((ws / "run-export/model.onnx").read_bytes() + b"x")),
+    # ---- serve http: flags checked before serving
+    Case("http --max-wait-ms inf", [*HTTP, "--max-wait-ms", "inf"], "--max-wait-ms must be a finite number"),
+    Case("http --max-wait-ms nan", [*HTTP, "--max-wait-ms", "nan"], "--max-wait-ms must be a finite number"),
+    Case("http --max-wait-ms 1e12", [*HTTP, "--max-wait-ms", "1e12"], "--max-wait-ms must be a finite number"),
+    Case("http --port 70000", [*HTTP[:-1], "70000"], "--port must be an integer from 0 to 65535"),
+    Case("http labels cut short", HTTP, "vocab.labels has 11 entries",
+         setup=edit_json(MODEL_JSON, lambda d: d["vocab"].update(labels=d["vocab"]["labels"][:-1]))),
 ]
 
 
@@ -111,3 +205,52 @@ def test_bad_input_is_one_line_and_changes_nothing(case: Case, workspace_templat
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert case.expect in lines[0], lines[0]
     assert snapshot(ws) == before, "an input, model or export file was changed, created or deleted"
+
+
+def hidden_temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*") if ".tmp" in p.name or p.name.startswith(".del-")]
+
+
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], signum: int) -> tuple[int, str]:
+    """Send `signum` once `ready()` holds (the command is mid-work), then wait; (exit status, stderr)."""
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the command never reached the point to interrupt"
+            time.sleep(0.01)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_training_leaves_no_temporaries(signum: int, workspace_template: Path, tmp_path: Path) -> None:
+    """Checkpoints every step, so the signal lands in or near a save; nothing hidden may stay behind."""
+    run = tmp_path / "run"
+    conllu = workspace_template / "tiny.conllu"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "train", "--task", "tagger", "--data", f"conllu:{conllu},{conllu}",
+         "--out", str(run), "--word_dim", "8", "--word_hidden", "8", "--char_dim", "4", "--char_hidden", "4",
+         "--max_steps", "100000", "--save_every", "1", "--eval_every", "1", "--warmup_steps", "1"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    status, stderr = interrupt_when(proc, lambda: len(list(run.glob("checkpoints/step-*"))) >= 2, signum)
+    assert status == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1:] == [f"error: interrupted by {signal.Signals(signum).name}"], stderr
+    assert not hidden_temporaries(run), hidden_temporaries(run)
+    assert not (run / "model").exists()
+
+
+def test_a_signal_during_export_leaves_no_temporaries(workspace_template: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export", "--model", str(workspace_template / "run" / "model"), "--out", str(out)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    status, stderr = interrupt_when(proc, lambda: bool(hidden_temporaries(tmp_path)), signal.SIGTERM)
+    assert status == 128 + signal.SIGTERM, stderr
+    assert stderr.splitlines() == ["error: interrupted by SIGTERM"], stderr
+    assert not hidden_temporaries(tmp_path) and not out.exists()

@@ -68,7 +68,6 @@ from trainer.precision import resolve_precision
 from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 
-NAN_ENV = "SEQLSTM_TEST_NAN_FROM_STEP"  # fault injection for tests: losses from this step on are NaN
 # Measured on 2 busy CPU cores: the tagger reaches ~97.6% dev accuracy in 3 epochs (~1,440 steps each,
 # 3-8k tokens/s), while sentiment keeps improving up to ~10 short epochs (~320 steps, ~10k tokens/s).
 TASK_EPOCHS = {"tagger": 4, "sentiment": 10}
@@ -240,7 +239,6 @@ class Trainer:
         self.window = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, count, tokens
         self.window_seconds = 0.0
         self.grad_norm = torch.zeros(())
-        self.nan_from = int(os.environ.get(NAN_ENV) or 0)
 
     def fit(self) -> str:
         """Train until a stop condition holds; return which."""
@@ -297,8 +295,6 @@ class Trainer:
             # is the mean over the global batch however the tokens fall across processes.
             share = acc.reduce(count.double(), "sum") / acc.num_processes if acc.num_processes > 1 else count
             loss = total / share
-            if self.nan_from and self.state.step + 1 >= self.nan_from:
-                loss = loss * float("nan")
             acc.backward(loss)
             if acc.sync_gradients:
                 self.optimizer_step()
