@@ -12,8 +12,9 @@ usage: ./launch.sh COMMAND [ARGS]
 
   setup                 create .venv and install the project (idempotent; CPU torch unless a GPU is present)
   demo                  fetch data, train both models on CPU, export, serve with --verify, print a summary
-  test [--slow] [PYTEST_ARGS]
-                        setup + the test suite (--slow adds the tests marked slow)
+  test [--fast|--slow] [PYTEST_ARGS]
+                        setup + the test suite (--fast: only tests that need no corpus and no training;
+                        --slow adds the tests marked slow)
   train [--nproc N] [--nnodes N --node-rank R --master-addr A --master-port P]
         [--mixed-precision no|fp16|bf16] -- TRAINER_ARGS
                         python -m trainer train on 1 process, N CPU processes (gloo) or N GPUs (nccl)
@@ -60,10 +61,10 @@ setup() {
 
 run_tests() {
     local args=()
-    if [[ "${1:-}" == "--slow" ]]; then
-        shift
-        args=(-m "")
-    fi
+    case "${1:-}" in
+        --slow) shift; args=(-m "") ;;
+        --fast) shift; args=(-m "not slow and not corpus and not trains") ;;
+    esac
     "$PY" -m pytest "${args[@]}" "$@"
 }
 

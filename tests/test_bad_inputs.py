@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,20 +192,44 @@ def run_case(case: Case, ws: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@dataclass
+class Outcome:
+    proc: subprocess.CompletedProcess
+    changed: bool  # a file of the case's workspace was created, changed or deleted
+
+
+@pytest.fixture(scope="module")
+def outcomes(workspace_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every case run once, each in its own copy of the workspace, as many at a time as there are cores:
+    the cases are independent, and most of each is interpreter start-up."""
+    root = tmp_path_factory.mktemp("cases")
+
+    def run(index: int, case: Case) -> Outcome:
+        ws = root / str(index)
+        shutil.copytree(workspace_template, ws, symlinks=True)
+        if case.setup is not None:
+            case.setup(ws)
+        before = snapshot(ws)
+        proc = run_case(case, ws)
+        return Outcome(proc, snapshot(ws) != before)
+
+    # launch.sh runs its set-up check first, which must not race with another launch.sh.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {case.id: pool.submit(run, i, case) for i, case in enumerate(CASES) if case.command == "python"}
+    results = {case_id: future.result() for case_id, future in futures.items()}
+    results |= {case.id: run(i, case) for i, case in enumerate(CASES) if case.command != "python"}
+    return results
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_line_and_changes_nothing(case: Case, workspace_template: Path, tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    shutil.copytree(workspace_template, ws, symlinks=True)
-    if case.setup is not None:
-        case.setup(ws)
-    before = snapshot(ws)
-    proc = run_case(case, ws)
+def test_bad_input_is_one_line_and_changes_nothing(case: Case, outcomes: dict[str, Outcome]) -> None:
+    proc = outcomes[case.id].proc
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == case.status, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert case.expect in lines[0], lines[0]
-    assert snapshot(ws) == before, "an input, model or export file was changed, created or deleted"
+    assert not outcomes[case.id].changed, "an input, model or export file was changed, created or deleted"
 
 
 def hidden_temporaries(root: Path) -> list[Path]:
@@ -226,6 +251,7 @@ def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], signum: in
     return proc.returncode, stderr
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_training_leaves_no_temporaries(signum: int, workspace_template: Path, tmp_path: Path) -> None:
     """Checkpoints every step, so the signal lands in or near a save; nothing hidden may stay behind."""
