@@ -94,7 +94,8 @@ def test_a_checkpoint_is_safetensors_and_json_with_a_manifest(base: Path) -> Non
 
 
 @pytest.mark.parametrize("name", FILES)
-@pytest.mark.parametrize("older", ["none", "whole"])
+# The fallback cases resume and train to the end: slow, so CI (--slow) runs them and the default run does not.
+@pytest.mark.parametrize("older", ["none", pytest.param("whole", marks=pytest.mark.slow)])
 def test_a_crafted_pickle_in_any_checkpoint_file_runs_nothing(base: Path, args: list[str], tmp_path: Path,
                                                               name: str, older: str) -> None:
     """Each file of the newest checkpoint replaced by a pickle that would create `marker` if loaded.
@@ -315,6 +316,7 @@ def test_a_torn_last_line_is_skipped_and_ended(tmp_path: Path) -> None:
     assert not end_torn_line(tmp_path / "absent.jsonl")
 
 
+@pytest.mark.slow
 def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> None:
     """World size 2 with dropout: each process gets its own random stream back from its own rng-<rank>.json,
     so step-8 after a resume at step 4 equals the uninterrupted run's byte for byte."""
