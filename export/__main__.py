@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainer import __version__
 from trainer.cli import Parser, run_cli
 from trainer.config import check_value
 from trainer.errors import ArtifactError, DataError
@@ -115,7 +116,8 @@ def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: 
     onnx_path = tmp / "model.onnx"
     onnx_export.export_onnx(artifact, onnx_path, opset)
     report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], data_note)
-    report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model))
+    report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model),
+                  seqlstm_version=__version__)
     if args.quantize:
         from export.quantize import compare_int8, quantize_int8
 

@@ -22,6 +22,8 @@ from typing import Any
 import onnx
 import torch
 
+from serve.model_json import EXPORT_FORMAT_VERSION
+from trainer import __version__
 from trainer.artifact import Artifact
 from trainer.config import to_dict
 from trainer.errors import ConfigError, ValidationError
@@ -29,7 +31,6 @@ from trainer.fetch import sha256_file
 from trainer.preprocess import Encoder
 
 EXPORTER = "torchscript"
-EXPORT_FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 MIN_OPSET = 12
 # torch keeps this limit in a private module; 20 is its value in torch 2.2 to 2.13.
@@ -118,6 +119,7 @@ def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> 
     return {
         "export_format_version": EXPORT_FORMAT_VERSION,
         "source_format_version": artifact.format_version,
+        "seqlstm_version": __version__,
         "task": artifact.task,
         "model": to_dict(artifact.config),
         "preprocess": to_dict(artifact.preprocess),

@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from trainer import __version__
 from trainer.config import (
     TASKS,
     ModelConfig,
@@ -109,7 +110,8 @@ def save_artifact(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format_version": str(FORMAT_VERSION),
+                                                                      "seqlstm_version": __version__})
         write_json(
             tmp / "config.json",
             {
