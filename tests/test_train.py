@@ -201,13 +201,13 @@ def test_two_nodes_of_one_process_each(data: dict[str, str], tmp_path: Path) -> 
 # `python -m trainer` whose loss is NaN from the 8th training batch on (the fault injected here, not in the product).
 NAN_FROM_STEP_8 = """
 import sys
-import trainer.train as train
-real, batches = train.loss_sum, [0]
+import trainer.loop as loop
+real, batches = loop.loss_sum, [0]
 def nan_from_step_8(*args):
     batches[0] += 1
     total, count = real(*args)
     return (total * float("nan") if batches[0] >= 8 else total), count
-train.loss_sum = nan_from_step_8
+loop.loss_sum = nan_from_step_8
 from trainer.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -242,6 +242,36 @@ def test_bad_config_is_a_one_line_error(data: dict[str, str], tmp_path: Path, ov
     if "known keys" in expected:
         assert all(key in proc.stderr for key in ("word_dim", "min_count", "max_steps", "grad_accum"))
     assert not (tmp_path / "run").exists()
+
+
+# The real command, then whether torch was imported: a bad argument must fail before those seconds are spent.
+TORCH_LOADED = """
+import sys
+from trainer.__main__ import main
+status = main(sys.argv[1:])
+print("torch" in sys.modules, status)
+"""
+
+
+def test_a_bad_argument_fails_before_torch_is_imported(tmp_path: Path) -> None:
+    proc = trainer("-c", TORCH_LOADED, "train", "--task", "sentiment", "--data", "unused", "--lr", "inf",
+                   "--out", str(tmp_path / "run"), module=None, check=False)
+    assert proc.stdout.split() == ["False", "2"]
+    assert proc.stderr == "error: config key 'lr' must be a finite number; got inf\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, argv, expected", [
+    ("train", ["--task", "tagging"], "argument --task: invalid choice: 'tagging'"),
+    ("evaluate", ["--model", "m"], "the following arguments are required: --data"),
+    ("pretrain", ["--data", "x", "--out"], "argument --out: expected one argument"),
+])
+def test_usage_errors_name_the_help_of_their_command(command: str, argv: list[str], expected: str) -> None:
+    """train, evaluate and pretrain share trainer.cli.Parser with `python -m trainer` itself."""
+    proc = trainer(command, *argv, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {expected}")
+    assert proc.stderr.endswith(f" (see `python -m trainer {command} --help`)\n")
 
 
 def test_config_file_then_command_line(data: dict[str, str], tmp_path: Path) -> None:

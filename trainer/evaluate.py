@@ -1,12 +1,11 @@
 """Examples -> batches -> predictions -> metrics, and `python -m trainer evaluate`.
 
-Training scores dev and test with these same functions (`trainer.train` imports them), so the
+Training scores dev and test with these same functions (`trainer.loop` and `trainer.runner` import them), so the
 numbers in RUN_DIR/model/metrics.json and those of `evaluate` are computed one way.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,13 +18,13 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Subset
 
 from trainer.artifact import load_artifact, write_json
+from trainer.cli import Parser
 from trainer.config import check_out_path, check_value
 from trainer.data import Dataset, open_dataset
-from trainer.errors import ConfigError, DataError
-from trainer.preprocess import SENTIMENT_LABELS, Encoded, Encoder, tokenize
+from trainer.errors import DataError
+from trainer.preprocess import SENTIMENT_LABELS, UNK_ID, Encoded, Encoder, tokenize
 
 IGNORE = -100  # tag target at padded positions
-UNK_ID = 1  # `<unk>` in every word vocabulary: a word the model never saw in training (OOV)
 
 
 # ---- text -> encoded examples ----------------------------------------------------------------
@@ -193,13 +192,6 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- the command ---------------------------------------------------------------------------
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one-line ConfigErrors (the CLI prints `error: ...`, exit 2)."""
-
-    def error(self, message: str) -> None:
-        raise ConfigError(f"{self.prog}: {message}")
-
 
 def main(argv: list[str]) -> int:
     parser = Parser(prog="python -m trainer evaluate", allow_abbrev=False,

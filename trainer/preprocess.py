@@ -21,6 +21,7 @@ from trainer.config import PreprocessConfig
 from trainer.errors import DataError
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"
+UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a token never seen in training
 UNIVERSAL_TAGS = ("NOUN", "VERB", "ADJ", "ADV", "ADP", "CONJ", "DET", "NUM", "PRON", "PRT", ".", "X")
 SENTIMENT_LABELS = ("negative", "positive")  # index = the BCE target, so P(positive) = sigmoid(logit)
 
@@ -135,7 +136,7 @@ class Vocab:
         if found is not None:
             return found
         if self.specials:
-            return 1
+            return UNK_ID
         raise DataError(f"unknown label {token!r}; expected one of {self.itos}")
 
 

@@ -3,7 +3,7 @@
 The PyTorch tutorial's NGramLanguageModeler: the embeddings of the previous `context` words,
 concatenated, -> linear -> ReLU -> linear over the `output_words` most frequent words. Its input
 embedding matrix is written to RUN_DIR/embeddings, and `train --init_embeddings RUN_DIR/embeddings`
-starts a sentiment model or tagger from it (`extend_vocab` + `copy_vectors`, used by trainer.train).
+starts a sentiment model or tagger from it (`extend_vocab` + `copy_vectors`, used by trainer.runner).
 
 Text: every split of tagger datasets, only the train split of sentiment datasets (see `read_text`).
 Held out (never trained on): the first HELD_OUT sentences/reviews of each dataset's dev split,
@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from trainer.artifact import replace_dir, write_json
+from trainer.cli import Parser
 from trainer.config import (
     PreprocessConfig,
     PretrainConfig,
@@ -46,8 +47,7 @@ from trainer.config import (
 )
 from trainer.data import open_dataset
 from trainer.errors import ArtifactError, ConfigError, DataError
-from trainer.evaluate import Parser
-from trainer.preprocess import Vocab, Vocabs, normalize_word, tokenize
+from trainer.preprocess import UNK_ID, Vocab, Vocabs, normalize_word, tokenize
 
 FORMAT_VERSION = 1
 HELD_OUT = 1000  # dev sentences/reviews per dataset kept out of training and scored
@@ -105,7 +105,7 @@ def ngrams(sentences: list[list[str]], vocab: Vocab, cfg: PretrainConfig) -> tup
         contexts.append(np.stack([padded[i : i + len(ids)] for i in range(cfg.context)], axis=1))  # (T, N)
         targets.append(ids)
     target = np.concatenate(targets) if targets else np.zeros(0, np.int64)
-    target = np.where(target < cfg.output_words, target, 1)  # ids are by frequency: rarer words -> <unk>
+    target = np.where(target < cfg.output_words, target, UNK_ID)  # ids are by frequency: rarer words -> <unk>
     context = np.concatenate(contexts) if contexts else np.zeros((0, cfg.context), np.int64)
     return torch.from_numpy(context), torch.from_numpy(target)
 

@@ -1,0 +1,163 @@
+"""One training run of `python -m trainer train`, after trainer/train.py has checked its arguments.
+
+`build` makes the vocabularies, encoded splits, model, optimizer, schedule and loaders; `run` builds,
+resumes if asked, hands over to the loop (trainer/loop.py) and writes RUN_DIR/model once, from the
+main process, unless `session_steps` stopped the run first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+
+from trainer.artifact import save_artifact
+from trainer.batching import BucketBatchSampler, lr_factor
+from trainer.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
+from trainer.errors import DataError
+from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
+from trainer.loop import Parts, RunLog, Trainer
+from trainer.models import build_model, run_lstms_in_float32
+from trainer.plots import plot_curves
+from trainer.precision import Precision
+from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
+from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
+
+
+@dataclass
+class Job:
+    """What `python -m trainer train` was asked to do, every part checked (trainer/train.py)."""
+
+    task: str
+    data: str  # the --data spec, as given
+    run_dir: Path
+    model: ModelConfig
+    preprocess: PreprocessConfig
+    train: TrainConfig
+    precision: Precision
+    checkpoint: Path | None  # where to resume from; None starts afresh
+
+
+def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts:
+    """Vocabularies, encoded splits, model, optimizer, schedule and loaders, prepared."""
+    task, model_config, cfg = job.task, job.model, job.train
+    labels = list(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
+    # Accelerate's idiom for preprocessing. Encoding is deterministic, so every rank builds the same ids;
+    # taking turns keeps N processes on one small machine from peaking in memory together.
+    with accelerator.main_process_first():
+        chars = task == "tagger" and model_config.char_encoder
+        vocabs = build_vocabs(splits["train"].tokens, labels, job.preprocess, chars=chars)
+        if cfg.init_embeddings:  # pretrained words join the vocabulary (after the corpus's, whose ids stay)
+            dim_key = "embed_dim" if task == "sentiment" else "word_dim"
+            pretrained = load_embeddings(Path(cfg.init_embeddings), getattr(model_config, dim_key), dim_key,
+                                         job.preprocess)
+            vocabs = extend_vocab(vocabs, pretrained[0])
+        encoder = Encoder(vocabs, job.preprocess)
+        data = {name: EncodedSplit(split, encoder, task) for name, split in splits.items() if split.tokens}
+    model = build_model(model_config, vocabs)
+    if cfg.init_embeddings:
+        copied = copy_vectors(model, vocabs, *pretrained)
+        accelerator.print(f"train: {copied} of {len(vocabs.words)} word vectors from {cfg.init_embeddings}")
+    try:  # the fused kernel is several times faster on CPU, where torch < 2.4 lacks it
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except RuntimeError:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    collate = Collate(encoder, task)
+    sampler = BucketBatchSampler(data["train"].lengths, cfg.batch_size, accelerator.num_processes, cfg.seed)
+    if len(sampler) == 0:
+        raise DataError(f"{len(data['train'])} training examples cannot feed {accelerator.num_processes} processes")
+    # Its own generator: starting an epoch then draws nothing from the global (dropout) RNG, so a
+    # resumed run's random stream matches an uninterrupted one.
+    train = DataLoader(data["train"], batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    steps_per_epoch = math.ceil(len(sampler) // accelerator.num_processes / cfg.grad_accum)
+    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
+    # Stepped by hand once per optimizer step rather than prepared: a prepared scheduler steps once per
+    # process, which would bend the schedule with the world size. trainer.checkpoint saves its counters.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, warmup=cfg.warmup_steps, total=total_steps, schedule=cfg.schedule))
+    names = [name for name in ("dev", "test") if name in data]
+    model, optimizer, train, *loaders = accelerator.prepare(
+        model, optimizer, train, *(eval_loader(data[n], collate, cfg.eval_batch_size) for n in names))
+    return Parts(model, optimizer, scheduler, train, sampler, dict(zip(names, loaders, strict=True)), labels,
+                 total_steps, vocabs, data)
+
+
+def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
+    """Build, resume if asked, train, and write the release model (unless a session limit stopped it)."""
+    cfg, precision = job.train, job.precision
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision.mode,
+                              gradient_accumulation_steps=cfg.grad_accum, log_with="tensorboard",
+                              project_dir=str(job.run_dir / "logs"))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # Per-process seeds (seed + rank) so that dropout masks differ across processes; the initial
+    # weights still agree, because preparing the model broadcasts rank 0's.
+    set_seed(cfg.seed, device_specific=True)
+    parts = build(accelerator, job, splits)
+    if precision.lstm_in_float32:
+        run_lstms_in_float32(accelerator.unwrap_model(parts.model))
+        accelerator.print(f"train: {precision.note}")
+    identity = {"task": job.task, "model": to_dict(job.model), "preprocess": to_dict(job.preprocess),
+                "vocab_sha256": hashlib.sha256(json.dumps(parts.vocabs.to_json()).encode()).hexdigest(),
+                "world_size": accelerator.num_processes}
+    log = RunLog(accelerator, job.run_dir / "logs" / "metrics.jsonl", fresh=job.checkpoint is None)
+    trainer = Trainer(accelerator, parts, cfg, job.task, job.run_dir, identity, log)
+    if job.checkpoint is not None:
+        trainer.load_checkpoint(job.checkpoint)
+    examples = {name: len(d) for name, d in parts.data.items()}
+    skipped |= {f"truncated to {job.preprocess.max_tokens} tokens ({name})": d.truncated
+                for name, d in parts.data.items() if d.truncated}
+    announce(accelerator, job, trainer, log, examples, skipped)
+
+    reason = trainer.fit()
+    if reason == "session_steps":
+        if trainer.state.last_save_step != trainer.state.step:
+            trainer.save_checkpoint()
+        accelerator.print(f"train: stopped after session_steps={cfg.session_steps} at step {trainer.state.step}; "
+                          "continue with --resume auto (no model written yet)")
+    else:
+        release(accelerator, job, trainer, reason, examples, skipped)
+    if accelerator.is_main_process:
+        plot_curves(log.path, job.run_dir / "plots" / "curves.png")
+    accelerator.end_training()
+    return 0
+
+
+def announce(accelerator: Accelerator, job: Job, trainer: Trainer, log: RunLog, examples: dict[str, int],
+             skipped: dict[str, int]) -> None:
+    """The run's settings: TensorBoard's hyperparameters, one line on stdout and the `start` event."""
+    precision, checkpoint = job.precision, job.checkpoint
+    accelerator.init_trackers("tensorboard", config=to_dict(job.train) | to_dict(job.model))
+    accelerator.print(f"train: {job.task} on {job.data}, world size {accelerator.num_processes} "
+                      f"({accelerator.distributed_type.value} on {accelerator.device}), mixed precision "
+                      f"{precision.mode}, examples {examples}, skipped {skipped or 'none'}, "
+                      f"{trainer.parts.total_steps} steps"
+                      + (f", resuming at step {trainer.state.step}" if checkpoint else ""))
+    log("start", trainer.state.step, task=job.task, data=job.data, world_size=accelerator.num_processes,
+        mixed_precision=precision.mode, lstm_precision=precision.lstm, examples=examples, skipped=skipped,
+        resumed_from=str(checkpoint) if checkpoint else None,
+        config={"model": to_dict(job.model), "preprocess": to_dict(job.preprocess), "train": to_dict(job.train)})
+
+
+def release(accelerator: Accelerator, job: Job, trainer: Trainer, reason: str, examples: dict[str, int],
+            skipped: dict[str, int]) -> None:
+    """Test metrics of the best weights, then RUN_DIR/model with metrics.json, and one JSON line on stdout."""
+    metrics = {"task": job.task, "data": job.data, "world_size": accelerator.num_processes,
+               "mixed_precision": job.precision.mode, "lstm_precision": job.precision.lstm,
+               **trainer.finish(reason), "examples": examples, "skipped": skipped}
+    # The release model: written once, by the main process, after every process is done with it.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(trainer.model)
+        save_artifact(job.run_dir / "model", model, job.model, job.preprocess, trainer.parts.vocabs, metrics)
+        accelerator.print(json.dumps({k: metrics[k] for k in ("steps", "stopped", "train_tokens_per_s")} | {
+            "dev_accuracy": metrics["dev"].get("accuracy"),
+            "test_accuracy": (metrics["test"] or {}).get("accuracy"), "model": str(job.run_dir / "model")}))
