@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 
 from trainer.artifact import save_artifact
@@ -24,6 +24,7 @@ from trainer.batching import BucketBatchSampler, lr_factor
 from trainer.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
 from trainer.errors import DataError
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
+from trainer.launchers import check_shared_run_dir, nodes
 from trainer.loop import Parts, RunLog, Trainer
 from trainer.models import build_model, run_lstms_in_float32
 from trainer.plots import plot_curves
@@ -101,6 +102,9 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
     # Per-process seeds (seed + rank) so that dropout masks differ across processes; the initial
     # weights still agree, because preparing the model broadcasts rank 0's.
     set_seed(cfg.seed, device_specific=True)
+    if nodes() > 1:  # every rank writes into RUN_DIR: it must be one directory for all of them
+        check_shared_run_dir(job.run_dir, accelerator.process_index, lambda token: broadcast_object_list([token])[0],
+                             lambda ok: gather_object([ok]), accelerator.wait_for_everyone)
     parts = build(accelerator, job, splits)
     if precision.lstm_in_float32:
         run_lstms_in_float32(accelerator.unwrap_model(parts.model))

@@ -33,6 +33,7 @@ from trainer.config import (
 )
 from trainer.data import open_dataset
 from trainer.errors import ArtifactError, ConfigError, DataError
+from trainer.launchers import check_launch
 
 if TYPE_CHECKING:
     from trainer.evaluate import Split
@@ -129,6 +130,7 @@ def load_splits(spec: str, task: str, skip_bad_lines: bool) -> tuple[dict[str, S
 
 def main(argv: list[str]) -> int:
     args, model_config, preprocess, cfg = parse_args(argv)
+    check_launch()  # before seconds of imports: accelerate's one-process CPU launch of "N" processes
     # Only now, with the arguments checked: importing torch and accelerate takes seconds.
     import torch
 
