@@ -1,19 +1,17 @@
 """Shared fixtures. `data_dir` fetches the real data sets once per session (a no-op when cached);
-`tiny_artifact` writes a random-weight RUN_DIR/model in milliseconds, for tests that need no training."""
+`tiny_artifact` writes a random-weight RUN_DIR/model in milliseconds, and `runs` exports one tiny
+model per task once per session, for tests that need no training. Plain helpers are in helpers.py."""
 
 import os
-import string
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import (
+    EXPORT_KINDS, LINES, REPO, TINY_CONFIGS, export, write_corpus_artifact, write_small_data, write_tiny_artifact,
+)
 
 from trainer.fetch import fetch
-
-REPO = Path(__file__).resolve().parents[1]
-TINY_MAX_TOKENS = 20
-TINY_WORDS = ["<pad>", "<unk>"] + "the a cat dog sat on mat . , ! good bad movie film great awful is was not".split()
-TINY_CHARS = ["<pad>", "<unk>"] + list(string.ascii_letters + string.digits + ".,'!")
 
 
 @pytest.fixture(scope="session")
@@ -25,30 +23,42 @@ def data_dir() -> Path:
     return path
 
 
-def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
-    """A tiny tagger (word + char) or sentiment model with random weights, saved as RUN_DIR/model."""
-    import torch
+@pytest.fixture(scope="session")
+def tiny_artifact() -> Callable[..., Path]:
+    """`tiny_artifact(path, task, seed=0)` writes a random-weight artifact (see `helpers.write_tiny_artifact`)."""
+    return write_tiny_artifact
 
-    from trainer.artifact import save_artifact
-    from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
-    from trainer.models import build_model
-    from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
 
-    configs = {"tagger": TaggerConfig(word_dim=8, word_hidden=6, char_dim=4, char_hidden=3),
-               "sentiment": SentimentConfig(embed_dim=8, hidden=6, layers=2)}
-    torch.manual_seed(seed)
-    chars = Vocab(TINY_CHARS) if task == "tagger" else None
-    labels = Vocab.labels(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
-    vocabs = Vocabs(Vocab(TINY_WORDS), labels, chars)
-    model = build_model(configs[task], vocabs)
-    save_artifact(path, model, configs[task], PreprocessConfig(max_tokens=TINY_MAX_TOKENS), vocabs, {"task": task})
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """task -> (tiny artifact, its export directory), exported once per session. Read-only: copy to change."""
+    root = tmp_path_factory.mktemp("serve")
+    out = {}
+    for task in TINY_CONFIGS:
+        artifact = write_tiny_artifact(root / f"run-{task}" / "model", task, seed=0)
+        out[task] = (artifact, export(artifact, root / f"export-{task}"))
+    return out
+
+
+@pytest.fixture
+def lines_file(tmp_path: Path) -> Path:
+    """`helpers.LINES` as a UTF-8 file, one per line."""
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="session")
-def tiny_artifact() -> Callable[[Path, str, int], Path]:
-    """`tiny_artifact(path, task, seed=0)` writes a random-weight artifact (see `write_tiny_artifact`)."""
-    return write_tiny_artifact
+def artifacts(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    """kind -> a random-weight artifact of each of `helpers.EXPORT_KINDS`. Read-only: copy to change."""
+    root = tmp_path_factory.mktemp("artifacts")
+    return {kind: write_corpus_artifact(root / kind / "model", kind, data_dir) for kind in EXPORT_KINDS}
+
+
+@pytest.fixture(scope="session")
+def small_data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """task -> `--data` spec for small slices of the real corpora (see `helpers.write_small_data`)."""
+    return write_small_data(data_dir, tmp_path_factory.mktemp("small-data"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 INPUT_LINES = "The cat sat on the mat.\n\nA good movie, not bad at all!\n"
 
@@ -163,14 +162,13 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def workspace_template(tmp_path_factory: pytest.TempPathFactory, tiny_artifact) -> Path:
-    """Tiny tagger and sentiment artifacts, their exports, an input file and CoNLL-U data."""
+def workspace_template(tmp_path_factory: pytest.TempPathFactory, runs: dict[str, tuple[Path, Path]]) -> Path:
+    """Copies of the tiny tagger and sentiment artifacts and their exports, an input file and CoNLL-U data."""
     root = tmp_path_factory.mktemp("bad-inputs")
     for task, run in (("tagger", "run"), ("sentiment", "sentiment-run")):
-        model = tiny_artifact(root / run / "model", task, 0)
-        proc = subprocess.run([sys.executable, "-m", "export", "--model", str(model), "--out",
-                               str(root / f"{run}-export")], cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
+        model, export_dir = runs[task]
+        shutil.copytree(model, root / run / "model")
+        shutil.copytree(export_dir, root / f"{run}-export")
     (root / "input.txt").write_text(INPUT_LINES, encoding="utf-8")
     shutil.copy(REPO / "tests" / "fixtures" / "tiny.conllu", root / "tiny.conllu")
     return root

@@ -12,13 +12,11 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
+from helpers import REPO
 
 from bench import flops, inference, preprocess_scale, sentiment_accuracy, tagger_accuracy, tokenize, train_speed
 from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
 from trainer.data import TaggedSentence
-
-from conftest import REPO
 
 
 def test_flops_per_token_matches_a_hand_count():

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_SENTIMENT, TINY_TAGGER, trainer
 from safetensors.torch import load_file, save_file
-from test_train import TINY_SENTIMENT, TINY_TAGGER, trainer, write_small_data
 
 from trainer.artifact import save_artifact
 from trainer.config import PreprocessConfig, SentimentConfig
@@ -21,16 +21,15 @@ REVIEWS = Path(__file__).resolve().parent / "fixtures" / "reviews.fasttext"
 
 
 @pytest.fixture(scope="module")
-def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+def trained_runs(small_data: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
     """A tiny tagger and a tiny sentiment model, trained for a few steps: task -> (RUN_DIR, data spec)."""
     root = tmp_path_factory.mktemp("evaluate")
-    specs = write_small_data(data_dir, root / "data")
     out = {}
     for task, sizes in (("tagger", TINY_TAGGER), ("sentiment", TINY_SENTIMENT)):
         run = root / task
-        trainer("train", "--task", task, "--data", specs[task], *sizes, "--batch_size", "16", "--max_steps", "15",
+        trainer("train", "--task", task, "--data", small_data[task], *sizes, "--batch_size", "16", "--max_steps", "15",
                 "--warmup_steps", "5", "--out", str(run))
-        out[task] = (run, specs[task])
+        out[task] = (run, small_data[task])
     return out
 
 
@@ -39,8 +38,8 @@ def evaluate(run: Path, spec: str, report: Path) -> tuple[dict, dict]:
     return json.loads(proc.stdout), json.loads(report.read_text())
 
 
-def test_tagger_report(runs: dict, tmp_path: Path) -> None:
-    run, spec = runs["tagger"]
+def test_tagger_report(trained_runs: dict, tmp_path: Path) -> None:
+    run, spec = trained_runs["tagger"]
     printed, report = evaluate(run, spec, tmp_path / "reports" / "tagger.json")
     assert printed["task"] == "tagger" and printed["split"] == "test" and "confusion" not in printed
 
@@ -61,8 +60,8 @@ def test_tagger_report(runs: dict, tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-def test_sentiment_report(runs: dict, tmp_path: Path) -> None:
-    run, spec = runs["sentiment"]
+def test_sentiment_report(trained_runs: dict, tmp_path: Path) -> None:
+    run, spec = trained_runs["sentiment"]
     printed, report = evaluate(run, spec, tmp_path / "sentiment.json")
     assert set(printed) >= {"accuracy", "precision", "recall", "f1", "examples"}
     (tn, fp), (fn, tp) = report["confusion"]["matrix"]
@@ -75,9 +74,9 @@ def test_sentiment_report(runs: dict, tmp_path: Path) -> None:
     assert (tmp_path / "sentiment.confusion.png").is_file()
 
 
-def test_wrong_data_for_the_model_is_a_one_line_error(runs: dict) -> None:
-    run, _ = runs["tagger"]
-    _, sentiment_spec = runs["sentiment"]
+def test_wrong_data_for_the_model_is_a_one_line_error(trained_runs: dict) -> None:
+    run, _ = trained_runs["tagger"]
+    _, sentiment_spec = trained_runs["sentiment"]
     proc = trainer("evaluate", "--model", str(run / "model"), "--data", sentiment_spec, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "is sentiment data but" in proc.stderr and "is a tagger model" in proc.stderr

@@ -1,7 +1,8 @@
 """`python -m export`: ONNX parity with torch, dynamic shapes, the acceptance step, int8, bad input.
 
-Artifacts are tiny random-weight models (parity needs no training) whose vocabularies come from a
-few hundred real Brown / Rotten Tomatoes training examples; the CLI runs as a subprocess.
+Artifacts are conftest's `artifacts`: tiny random-weight models (parity needs no training) whose
+vocabularies come from a few hundred real Brown / Rotten Tomatoes training examples; the CLI runs as a
+subprocess.
 """
 
 from __future__ import annotations
@@ -12,57 +13,22 @@ import os
 import shutil
 import subprocess
 import sys
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
+from helpers import EXPORT_KINDS, REPO, load_json, run_export
 from onnx.reference import ReferenceEvaluator
 from safetensors.torch import load_file, save_file
 
 from export.validate import validate
-from trainer.artifact import load_artifact, save_artifact
-from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
-from trainer.data import open_dataset
-from trainer.models import build_model
-from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, Vocabs, build_vocabs, tokenize
+from trainer.artifact import load_artifact
+from trainer.config import PreprocessConfig
+from trainer.preprocess import UNIVERSAL_TAGS, Encoder, Vocabs
 
-REPO = Path(__file__).resolve().parents[1]
-KINDS = {
-    "dual-tagger": ("brown", TaggerConfig(word_dim=12, word_hidden=10, char_dim=8, char_hidden=6)),
-    "word-tagger": ("brown", TaggerConfig(char_encoder=False, word_dim=12, word_hidden=10, layers=2)),
-    "sentiment": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2)),
-    "sentiment-bi-max": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True, pooling="max")),
-}
 SENTENCES = ["The jury praised the administration .", "It was a dull , overlong film", "Yes"]
-
-
-def make_artifact(path: Path, kind: str, data_dir: Path) -> Path:
-    spec, config = KINDS[kind]
-    examples = list(islice(open_dataset(spec, data_dir).examples("train"), 300))
-    tokens = [list(e.words) if spec == "brown" else tokenize(e.text) for e in examples]
-    labels = UNIVERSAL_TAGS if spec == "brown" else SENTIMENT_LABELS
-    preprocess = PreprocessConfig(min_count=1)
-    vocabs = build_vocabs(tokens, labels, preprocess, chars=getattr(config, "char_encoder", False))
-    torch.manual_seed(0)
-    save_artifact(path, build_model(config, vocabs), config, preprocess, vocabs, {"task": config.task, "data": spec})
-    return path
-
-
-def run_export(data_dir: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m export ARGS`, or `python -c CODE ARGS` for a patched run of the same `main`."""
-    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "export", *args]
-    env = {**os.environ, "DATA_DIR": str(data_dir)}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("artifacts")
-    return {kind: make_artifact(root / kind / "model", kind, data_dir) for kind in KINDS}
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +38,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]
     out: dict[str, Path] = {}
     for kind, model in artifacts.items():
         out[kind] = root / kind
-        extra = ["--data", KINDS[kind][0]]
+        extra = ["--data", EXPORT_KINDS[kind][0]]
         if kind == "word-tagger":
             out[kind].mkdir()
             (out[kind] / "stale.txt").write_text("from an older export")
@@ -83,11 +49,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]
     return out
 
 
-def load_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", list(EXPORT_KINDS))
 def test_export_writes_a_validated_self_describing_directory(kind: str, exports: dict, artifacts: dict) -> None:
     out = exports[kind]
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "validation.json"]
@@ -108,7 +70,7 @@ def test_export_writes_a_validated_self_describing_directory(kind: str, exports:
     assert meta["outputs"] == [{"name": "logits", "dtype": "float32", "shape": logits}]
 
     assert report["passed"] and report["failures"] == [] and report["real_data"]["used"]
-    assert report["real_data"]["spec"] == KINDS[kind][0]
+    assert report["real_data"]["spec"] == EXPORT_KINDS[kind][0]
     parity = [c for c in report["cases"] if c["kind"] == "parity"]
     assert all(c["passed"] and c["outputs"]["logits"]["max_abs_diff"] <= 1e-4 for c in parity)
     shapes = [c["inputs"]["words"] for c in parity]
@@ -258,7 +220,7 @@ def test_atol_override_applies_to_every_parity_case(artifacts: dict, data_dir: P
 def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8"
     proc = run_export(data_dir, "--model", str(artifacts[kind]), "--out", str(out), "--quantize", "int8",
-                      "--data", KINDS[kind][0])
+                      "--data", EXPORT_KINDS[kind][0])
     assert proc.returncode == 0, proc.stderr
     assert "int8" in proc.stdout and proc.stderr == ""
     meta, report = load_json(out / "model.json"), load_json(out / "validation.json")

@@ -1,6 +1,6 @@
 """`python -m export` at its edges: data it must not open, directories it must not replace, writes that fail.
 
-One tiny random-weight sentiment artifact (see test_export.make_artifact), copied per test; exports run
+conftest's tiny random-weight sentiment artifact (`artifacts["sentiment"]`), copied per test; exports run
 without --data, the quickest kind.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_export import load_json, make_artifact, run_export
+from helpers import load_json, run_export
 
 import export.onnx_export
 import export.validate
@@ -27,15 +27,10 @@ SECRET = "root:x:0:0:a line nobody asked to see"
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # in-process exports trace
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    return make_artifact(tmp_path_factory.mktemp("edges") / "run" / "model", "sentiment", data_dir)
-
-
 @pytest.fixture
-def run_dir(model: Path, tmp_path: Path) -> Path:
-    """A fresh copy of RUN_DIR (holding only `model/`) in this test's directory."""
-    shutil.copytree(model, tmp_path / "run" / "model")
+def run_dir(artifacts: dict[str, Path], tmp_path: Path) -> Path:
+    """A fresh copy of RUN_DIR (holding only the sentiment `model/`) in this test's directory."""
+    shutil.copytree(artifacts["sentiment"], tmp_path / "run" / "model")
     return tmp_path / "run"
 
 

@@ -2,55 +2,16 @@
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_serve import MAX_TOKENS, REPO, env, runs, serve  # noqa: F401  (runs: the shared export fixture)
+from helpers import TINY_MAX_TOKENS, Server, raw_exchange, serve
 
 from trainer.preprocess import tokenize
-
-
-class Server:
-    def __init__(self, export_dir: Path, log: Path, *extra: str) -> None:
-        self.log_path = log
-        self.log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serve", "http", "--model", str(export_dir), "--port", "0", *extra],
-            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=self.log,
-        )
-        banner: list[bytes] = []
-        reader = threading.Thread(target=lambda: banner.append(self.proc.stdout.readline()))
-        reader.start()
-        reader.join(timeout=60)
-        assert banner and b"http://" in banner[0], f"no startup line: {banner} {log.read_text()}"
-        self.port = int(banner[0].decode().rsplit(":", 1)[1])
-
-    def request(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-            conn.request(method, path, body=data, headers=headers or {})
-            response = conn.getresponse()
-            payload = response.read()
-            assert response.getheader("Content-Type", "").startswith("application/json"), payload
-            return response.status, json.loads(payload)
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +36,7 @@ def test_health_and_metadata(server: Server, exports) -> None:
     assert meta["onnx_sha256"] == model_json["onnx"]["sha256"]
     assert meta["inputs"] == ["words", "lengths", "chars", "word_lengths"]
     assert meta["limits"] == {"max_body_bytes": 1 << 20, "max_texts": 256, "max_text_chars": 10000,
-                              "max_tokens": MAX_TOKENS}
+                              "max_tokens": TINY_MAX_TOKENS}
 
 
 def test_predict_texts_matches_the_cli(server: Server, exports) -> None:
@@ -126,15 +87,6 @@ def test_bad_requests_get_a_json_4xx(server: Server, case: tuple) -> None:
     _, method, path, raw, status, expected = case
     got_status, body = server.request(method, path, raw=raw)
     assert got_status == status and expected in body["error"], body
-
-
-def raw_exchange(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_length_problems_at_the_socket_level(server: Server) -> None:

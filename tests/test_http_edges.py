@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_http import Server, raw_exchange
-from test_serve import one_line_error, runs, serve  # noqa: F401  (runs: the shared export fixture)
+from helpers import Server, one_line_error, raw_exchange, serve
 
 HTTP_FLAGS = [
     (("--max-wait-ms", "inf"), "--max-wait-ms must be a finite number from 0 to 10000; got inf"),

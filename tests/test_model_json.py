@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_serve import lines_file, one_line_error, runs, serve  # noqa: F401  (fixtures)
+from helpers import one_line_error, serve
 
 from trainer.errors import ArtifactError
 

@@ -1,6 +1,6 @@
 """`python -m serve predict` and `bench`, driven as subprocesses on tiny real exports.
 
-The exports come from `python -m export` run on tiny random-weight artifacts (save_artifact), so
+The exports are conftest's session `runs`: `python -m export` run on tiny random-weight artifacts, so
 these tests exercise the real artifact -> ONNX -> serve pipeline in seconds.
 """
 
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import string
 import subprocess
 import sys
 import threading
@@ -19,101 +17,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
+from helpers import LINES, REPO, TINY_CONFIGS, TINY_MAX_TOKENS, env, one_line_error, serve
 from onnx import numpy_helper
 
-from trainer.artifact import save_artifact
-from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
-from trainer.models import build_model
-from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs, tokenize
-
-REPO = Path(__file__).resolve().parents[1]
-MAX_TOKENS = 20
-WORDS = ["<pad>", "<unk>"] + "the a cat dog sat on mat . , ! good bad movie film great awful is was not".split()
-CHARS = ["<pad>", "<unk>"] + list(string.ascii_letters + string.digits + ".,'!")
-CONFIGS = {
-    "tagger": TaggerConfig(word_dim=8, word_hidden=6, char_dim=4, char_hidden=3),
-    "sentiment": SentimentConfig(embed_dim=8, hidden=6, layers=2),
-}
-# Mixed lengths, blank lines, a line past max_tokens, unknown words and characters.
-LINES = [
-    "The cat sat on the mat.",
-    "",
-    "A good movie, not bad at all!",
-    "   ",
-    " ".join(["the dog"] * 15),
-    "Zyzzyva? 42 ÜBER-naïve words",
-    "bad",
-    "Great film. Awful ending, but great.",
-    "",
-]
+from trainer.preprocess import UNIVERSAL_TAGS, tokenize
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def serve(*args: object, input: bytes | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *map(str, args)],
-        cwd=REPO, env=env(), input=input, capture_output=True, timeout=timeout,
-    )
-
-
-def make_artifact(path: Path, task: str, seed: int) -> Path:
-    torch.manual_seed(seed)
-    chars = Vocab(CHARS) if task == "tagger" else None
-    labels = Vocab.labels(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
-    vocabs = Vocabs(Vocab(WORDS), labels, chars)
-    model = build_model(CONFIGS[task], vocabs)
-    save_artifact(path, model, CONFIGS[task], PreprocessConfig(max_tokens=MAX_TOKENS), vocabs, {"task": task})
-    return path
-
-
-def export(artifact: Path, out: Path) -> Path:
-    result = subprocess.run(
-        [sys.executable, "-m", "export", "--model", str(artifact), "--out", str(out), "--force"],
-        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-_RUNS: dict[str, tuple[Path, Path]] = {}
-
-
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    """task -> (artifact, export dir), built once per session.
-
-    test_http imports this fixture too; the module-level cache keeps it to one export per task.
-    """
-    if not _RUNS:
-        root = tmp_path_factory.mktemp("serve")
-        for task in CONFIGS:
-            artifact = make_artifact(root / f"run-{task}" / "model", task, seed=0)
-            _RUNS[task] = (artifact, export(artifact, root / f"export-{task}"))
-    return _RUNS
-
-
-@pytest.fixture
-def lines_file(tmp_path: Path) -> Path:
-    path = tmp_path / "in.txt"
-    path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
-    return path
-
-
-def one_line_error(result: subprocess.CompletedProcess, status: int = 2) -> str:
-    """The single `error: ...` line of a failed run (exit 2 for bad input, 1 for a failed --verify)."""
-    stderr = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
-    assert result.returncode == status, stderr
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    return lines[0]
-
-
-@pytest.mark.parametrize("task", CONFIGS)
+@pytest.mark.parametrize("task", TINY_CONFIGS)
 def test_output_is_byte_identical_across_batch_sizes(runs, lines_file: Path, tmp_path: Path, task: str) -> None:
     _, export_dir = runs[task]
     outputs = []
@@ -129,7 +39,7 @@ def test_output_is_byte_identical_across_batch_sizes(runs, lines_file: Path, tmp
     assert len(results) == len(LINES)
     for line, result in zip(LINES, results):
         if task == "tagger":
-            expected = tokenize(line)[:MAX_TOKENS]
+            expected = tokenize(line)[:TINY_MAX_TOKENS]
             assert result["tokens"] == expected and len(result["tags"]) == len(expected)
             assert set(result["tags"]) <= set(UNIVERSAL_TAGS)
         elif not line.strip():
@@ -137,7 +47,7 @@ def test_output_is_byte_identical_across_batch_sizes(runs, lines_file: Path, tmp
         else:
             assert result["label"] == ("positive" if result["prob_positive"] >= 0.5 else "negative")
             assert result["prob_positive"] == round(result["prob_positive"], 4)
-        assert result.get("truncated", False) == (len(tokenize(line)) > MAX_TOKENS)
+        assert result.get("truncated", False) == (len(tokenize(line)) > TINY_MAX_TOKENS)
     assert '"truncated":true' in outputs[0].decode()
     if task == "tagger":
         assert "ÜBER" in outputs[0].decode()  # UTF-8, not \u escapes
@@ -152,7 +62,7 @@ def test_pretokenized_splits_on_whitespace_only(runs, tmp_path: Path) -> None:
     assert second == {"tokens": [], "tags": []}
 
 
-@pytest.mark.parametrize("task", CONFIGS)
+@pytest.mark.parametrize("task", TINY_CONFIGS)
 def test_verify_passes_against_the_source_artifact(runs, lines_file: Path, task: str) -> None:
     artifact, export_dir = runs[task]
     result = serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-",
@@ -187,8 +97,8 @@ def test_verify_fails_on_a_perturbed_model_and_writes_nothing(runs, lines_file: 
     assert not out.exists() and not list(tmp_path.glob(".out.jsonl*"))
 
 
-def test_verify_fails_against_a_different_artifact(runs, lines_file: Path, tmp_path: Path) -> None:
-    other = make_artifact(tmp_path / "other" / "model", "sentiment", seed=7)  # same vocab, other weights
+def test_verify_fails_against_a_different_artifact(runs, lines_file: Path, tiny_artifact, tmp_path: Path) -> None:
+    other = tiny_artifact(tmp_path / "other" / "model", "sentiment", 7)  # same vocab, other weights
     result = serve("predict", "--model", runs["sentiment"][1], "--input", lines_file, "--output", "-",
                    "--verify", other)
     assert "max abs diff" in one_line_error(result, status=1)
@@ -197,24 +107,35 @@ def test_verify_fails_against_a_different_artifact(runs, lines_file: Path, tmp_p
     assert "not the artifact" in one_line_error(result, status=1)
 
 
-# Blocks `import torch` (and anything under it) the way a torch-free install would.
+# Blocks `import torch` (and anything under it) the way a torch-free install would, imports each module
+# named in MODULES, then runs `python -m serve` with the given arguments.
 NO_TORCH = """
-import importlib.abc, runpy, sys
+import importlib, importlib.abc, runpy, sys
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
             raise ImportError(f"No module named {name!r} (blocked by the test)")
 sys.meta_path.insert(0, NoTorch())
-import serve, serve.http, serve.bench, serve.predict, trainer.preprocess, trainer.config
+for module in MODULES:
+    importlib.import_module(module)
 sys.argv = ["serve"] + sys.argv[1:]
 runpy.run_module("serve", run_name="__main__", alter_sys=True)
 """
 
 
-def test_predict_runs_where_torch_cannot_be_imported(runs, lines_file: Path) -> None:
+def serve_modules() -> list[str]:
+    """Every module of the serve package, listed from serve/*.py so that a new module is covered unasked.
+    serve/__main__.py is left to runpy, which runs it (importing it first would make runpy warn)."""
+    stems = sorted(path.stem for path in (REPO / "serve").glob("*.py") if path.stem != "__main__")
+    return ["serve" if stem == "__init__" else f"serve.{stem}" for stem in stems]
+
+
+def test_every_serve_module_imports_and_predict_runs_where_torch_cannot_be_imported(runs, lines_file: Path) -> None:
+    modules = serve_modules()
+    assert {"serve", "serve.predict", "serve.runtime", "serve.http", "serve.model_json"} <= set(modules), modules
     artifact, export_dir = runs["tagger"]
-    base = [sys.executable, "-c", NO_TORCH, "predict", "--model", str(export_dir), "--input", str(lines_file),
-            "--output", "-"]
+    base = [sys.executable, "-c", NO_TORCH.replace("MODULES", repr(modules)), "predict", "--model", str(export_dir),
+            "--input", str(lines_file), "--output", "-"]
     result = subprocess.run(base, cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == len(LINES)
@@ -345,7 +266,7 @@ def test_int8_model_predicts_and_benches(runs, lines_file: Path, tmp_path: Path)
     result = serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-", "--int8")
     assert result.returncode == 0, result.stderr.decode()
     results = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    assert [r["tokens"] for r in results] == [tokenize(line)[:MAX_TOKENS] for line in LINES]
+    assert [r["tokens"] for r in results] == [tokenize(line)[:TINY_MAX_TOKENS] for line in LINES]
     message = one_line_error(serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-",
                                    "--int8", "--verify", runs["tagger"][0]))
     assert "drop --int8 or --verify" in message
@@ -368,7 +289,7 @@ def test_demo_runs_end_to_end_on_a_tiny_schedule(data_dir: Path, tmp_path: Path)
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("task "):]
     assert "tagger" in table and "sentiment" in table
-    for task in CONFIGS:
+    for task in TINY_CONFIGS:
         assert (tmp_path / "exports" / f"demo-{task}" / "validation.json").is_file()
         predictions = (tmp_path / "runs" / f"demo-{task}" / "serve" / "predictions.jsonl").read_text().splitlines()
         assert len(predictions) == 300

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_serve import LINES, lines_file, one_line_error, runs, serve  # noqa: F401  (fixtures)
+from helpers import LINES, one_line_error, serve
 
 
 def test_bench_writes_a_table_and_json(runs, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_serve import LINES, REPO, env, lines_file, one_line_error, runs, serve  # noqa: F401  (fixtures)
+from helpers import LINES, REPO, env, one_line_error, serve
 
 
 def temporaries(directory: Path) -> list[Path]:

@@ -1,0 +1,245 @@
+"""Plain helpers shared by several test modules: running the commands, reading their errors, building
+tiny artifacts. Fixtures live in conftest.py; test modules import from here (`from helpers import ...`),
+never from each other.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import string
+import subprocess
+import sys
+import threading
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from trainer.config import SentimentConfig, TaggerConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env() -> dict[str, str]:
+    """The environment for a subprocess that must import this checkout's packages."""
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def one_line_error(result: subprocess.CompletedProcess, status: int = 2) -> str:
+    """The single `error: ...` line of a failed run (exit 2 for bad input, 1 for a failed --verify)."""
+    stderr = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
+    assert result.returncode == status, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---- tiny random-weight artifacts (no corpus) -------------------------------------------------
+
+TINY_MAX_TOKENS = 20
+TINY_WORDS = ["<pad>", "<unk>"] + "the a cat dog sat on mat . , ! good bad movie film great awful is was not".split()
+TINY_CHARS = ["<pad>", "<unk>"] + list(string.ascii_letters + string.digits + ".,'!")
+TINY_CONFIGS = {
+    "tagger": TaggerConfig(word_dim=8, word_hidden=6, char_dim=4, char_hidden=3),
+    "sentiment": SentimentConfig(embed_dim=8, hidden=6, layers=2),
+}
+
+
+def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
+    """A tiny tagger (word + char) or sentiment model with random weights, saved as RUN_DIR/model."""
+    import torch
+
+    from trainer.artifact import save_artifact
+    from trainer.config import PreprocessConfig
+    from trainer.models import build_model
+    from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+
+    torch.manual_seed(seed)
+    chars = Vocab(TINY_CHARS) if task == "tagger" else None
+    labels = Vocab.labels(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
+    vocabs = Vocabs(Vocab(TINY_WORDS), labels, chars)
+    model = build_model(TINY_CONFIGS[task], vocabs)
+    save_artifact(path, model, TINY_CONFIGS[task], PreprocessConfig(max_tokens=TINY_MAX_TOKENS), vocabs,
+                  {"task": task})
+    return path
+
+
+# ---- python -m export --------------------------------------------------------------------------
+
+# Artifacts whose vocabularies come from a few hundred real training examples (the `artifacts` fixture).
+EXPORT_KINDS = {
+    "dual-tagger": ("brown", TaggerConfig(word_dim=12, word_hidden=10, char_dim=8, char_hidden=6)),
+    "word-tagger": ("brown", TaggerConfig(char_encoder=False, word_dim=12, word_hidden=10, layers=2)),
+    "sentiment": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2)),
+    "sentiment-bi-max": ("rotten-tomatoes",
+                         SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True, pooling="max")),
+}
+
+
+def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
+    """A random-weight artifact of one of EXPORT_KINDS, its vocabulary built from 300 real training examples."""
+    import torch
+
+    from trainer.artifact import save_artifact
+    from trainer.config import PreprocessConfig
+    from trainer.data import open_dataset
+    from trainer.models import build_model
+    from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, build_vocabs, tokenize
+
+    spec, config = EXPORT_KINDS[kind]
+    examples = list(islice(open_dataset(spec, data_dir).examples("train"), 300))
+    tokens = [list(e.words) if spec == "brown" else tokenize(e.text) for e in examples]
+    labels = UNIVERSAL_TAGS if spec == "brown" else SENTIMENT_LABELS
+    preprocess = PreprocessConfig(min_count=1)
+    vocabs = build_vocabs(tokens, labels, preprocess, chars=getattr(config, "char_encoder", False))
+    torch.manual_seed(0)
+    save_artifact(path, build_model(config, vocabs), config, preprocess, vocabs, {"task": config.task, "data": spec})
+    return path
+
+
+def run_export(data_dir: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m export ARGS`, or `python -c CODE ARGS` for a patched run of the same `main`."""
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "export", *args]
+    return subprocess.run(command, cwd=REPO, env={**os.environ, "DATA_DIR": str(data_dir)}, capture_output=True,
+                          text=True, timeout=300)
+
+
+def export(artifact: Path, out: Path) -> Path:
+    """`python -m export` without --data; fails the test unless it succeeds."""
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "--model", str(artifact), "--out", str(out), "--force"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+# ---- python -m serve ---------------------------------------------------------------------------
+
+# Mixed lengths, blank lines, a line past max_tokens, unknown words and characters (the `lines_file` fixture).
+LINES = [
+    "The cat sat on the mat.",
+    "",
+    "A good movie, not bad at all!",
+    "   ",
+    " ".join(["the dog"] * 15),
+    "Zyzzyva? 42 ÜBER-naïve words",
+    "bad",
+    "Great film. Awful ending, but great.",
+    "",
+]
+
+
+def serve(*args: object, input: bytes | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`python -m serve ARGS` with bytes in and out."""
+    return subprocess.run(
+        [sys.executable, "-m", "serve", *map(str, args)],
+        cwd=REPO, env=env(), input=input, capture_output=True, timeout=timeout,
+    )
+
+
+class Server:
+    """`python -m serve http --port 0` as a subprocess, its stderr in `log`."""
+
+    def __init__(self, export_dir: Path, log: Path, *extra: str) -> None:
+        self.log_path = log
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serve", "http", "--model", str(export_dir), "--port", "0", *extra],
+            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=self.log,
+        )
+        banner: list[bytes] = []
+        reader = threading.Thread(target=lambda: banner.append(self.proc.stdout.readline()))
+        reader.start()
+        reader.join(timeout=60)
+        assert banner and b"http://" in banner[0], f"no startup line: {banner} {log.read_text()}"
+        self.port = int(banner[0].decode().rsplit(":", 1)[1])
+
+    def request(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            conn.request(method, path, body=data, headers=headers or {})
+            response = conn.getresponse()
+            payload = response.read()
+            assert response.getheader("Content-Type", "").startswith("application/json"), payload
+            return response.status, json.loads(payload)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes to the server and read until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ---- python -m trainer on small real data ------------------------------------------------------
+
+TINY_TAGGER = ["--word_dim", "16", "--word_hidden", "16", "--char_dim", "8", "--char_hidden", "8"]
+TINY_SENTIMENT = ["--embed_dim", "16", "--hidden", "16", "--layers", "1"]
+TO_UPOS = {"NOUN": "NOUN", "VERB": "VERB", "ADJ": "ADJ", "ADV": "ADV", "ADP": "ADP", "CONJ": "CCONJ", "DET": "DET",
+           "NUM": "NUM", "PRON": "PRON", "PRT": "PART", ".": "PUNCT", "X": "X"}
+
+
+def write_small_data(data_dir: Path, out: Path) -> dict[str, str]:
+    """`--data` specs for slices of the real corpora: Brown as CoNLL-U, Rotten Tomatoes as fasttext."""
+    from trainer.data import open_dataset
+
+    out.mkdir(parents=True, exist_ok=True)
+    brown = open_dataset("brown", data_dir)
+    paths = []
+    for split, count in (("train", 400), ("dev", 100), ("test", 100)):
+        path = out / f"{split}.conllu"
+        with path.open("w", encoding="utf-8") as f:
+            for _, sentence in zip(range(count), brown.examples(split), strict=False):
+                for i, (word, tag) in enumerate(zip(sentence.words, sentence.tags, strict=True), 1):
+                    f.write(f"{i}\t{word}\t_\t{TO_UPOS[tag]}\t_\t_\t_\t_\t_\t_\n")
+                f.write("\n")
+        paths.append(str(path))
+    reviews = open_dataset("rotten-tomatoes", data_dir)
+    # fasttext carves dev out of train by the same text hash as rotten-tomatoes, so train + dev go in one file.
+    for name, parts in (("train", (("train", 800), ("dev", 200))), ("test", (("test", 200),))):
+        with (out / f"{name}.fasttext").open("w", encoding="utf-8") as f:
+            for split, count in parts:
+                for _, review in zip(range(count), reviews.examples(split), strict=False):
+                    text = " ".join(review.text.split())  # one review per line
+                    f.write(f"__label__{2 if review.label == 'positive' else 1} {text}\n")
+    return {"tagger": "conllu:" + ",".join(paths),
+            "sentiment": f"fasttext:{out / 'train.fasttext'},{out / 'test.fasttext'}"}
+
+
+def trainer(*args: str, env: dict[str, str] | None = None, check: bool = True,
+            module: str | None = "trainer") -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` (or another module, e.g. torch.distributed.run; None: `python ARGS`) from the
+    repository root, with one OpenMP thread: tiny models gain nothing from more on a busy machine."""
+    proc = subprocess.run([sys.executable, *(["-m", module] if module else []), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    if check and proc.returncode != 0:
+        pytest.fail(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def events(run: Path, kind: str) -> list[dict]:
+    """The `kind` events of RUN_DIR/logs/metrics.jsonl, in order."""
+    lines = (run / "logs" / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == kind]
