@@ -243,3 +243,12 @@ def events(run: Path, kind: str) -> list[dict]:
     """The `kind` events of RUN_DIR/logs/metrics.jsonl, in order."""
     lines = (run / "logs" / "metrics.jsonl").read_text().splitlines()
     return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child that a test will send SIGINT: a shell's background job (and so a test run
+    started with `&`) has SIGINT ignored, the child would inherit that, and Python would then never raise
+    KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, default_sigint
 
 INPUT_LINES = "The cat sat on the mat.\n\nA good movie, not bad at all!\n"
 
@@ -259,7 +259,7 @@ def test_a_signal_during_training_leaves_no_temporaries(signum: int, workspace_t
         [sys.executable, "-m", "trainer", "train", "--task", "tagger", "--data", f"conllu:{conllu},{conllu}",
          "--out", str(run), "--word_dim", "8", "--word_hidden", "8", "--char_dim", "4", "--char_hidden", "4",
          "--max_steps", "100000", "--save_every", "1", "--eval_every", "1", "--warmup_steps", "1"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     status, stderr = interrupt_when(proc, lambda: len(list(run.glob("checkpoints/step-*"))) >= 2, signum)
     assert status == 128 + signum, stderr

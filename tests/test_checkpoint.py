@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from test_train import REPO, TINY_TAGGER, events, trainer, write_small_data
+from helpers import REPO, TINY_TAGGER, events, trainer
 from trainer import checkpoint as ckpt
 from trainer.errors import ArtifactError
 from trainer.plots import end_torn_line, read_events
@@ -31,8 +31,8 @@ FILES = ["best.safetensors", "model.safetensors", "optimizer.json", "optimizer.s
 
 
 @pytest.fixture(scope="module")
-def data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return write_small_data(data_dir, tmp_path_factory.mktemp("small-data"))
+def data(small_data: dict[str, str]) -> dict[str, str]:
+    return small_data
 
 
 @pytest.fixture(scope="module")

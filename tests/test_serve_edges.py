@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import LINES, REPO, env, one_line_error, serve
+from helpers import LINES, REPO, default_sigint, env, one_line_error, serve
 
 
 def temporaries(directory: Path) -> list[Path]:
@@ -129,7 +129,7 @@ def test_an_interrupt_leaves_no_temporary_file(runs, tmp_path: Path, signum: int
     proc = subprocess.Popen(
         [sys.executable, "-m", "serve", "predict", "--model", str(runs["tagger"][1]), "--input", str(big),
          "--output", str(out)],
-        cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 60

@@ -18,61 +18,13 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from trainer.data import open_dataset
+from helpers import REPO, TINY_SENTIMENT, TINY_TAGGER, events, trainer
 from trainer.batching import BucketBatchSampler
-
-REPO = Path(__file__).resolve().parents[1]
-TINY_TAGGER = ["--word_dim", "16", "--word_hidden", "16", "--char_dim", "8", "--char_hidden", "8"]
-TINY_SENTIMENT = ["--embed_dim", "16", "--hidden", "16", "--layers", "1"]
-TO_UPOS = {"NOUN": "NOUN", "VERB": "VERB", "ADJ": "ADJ", "ADV": "ADV", "ADP": "ADP", "CONJ": "CCONJ", "DET": "DET",
-           "NUM": "NUM", "PRON": "PRON", "PRT": "PART", ".": "PUNCT", "X": "X"}
-
-
-def write_small_data(data_dir: Path, out: Path) -> dict[str, str]:
-    """`--data` specs for slices of the real corpora: Brown as CoNLL-U, Rotten Tomatoes as fasttext."""
-    out.mkdir(parents=True, exist_ok=True)
-    brown = open_dataset("brown", data_dir)
-    paths = []
-    for split, count in (("train", 400), ("dev", 100), ("test", 100)):
-        path = out / f"{split}.conllu"
-        with path.open("w", encoding="utf-8") as f:
-            for _, sentence in zip(range(count), brown.examples(split), strict=False):
-                for i, (word, tag) in enumerate(zip(sentence.words, sentence.tags, strict=True), 1):
-                    f.write(f"{i}\t{word}\t_\t{TO_UPOS[tag]}\t_\t_\t_\t_\t_\t_\n")
-                f.write("\n")
-        paths.append(str(path))
-    reviews = open_dataset("rotten-tomatoes", data_dir)
-    # fasttext carves dev out of train by the same text hash as rotten-tomatoes, so train + dev go in one file.
-    for name, parts in (("train", (("train", 800), ("dev", 200))), ("test", (("test", 200),))):
-        with (out / f"{name}.fasttext").open("w", encoding="utf-8") as f:
-            for split, count in parts:
-                for _, review in zip(range(count), reviews.examples(split), strict=False):
-                    text = " ".join(review.text.split())  # one review per line
-                    f.write(f"__label__{2 if review.label == 'positive' else 1} {text}\n")
-    return {"tagger": "conllu:" + ",".join(paths),
-            "sentiment": f"fasttext:{out / 'train.fasttext'},{out / 'test.fasttext'}"}
-
-
-def trainer(*args: str, env: dict[str, str] | None = None, check: bool = True,
-            module: str | None = "trainer") -> subprocess.CompletedProcess:
-    """`python -m trainer ARGS` (or another module, e.g. torch.distributed.run; None: `python ARGS`) from the
-    repository root."""
-    proc = subprocess.run([sys.executable, *(["-m", module] if module else []), *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-    if check and proc.returncode != 0:
-        pytest.fail(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
-    return proc
-
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def events(run: Path, kind: str) -> list[dict]:
-    lines = (run / "logs" / "metrics.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e["event"] == kind]
 
 
 def max_diff(a: Path, b: Path) -> float:
@@ -81,9 +33,9 @@ def max_diff(a: Path, b: Path) -> float:
     return max((x[k] - y[k]).abs().max().item() for k in x)
 
 
-@pytest.fixture(scope="module")
-def data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return write_small_data(data_dir, tmp_path_factory.mktemp("small-data"))
+@pytest.fixture
+def data(small_data: dict[str, str]) -> dict[str, str]:
+    return small_data
 
 
 def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str, str], tmp_path: Path) -> None:
