@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO
 from trainer.errors import ConfigError
 from trainer.launchers import MARKER, check_launch, check_shared_run_dir, nodes
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_accelerate_cpu_launch_of_several_processes_is_refused() -> None:
     # What `accelerate launch --cpu --num_processes 2` leaves in its one process's environment.

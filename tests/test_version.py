@@ -10,10 +10,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from helpers import REPO
 import trainer
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_the_version_is_the_installed_projects() -> None:
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]

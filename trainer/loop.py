@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from trainer.batching import BucketBatchSampler
 from trainer.checkpoint import (
     STATE_FILE,
+    Checkpoint,
     conform,
     discard,
     list_checkpoints,
     publish,
-    read_checkpoint,
     remove_stale,
     restore,
     write_manifest,
@@ -279,9 +279,8 @@ class Trainer:
         acc.wait_for_everyone()
         self.log("checkpoint", state.step, path=str(final))
 
-    def load_checkpoint(self, path: Path) -> None:
-        checkpoint = read_checkpoint(path)
-        saved = checkpoint.state
+    def load_checkpoint(self, checkpoint: Checkpoint) -> None:
+        path, saved = checkpoint.path, checkpoint.state
         for key, value in self.identity.items():
             if saved.get(key) != value:
                 raise ConfigError(f"--resume {path}: the checkpoint's {key} is {saved.get(key)!r} but this run's is "

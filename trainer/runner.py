@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from trainer.artifact import save_artifact
 from trainer.batching import BucketBatchSampler, lr_factor
+from trainer.checkpoint import Checkpoint
 from trainer.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
 from trainer.errors import DataError
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
@@ -44,7 +45,7 @@ class Job:
     preprocess: PreprocessConfig
     train: TrainConfig
     precision: Precision
-    checkpoint: Path | None  # where to resume from; None starts afresh
+    checkpoint: Checkpoint | None  # what to resume from, already read and verified; None starts afresh
 
 
 def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts:
@@ -144,10 +145,10 @@ def announce(accelerator: Accelerator, job: Job, trainer: Trainer, log: RunLog, 
                       f"({accelerator.distributed_type.value} on {accelerator.device}), mixed precision "
                       f"{precision.mode}, examples {examples}, skipped {skipped or 'none'}, "
                       f"{trainer.parts.total_steps} steps"
-                      + (f", resuming at step {trainer.state.step}" if checkpoint else ""))
+                      + (f", resuming at step {trainer.state.step}" if checkpoint is not None else ""))
     log("start", trainer.state.step, task=job.task, data=job.data, world_size=accelerator.num_processes,
         mixed_precision=precision.mode, lstm_precision=precision.lstm, examples=examples, skipped=skipped,
-        resumed_from=str(checkpoint) if checkpoint else None,
+        resumed_from=str(checkpoint.path) if checkpoint is not None else None,
         config={"model": to_dict(job.model), "preprocess": to_dict(job.preprocess), "train": to_dict(job.train)})
 
 

@@ -36,6 +36,7 @@ from trainer.errors import ArtifactError, ConfigError, DataError
 from trainer.launchers import check_launch
 
 if TYPE_CHECKING:
+    from trainer.checkpoint import Checkpoint
     from trainer.evaluate import Split
 
 # Measured on 2 busy CPU cores: the tagger reaches ~97.6% dev accuracy in 3 epochs (~1,440 steps each,
@@ -67,9 +68,9 @@ def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig
     return args, model, preprocess, train
 
 
-def find_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from: `--resume PATH` if it is whole; with `auto` the newest whole one,
-    passing over damaged newer ones with one line on stderr; None to start afresh."""
+def find_checkpoint(resume: str | None, run_dir: Path) -> Checkpoint | None:
+    """The checkpoint to resume from, read and verified once: `--resume PATH` if it is whole; with `auto`
+    the newest whole one, passing over damaged newer ones with one line on stderr; None to start afresh."""
     from trainer.checkpoint import STATE_FILE, list_checkpoints, read_checkpoint  # torch: see `main`
 
     existing = list_checkpoints(run_dir / "checkpoints")
@@ -85,26 +86,25 @@ def find_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
         raise ConfigError(f"--resume {resume}: not a checkpoint "
                           f"(expected RUN_DIR/checkpoints/step-N with {STATE_FILE}, or auto)")
     try:
-        read_checkpoint(path)
+        return read_checkpoint(path)
     except ArtifactError as exc:
         raise ArtifactError(f"--resume {resume}: {exc}") from None
-    return path
 
 
-def newest_whole_checkpoint(existing: list[Path], root: Path) -> Path | None:
+def newest_whole_checkpoint(existing: list[Path], root: Path) -> Checkpoint | None:
     from trainer.checkpoint import read_checkpoint
 
     damaged = []
     for path in reversed(existing):
         try:
-            read_checkpoint(path)
+            checkpoint = read_checkpoint(path)
         except ArtifactError as exc:
             damaged.append(str(exc))
             continue
         # No process group exists yet, so the rank comes from the launcher's environment: one line, not one each.
         if damaged and os.environ.get("RANK", "0") == "0":
             print(f"train: {'; '.join(damaged)}; resuming from {path.name}", file=sys.stderr)
-        return path
+        return checkpoint
     if damaged:
         raise ArtifactError(f"--resume auto: no whole checkpoint in {root}: {'; '.join(damaged)}; "
                             "train into a new --out")
