@@ -118,7 +118,7 @@ cmd="${1:-}"
 case "$cmd" in
     setup) setup ;;
     test) setup; run_tests "$@" ;;
-    demo) setup; exec "$PY" -m serve.demo "$@" ;;
+    demo) setup; exec "$PY" -m trainer.demo "$@" ;;
     train) setup; train "$@" ;;
     export) setup; exec "$PY" -m export "$@" ;;
     serve) setup; exec "$PY" -m serve "$@" ;;

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from trainer.config import ModelConfig, SentimentConfig, TaggerConfig
+from trainer.core.config import ModelConfig, SentimentConfig, TaggerConfig
 
 
 def lstm_step_flops(inputs: int, hidden: int) -> int:

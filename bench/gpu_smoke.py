@@ -39,7 +39,7 @@ def train(out: Path, gpus: int, precision: str, steps: int) -> dict[str, Any]:
 
 
 def held_out(path: Path, count: int = 2000) -> Path:
-    from trainer.data import open_dataset
+    from trainer.core.data import open_dataset
 
     sentences = (" ".join(s.words) for s in open_dataset("brown").examples("test"))
     path.write_text("\n".join(s for _, s in zip(range(count), sentences)) + "\n", encoding="utf-8")

@@ -31,8 +31,8 @@ from pathlib import Path
 from bench.common import add_json_arg, publish, timed
 from bench.flops import executed_flops_per_token, flops_per_token, matmul_gflops, numpy_matmul_gflops
 from trainer.artifact import read_json, read_meta
-from trainer.data import open_dataset
-from trainer.preprocess import Encoder, tokenize
+from trainer.core.data import open_dataset
+from trainer.core.preprocess import Encoder, tokenize
 
 
 def held_out_texts(spec: str, task: str, n: int) -> list[str]:

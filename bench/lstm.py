@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from trainer.artifact import Artifact, load_artifact
-from trainer.preprocess import Encoder
+from trainer.core.preprocess import Encoder
 
 
 def load(model_dir: Path) -> tuple[Artifact, Encoder]:

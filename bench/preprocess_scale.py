@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import add_json_arg, publish, timed
-from trainer.config import PreprocessConfig
-from trainer.data import open_dataset
-from trainer.preprocess import SENTIMENT_LABELS, Encoder, build_vocabs, tokenize
+from trainer.core.config import PreprocessConfig
+from trainer.core.data import open_dataset
+from trainer.core.preprocess import SENTIMENT_LABELS, Encoder, build_vocabs, tokenize
 
 LABELS = {"negative": "__label__1", "positive": "__label__2"}
 

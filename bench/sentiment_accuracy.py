@@ -1,7 +1,7 @@
 """Rotten Tomatoes test accuracy: our sentiment LSTM beside NLTK's Naive Bayes on the same split.
 
 Naive Bayes sees unigram and bigram presence features of the same tokens our model sees
-(`trainer.preprocess.tokenize`, lower-cased). The test set has ~1,300 reviews, so each accuracy
+(`trainer.core.preprocess.tokenize`, lower-cased). The test set has ~1,300 reviews, so each accuracy
 carries a binomial 95% interval of about +-2.3 points; it is reported beside the figure.
 
     python -m bench.sentiment_accuracy --model runs/bench-sentiment/model --json bench/results/sentiment_accuracy.json
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import add_json_arg, publish, timed
-from trainer.data import Review, open_dataset
-from trainer.preprocess import tokenize
+from trainer.core.data import Review, open_dataset
+from trainer.core.preprocess import tokenize
 
 
 def load_split(spec: str, split: str, limit: int | None = None) -> list[Review]:

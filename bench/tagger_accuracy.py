@@ -2,7 +2,7 @@
 
 Both taggers are trained on the same Brown train split and scored on the same test tokens. OOV is
 one definition for both: the word, normalized as our model normalizes it (lower-case, digits -> 0,
-`trainer.preprocess.normalize_word`), never occurs in the train split.
+`trainer.core.preprocess.normalize_word`), never occurs in the train split.
 
     python -m bench.tagger_accuracy --model runs/bench-tagger/model --json bench/results/tagger_accuracy.json
 """
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import add_json_arg, publish, timed
-from trainer.config import PreprocessConfig
-from trainer.data import TaggedSentence, open_dataset
-from trainer.preprocess import normalize_word
+from trainer.core.config import PreprocessConfig
+from trainer.core.data import TaggedSentence, open_dataset
+from trainer.core.preprocess import normalize_word
 
 
 def load_split(spec: str, split: str, limit: int | None = None) -> list[TaggedSentence]:

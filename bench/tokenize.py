@@ -1,4 +1,4 @@
-"""Tokenizer speed and worst cases: `trainer.preprocess.TreebankTokenizer` beside nltk's own
+"""Tokenizer speed and worst cases: `trainer.core.preprocess.TreebankTokenizer` beside nltk's own
 `NLTKWordTokenizer`, in the same run on the same texts.
 
 - Speed: tokens/s on the test split of each corpus (Rotten Tomatoes reviews, Brown sentences joined
@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from nltk.tokenize import NLTKWordTokenizer
 
 from bench.common import add_json_arg, publish, table
-from trainer.data import open_dataset
-from trainer.preprocess import TreebankTokenizer
+from trainer.core.data import open_dataset
+from trainer.core.preprocess import TreebankTokenizer
 
 Tokenize = Callable[[str], list[str]]
 

@@ -35,8 +35,8 @@ from torch.nn import functional as F
 
 from bench.common import add_json_arg, publish, timed, torch_threads
 from bench.flops import flops_per_token, lstm_step_flops, matmul_gflops
-from trainer.config import PreprocessConfig, TaggerConfig
-from trainer.data import TaggedSentence, open_dataset
+from trainer.core.config import PreprocessConfig, TaggerConfig
+from trainer.core.data import TaggedSentence, open_dataset
 
 TRAIN_OVER_FORWARD = 3  # forward + backward (two products per forward one: input and weight gradients)
 

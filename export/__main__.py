@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer import __version__
-from trainer.cli import Parser, run_cli
-from trainer.config import check_value
-from trainer.errors import ArtifactError, DataError
-from trainer.fetch import sha256_file
+from trainer.core.cli import Parser, run_cli
+from trainer.core.config import check_value
+from trainer.core.errors import ArtifactError, DataError
+from trainer.core.fetch import sha256_file
 
 if TYPE_CHECKING:  # torch is imported only once the cheap argument checks have passed
     from trainer.artifact import Artifact
-    from trainer.data import Dataset
+    from trainer.core.data import Dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +111,7 @@ def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: 
     from export import onnx_export
     from export.validate import ExportValidationError, real_sentences, validate
     from trainer.artifact import replace_dir, write_json
-    from trainer.preprocess import Encoder
+    from trainer.core.preprocess import Encoder
 
     onnx_path = tmp / "model.onnx"
     onnx_export.export_onnx(artifact, onnx_path, opset)

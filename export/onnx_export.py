@@ -25,10 +25,10 @@ import torch
 from serve.model_json import EXPORT_FORMAT_VERSION
 from trainer import __version__
 from trainer.artifact import Artifact
-from trainer.config import to_dict
-from trainer.errors import ConfigError, ValidationError
-from trainer.fetch import sha256_file
-from trainer.preprocess import Encoder
+from trainer.core.config import to_dict
+from trainer.core.errors import ConfigError, ValidationError
+from trainer.core.fetch import sha256_file
+from trainer.core.preprocess import Encoder
 
 EXPORTER = "torchscript"
 DEFAULT_OPSET = 17

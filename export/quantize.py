@@ -20,9 +20,9 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from trainer.data import TaggedSentence
-from trainer.errors import ValidationError
-from trainer.preprocess import Encoded, Encoder
+from trainer.core.data import TaggedSentence
+from trainer.core.errors import ValidationError
+from trainer.core.preprocess import Encoded, Encoder
 
 from export.validate import example_tokens, ort_session
 

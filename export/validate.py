@@ -26,9 +26,9 @@ import torch
 from onnx.reference import ReferenceEvaluator
 
 from trainer.artifact import Artifact
-from trainer.data import Dataset, TaggedSentence, open_dataset
-from trainer.errors import DataError, ValidationError
-from trainer.preprocess import Encoder, Vocabs, normalize_word, tokenize
+from trainer.core.data import Dataset, TaggedSentence, open_dataset
+from trainer.core.errors import DataError, ValidationError
+from trainer.core.preprocess import Encoder, Vocabs, normalize_word, tokenize
 
 from export.onnx_export import declared_shapes
 

@@ -1,6 +1,6 @@
 """`python -m serve {predict,http,bench}`.
 
-Errors, signals and exit statuses are `trainer.cli.run_cli`'s: a bad input file or a missing or
+Errors, signals and exit statuses are `trainer.core.cli.run_cli`'s: a bad input file or a missing or
 mismatched model is one line `error: ...` and exit 2, a failed --verify exit 1, never a traceback.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from serve import bench, http, predict
-from trainer.cli import Parser, run_cli
+from trainer.core.cli import Parser, run_cli
 
 COMMANDS = {
     "predict": (predict, "JSON Lines predictions for a file or stdin, one line in, one object out"),

@@ -32,8 +32,8 @@ import numpy as np
 from serve.options import MAX_BATCH, check_numbers, check_range
 from serve.output import check_output, open_output
 from serve.runtime import OPT_LEVELS, Item, ServingModel
-from trainer.errors import ConfigError, DataError
-from trainer.preprocess import PAD, UNK, URL
+from trainer.core.errors import ConfigError, DataError
+from trainer.core.preprocess import PAD, UNK, URL
 
 Runner = Callable[[dict[str, np.ndarray]], Any]
 LENGTHS = {"tagger": (5, 40), "sentiment": (8, 60)}

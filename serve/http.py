@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from serve.api import MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS, ApiError, content_length, parse_request
 from serve.options import check_host, check_numbers, exposure_warning
 from serve.runtime import OPT_LEVELS, Item, ServingModel
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 
 DRAIN_LIMIT_BYTES = 16 << 20  # an oversized body up to this is read and dropped, so the 413 arrives cleanly
 ROUTES = {"/health": "GET", "/metadata": "GET", "/predict": "POST"}

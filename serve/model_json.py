@@ -21,9 +21,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trainer.config import TASKS, PreprocessConfig, field_types
-from trainer.errors import ArtifactError
-from trainer.preprocess import PAD, SENTIMENT_LABELS, UNK
+from trainer.core.config import TASKS, PreprocessConfig, field_types
+from trainer.core.errors import ArtifactError
+from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNK
 
 EXPORT_FORMAT_VERSION = 1
 REQUIRED_KEYS = ("task", "preprocess", "vocab", "onnx", "atol")

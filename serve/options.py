@@ -11,7 +11,7 @@ import argparse
 import ipaddress
 import math
 
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 
 MAX_BATCH = 65_536
 # Flag (as its argparse dest) -> (lowest, highest) allowed value; a float flag must also be finite.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from trainer.errors import DataError
+from trainer.core.errors import DataError
 
 STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
 KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -119,7 +119,7 @@ def open_output(target: Target) -> Iterator[IO[str]]:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             yield f
         os.replace(tmp, final)
-    except BaseException as exc:  # KeyboardInterrupt and SIGTERM (an exception by trainer.cli's doing) too
+    except BaseException as exc:  # KeyboardInterrupt and SIGTERM (an exception by trainer.core.cli's doing) too
         # A name O_EXCL found taken was never ours to remove (with 48 random bits, a moot case).
         if not (isinstance(exc, FileExistsError) and exc.filename == str(tmp)):
             with contextlib.suppress(OSError):

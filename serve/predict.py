@@ -42,8 +42,8 @@ import numpy as np
 from serve.options import check_numbers
 from serve.output import check_output, open_output
 from serve.runtime import OPT_LEVELS, Item, ServingModel
-from trainer.config import to_dict
-from trainer.errors import ConfigError, DataError, ValidationError
+from trainer.core.config import to_dict
+from trainer.core.errors import ConfigError, DataError, ValidationError
 
 CHUNK_LINES = 4096
 

@@ -1,6 +1,6 @@
 """The onnxruntime core shared by `predict`, `http` and `bench`: load an export, text -> results.
 
-Imports numpy, onnxruntime and the torch-free `trainer.preprocess` / `trainer.config` only.
+Imports numpy, onnxruntime and the torch-free `trainer.core.preprocess` / `trainer.core.config` only.
 An export directory is read through `model.json` (docs/DESIGN.md), checked in full by
 `serve.model_json`: the `Encoder` is rebuilt from the vocabularies and preprocessing config stored
 there, never from a corpus, and the ONNX file is refused unless its sha256 matches the one `export`
@@ -26,10 +26,10 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.model_json import contained_file, read_model_json
-from trainer.config import preprocess_config_from_dict
-from trainer.errors import ArtifactError, ConfigError
-from trainer.fetch import sha256_file
-from trainer.preprocess import Encoded, Encoder, Vocabs, tokenize
+from trainer.core.config import preprocess_config_from_dict
+from trainer.core.errors import ArtifactError, ConfigError
+from trainer.core.fetch import sha256_file
+from trainer.core.preprocess import Encoded, Encoder, Vocabs, tokenize
 
 PROB_DECIMALS = 4
 OPT_LEVELS = {

@@ -11,7 +11,7 @@ from helpers import (
     EXPORT_KINDS, LINES, REPO, TINY_CONFIGS, export, write_corpus_artifact, write_small_data, write_tiny_artifact,
 )
 
-from trainer.fetch import fetch
+from trainer.core.fetch import fetch
 
 
 @pytest.fixture(scope="session")

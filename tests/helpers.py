@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import SentimentConfig, TaggerConfig
+from trainer.core.config import SentimentConfig, TaggerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,9 +58,9 @@ def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
     import torch
 
     from trainer.artifact import save_artifact
-    from trainer.config import PreprocessConfig
+    from trainer.core.config import PreprocessConfig
     from trainer.models import build_model
-    from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+    from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
 
     torch.manual_seed(seed)
     chars = Vocab(TINY_CHARS) if task == "tagger" else None
@@ -89,10 +89,10 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     import torch
 
     from trainer.artifact import save_artifact
-    from trainer.config import PreprocessConfig
-    from trainer.data import open_dataset
+    from trainer.core.config import PreprocessConfig
+    from trainer.core.data import open_dataset
     from trainer.models import build_model
-    from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, build_vocabs, tokenize
+    from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, build_vocabs, tokenize
 
     spec, config = EXPORT_KINDS[kind]
     examples = list(islice(open_dataset(spec, data_dir).examples("train"), 300))
@@ -202,7 +202,7 @@ TO_UPOS = {"NOUN": "NOUN", "VERB": "VERB", "ADJ": "ADJ", "ADV": "ADV", "ADP": "A
 
 def write_small_data(data_dir: Path, out: Path) -> dict[str, str]:
     """`--data` specs for slices of the real corpora: Brown as CoNLL-U, Rotten Tomatoes as fasttext."""
-    from trainer.data import open_dataset
+    from trainer.core.data import open_dataset
 
     out.mkdir(parents=True, exist_ok=True)
     brown = open_dataset("brown", data_dir)

@@ -15,8 +15,8 @@ import numpy as np
 from helpers import REPO
 
 from bench import flops, inference, preprocess_scale, sentiment_accuracy, tagger_accuracy, tokenize, train_speed
-from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
-from trainer.data import TaggedSentence
+from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
+from trainer.core.data import TaggedSentence
 
 
 def test_flops_per_token_matches_a_hand_count():

@@ -23,7 +23,7 @@ from safetensors.torch import load, save
 
 from helpers import REPO, TINY_TAGGER, events, trainer
 from trainer import checkpoint as ckpt
-from trainer.errors import ArtifactError
+from trainer.core.errors import ArtifactError
 from trainer.plots import end_torn_line, read_events
 
 FILES = ["best.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng-0.json",

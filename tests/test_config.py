@@ -16,7 +16,7 @@ import pytest
 
 import trainer.pretrain
 import trainer.train
-from trainer.config import (
+from trainer.core.config import (
     PreprocessConfig,
     PretrainConfig,
     SentimentConfig,
@@ -26,7 +26,7 @@ from trainer.config import (
     field_types,
     model_config_from_dict,
 )
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""`trainer.data` and `python -m trainer stats`: real Brown and Rotten Tomatoes numbers, the tag map,
+"""`trainer.core.data` and `python -m trainer stats`: real Brown and Rotten Tomatoes numbers, the tag map,
 fasttext streaming and errors, CoNLL-U, NLTK's treebank and bad specs."""
 
 import bz2
@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import (
-    SPLITS, UNIVERSAL_TAGS, Review, TaggedSentence, brown_to_universal, open_dataset, stats, text_bucket,
-)
-from trainer.errors import DataError
-from trainer.fetch import MARKER, SOURCES
+from trainer.core.corpora import brown_to_universal
+from trainer.core.data import SPLITS, Review, TaggedSentence, open_dataset, stats
+from trainer.core.examples import text_bucket
+from trainer.core.preprocess import UNIVERSAL_TAGS
+from trainer.core.errors import DataError
+from trainer.core.fetch import MARKER, SOURCES
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -352,7 +353,7 @@ def test_unknown_split():
 
 
 def test_stats_counts_tokens_with_the_model_tokenizer():
-    from trainer.preprocess import tokenize
+    from trainer.core.preprocess import tokenize
 
     dataset = open_dataset(f"fasttext:{FIXTURES / 'reviews.fasttext'}")
     result = stats(dataset)

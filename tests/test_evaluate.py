@@ -12,10 +12,10 @@ from helpers import TINY_SENTIMENT, TINY_TAGGER, trainer
 from safetensors.torch import load_file, save_file
 
 from trainer.artifact import save_artifact
-from trainer.config import PreprocessConfig, SentimentConfig
+from trainer.core.config import PreprocessConfig, SentimentConfig
 from trainer.evaluate import sentiment_metrics, tagger_metrics
 from trainer.models import build_model
-from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
 
 REVIEWS = Path(__file__).resolve().parent / "fixtures" / "reviews.fasttext"
 

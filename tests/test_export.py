@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from export.validate import validate
 from trainer.artifact import load_artifact
-from trainer.config import PreprocessConfig
-from trainer.preprocess import UNIVERSAL_TAGS, Encoder, Vocabs
+from trainer.core.config import PreprocessConfig
+from trainer.core.preprocess import UNIVERSAL_TAGS, Encoder, Vocabs
 
 SENTENCES = ["The jury praised the administration .", "It was a dull , overlong film", "Yes"]
 

@@ -1,4 +1,4 @@
-"""`trainer.fetch`: the real downloads (through the session fixture), the cache, and failures that
+"""`trainer.core.fetch`: the real downloads (through the session fixture), the cache, and failures that
 must leave nothing behind. Failures are simulated offline with fake registry clients."""
 
 import dataclasses
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer import fetch as fetch_module
-from trainer.errors import FetchError
-from trainer.fetch import MARKER, SOURCES, fetch
+from trainer.core import fetch as fetch_module
+from trainer.core.errors import FetchError
+from trainer.core.fetch import MARKER, SOURCES, fetch
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import TINY_MAX_TOKENS, Server, raw_exchange, serve
 
-from trainer.preprocess import tokenize
+from trainer.core.preprocess import tokenize
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 from trainer.launchers import MARKER, check_launch, check_shared_run_dir, nodes
 
 def test_accelerate_cpu_launch_of_several_processes_is_refused() -> None:

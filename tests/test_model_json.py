@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from helpers import one_line_error, serve
 
-from trainer.errors import ArtifactError
+from trainer.core.errors import ArtifactError
 
 Meta = dict[str, Any]
 DELETE = object()

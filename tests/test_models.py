@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.config import PreprocessConfig, SentimentConfig, TaggerConfig
-from trainer.errors import ConfigError
+from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
+from trainer.core.errors import ConfigError
 from trainer.models import DualLSTMTagger, LSTMTagger, PaddedLSTM, SentimentNet, build_model
-from trainer.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, Vocab, Vocabs
+from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, Vocab, Vocabs
 
 LETTERS = list("abcdefghijklmnopqrstuvwxyzABC")
 WORDS = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(60)])

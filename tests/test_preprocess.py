@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from nltk.tokenize import NLTKWordTokenizer
 
-from trainer.config import PreprocessConfig, TrainConfig, apply_overrides, parse_key_values
-from trainer.data import SPLITS, open_dataset
-from trainer.errors import ConfigError, DataError
-from trainer.preprocess import (
+from trainer.core.config import PreprocessConfig, TrainConfig, apply_overrides, parse_key_values
+from trainer.core.data import SPLITS, open_dataset
+from trainer.core.errors import ConfigError, DataError
+from trainer.core.preprocess import (
     PAD,
     UNK,
     Encoder,
@@ -154,8 +154,8 @@ def test_config_overrides_are_type_checked_and_unknown_keys_listed() -> None:
 
 def test_preprocessing_and_serve_import_without_torch() -> None:
     code = BLOCK_TORCH + (
-        "import trainer.preprocess, trainer.config, trainer.data, serve\n"
-        "from trainer.preprocess import tokenize\n"
+        "import trainer.core.preprocess, trainer.core.config, trainer.core.data, serve\n"
+        "from trainer.core.preprocess import tokenize\n"
         "assert tokenize('a b') == ['a', 'b']\n"
         "assert 'torch' not in sys.modules\n"
         "print('ok')\n"

@@ -20,7 +20,7 @@ import pytest
 from helpers import LINES, REPO, TINY_CONFIGS, TINY_MAX_TOKENS, env, one_line_error, serve
 from onnx import numpy_helper
 
-from trainer.preprocess import UNIVERSAL_TAGS, tokenize
+from trainer.core.preprocess import UNIVERSAL_TAGS, tokenize
 
 
 @pytest.mark.parametrize("task", TINY_CONFIGS)
@@ -283,7 +283,7 @@ def test_argument_errors_are_one_line(runs) -> None:
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_tiny_schedule(data_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "serve.demo", "--max-steps", "3", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "trainer.demo", "--max-steps", "3", "--workdir", str(tmp_path)],
         cwd=REPO, env={**env(), "DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,5 +1,5 @@
 """Training side of seqlstm. Importing the package imports no torch: the text-to-arrays path
-(`trainer.preprocess`), the configs and the data readers are shared with the torch-free server."""
+(`trainer.core.preprocess`), the configs and the data readers are shared with the torch-free server."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -2,7 +2,7 @@
 
 `fetch` and `stats` import no torch; `train`, `evaluate` and `pretrain` hand their arguments to
 `trainer.<command>.main(argv)`, imported only when asked for.
-Errors, signals and exit statuses are `trainer.cli.run_cli`'s: one line `error: ...`, never a traceback.
+Errors, signals and exit statuses are `trainer.core.cli.run_cli`'s: one line `error: ...`, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 
-from trainer.cli import Parser, run_cli
+from trainer.core.cli import Parser, run_cli
 
 DELEGATED = {
     "train": "train a tagger or sentiment model (see `python -m trainer train --help`)",
@@ -22,14 +22,14 @@ DELEGATED = {
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from trainer.fetch import fetch
+    from trainer.core.fetch import fetch
 
     print(fetch(args.name))
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from trainer.data import describe_skipped, open_dataset, stats
+    from trainer.core.data import describe_skipped, open_dataset, stats
 
     dataset = open_dataset(args.data, skip_bad_lines=args.skip_bad_lines)
     result = stats(dataset)
@@ -40,8 +40,8 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.data import SPEC_FORMS
-    from trainer.fetch import SOURCES
+    from trainer.core.data import SPEC_FORMS
+    from trainer.core.fetch import SOURCES
 
     parser = Parser(prog="python -m trainer", description="Data, training and evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

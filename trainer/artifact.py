@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from trainer import __version__
-from trainer.config import (
+from trainer.core.config import (
     TASKS,
     ModelConfig,
     PreprocessConfig,
@@ -32,9 +32,9 @@ from trainer.config import (
     show,
     to_dict,
 )
-from trainer.errors import ArtifactError, ConfigError
+from trainer.core.errors import ArtifactError, ConfigError
 from trainer.models import build_model
-from trainer.preprocess import PAD, SENTIMENT_LABELS, UNIVERSAL_TAGS, UNK, Vocab, Vocabs
+from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNIVERSAL_TAGS, UNK, Vocab, Vocabs
 
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "config.json", "vocab.json")

@@ -10,7 +10,6 @@ import math
 import numpy as np
 
 POOL = 50  # global batches per length-sorting pool: sorted enough to pad little, mixed enough to shuffle
-SCHEDULES = ("linear", "cosine", "constant")
 
 
 class BucketBatchSampler:

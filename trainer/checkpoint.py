@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
 from trainer.artifact import write_json
-from trainer.errors import ArtifactError
+from trainer.core.errors import ArtifactError
 
 FORMAT_VERSION = 1
 STATE_FILE = "trainer_state.json"

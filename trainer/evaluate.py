@@ -18,11 +18,11 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Subset
 
 from trainer.artifact import load_artifact, write_json
-from trainer.cli import Parser
-from trainer.config import check_out_path, check_value
-from trainer.data import Dataset, open_dataset
-from trainer.errors import DataError
-from trainer.preprocess import SENTIMENT_LABELS, UNK_ID, Encoded, Encoder, tokenize
+from trainer.core.cli import Parser
+from trainer.core.config import check_out_path, check_value
+from trainer.core.data import Dataset, open_dataset
+from trainer.core.errors import DataError
+from trainer.core.preprocess import SENTIMENT_LABELS, UNK_ID, Encoded, Encoder, tokenize
 
 IGNORE = -100  # tag target at padded positions
 

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 
 MARKER = ".shared-filesystem-check"
 

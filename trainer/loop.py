@@ -37,11 +37,11 @@ from trainer.checkpoint import (
     write_rng,
     write_training_state,
 )
-from trainer.config import TrainConfig
-from trainer.errors import ConfigError, TrainingError
+from trainer.core.config import TrainConfig
+from trainer.core.errors import ConfigError, TrainingError
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.plots import end_torn_line
-from trainer.preprocess import Vocabs
+from trainer.core.preprocess import Vocabs
 
 
 def loss_sum(logits: torch.Tensor, batch: dict[str, torch.Tensor], task: str) -> tuple[torch.Tensor, torch.Tensor]:

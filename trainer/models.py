@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.config import POOLINGS, ModelConfig, SentimentConfig, TaggerConfig
-from trainer.errors import ConfigError
-from trainer.preprocess import Vocabs
+from trainer.core.config import POOLINGS, ModelConfig, SentimentConfig, TaggerConfig
+from trainer.core.errors import ConfigError
+from trainer.core.preprocess import Vocabs
 
 
 def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 
 MODES = ("no", "fp16", "bf16")
 

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from trainer.artifact import replace_dir, write_json
-from trainer.cli import Parser
-from trainer.config import (
+from trainer.core.cli import Parser
+from trainer.core.config import (
     PreprocessConfig,
     PretrainConfig,
     apply_overrides,
@@ -45,9 +45,9 @@ from trainer.config import (
     preprocess_config_from_dict,
     to_dict,
 )
-from trainer.data import open_dataset
-from trainer.errors import ArtifactError, ConfigError, DataError
-from trainer.preprocess import UNK_ID, Vocab, Vocabs, normalize_word, tokenize
+from trainer.core.data import open_dataset
+from trainer.core.errors import ArtifactError, ConfigError, DataError
+from trainer.core.preprocess import UNK_ID, Vocab, Vocabs, normalize_word, tokenize
 
 FORMAT_VERSION = 1
 HELD_OUT = 1000  # dev sentences/reviews per dataset kept out of training and scored

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.cli import Parser
-from trainer.config import (
+from trainer.core.cli import Parser
+from trainer.core.config import (
     MODEL_CONFIGS,
     TASKS,
     PreprocessConfig,
@@ -31,8 +31,8 @@ from trainer.config import (
     parse_key_values,
     read_json_config,
 )
-from trainer.data import open_dataset
-from trainer.errors import ArtifactError, ConfigError, DataError
+from trainer.core.data import open_dataset
+from trainer.core.errors import ArtifactError, ConfigError, DataError
 from trainer.launchers import check_launch
 
 if TYPE_CHECKING:

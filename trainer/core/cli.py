@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-from trainer.errors import ConfigError, SeqLSTMError, ValidationError
+from trainer.core.errors import ConfigError, SeqLSTMError, ValidationError
 
 
 class Parser(argparse.ArgumentParser):

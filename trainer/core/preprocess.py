@@ -17,8 +17,8 @@ import numpy as np
 import regex
 from nltk.tokenize import NLTKWordTokenizer
 
-from trainer.config import PreprocessConfig
-from trainer.errors import DataError
+from trainer.core.config import PreprocessConfig
+from trainer.core.errors import DataError
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"
 UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a token never seen in training

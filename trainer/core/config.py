@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
-from trainer.batching import SCHEDULES
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 
 TASKS = ("tagger", "sentiment")
 POOLINGS = ("last", "max")
+SCHEDULES = ("linear", "cosine", "constant")  # the LR after warmup (trainer/batching.py lr_factor)
 MIXED_PRECISION = ("", "no", "fp16", "bf16")
 INT_MAX = 2**31 - 1  # every int field's ceiling unless it declares one: larger values overflow numpy/torch's C ints
 # Ceilings far above anything that trains on one machine, so that a typo or a crafted config.json cannot

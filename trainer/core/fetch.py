@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from trainer.errors import FetchError
+from trainer.core.errors import FetchError
 
 MARKER = ".complete.json"
 CLIENT_TIMEOUT_S = 600

@@ -1,4 +1,4 @@
-"""`python -m serve.demo` (`./launch.sh demo`): the whole pipeline on embedded defaults, on CPU.
+"""`python -m trainer.demo` (`./launch.sh demo`): the whole pipeline on embedded defaults, on CPU.
 
 For each task: fetch the data, train a short schedule, export to ONNX with validation, run
 `serve predict --verify` on held-out test text, time it with `serve bench`, then print one summary
@@ -13,7 +13,6 @@ predictions and bench JSON go to runs/demo-TASK/serve/.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -24,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.data import open_dataset
+from trainer.core.cli import Parser
+from trainer.core.data import open_dataset
 
 # Short CPU schedules of the default models, so that the whole demo (set-up and downloads included)
 # stays well under 15 minutes on a 2-core machine, even a shared one. One thread per process: these
@@ -160,7 +160,7 @@ def print_table(rows: list[list[str]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serve.demo", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m trainer.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--fresh", action="store_true", help="retrain and re-export even if results exist")
     parser.add_argument("--workdir", type=Path, default=ROOT, help="where runs/ and exports/ go (default: the repo)")
     parser.add_argument("--max-steps", type=int, help="override the schedules' max_steps (a quick smoke run)")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     if not tasks or any(t not in TRAINING for t in tasks):
         parser.error(f"--tasks must be a comma-separated subset of {','.join(TRAINING)}; got {args.tasks!r}")
-    os.chdir(ROOT)  # the CLIs and trainer.data resolve ./data, runs/ and exports/ from here
+    os.chdir(ROOT)  # the CLIs and trainer.core.data resolve ./data, runs/ and exports/ from here
     started = time.perf_counter()
     rows = []
     try:
