@@ -12,8 +12,9 @@ usage: ./launch.sh COMMAND [ARGS]
 
   setup                 create .venv and install the project (idempotent; CPU torch unless a GPU is present)
   demo                  fetch data, train both models on CPU, export, serve with --verify, print a summary
+  lint                  ruff check + ruff format --check (also the first step of `test`)
   test [--fast|--slow] [PYTEST_ARGS]
-                        setup + the test suite (--fast: only tests that need no corpus and no training;
+                        setup + lint + the test suite (--fast: only tests that need no corpus and no training;
                         --slow adds the tests marked slow)
   train [--nproc N] [--nnodes N --node-rank R --master-addr A --master-port P]
         [--mixed-precision no|fp16|bf16] -- TRAINER_ARGS
@@ -57,6 +58,12 @@ setup() {
     "$PY" -c 'import trainer, export, serve, accelerate, onnxruntime, pytest' \
         || { echo "setup: project install failed; rerun with output: $PY -m pip install -e '.[train,serve,dev]'" >&2; exit 1; }
     echo "$want" > "$stamp"
+}
+
+lint() {
+    # ruff's lint and format checks (config in pyproject.toml); CI runs them through `./launch.sh test`.
+    "$PY" -m ruff check --quiet . && "$PY" -m ruff format --check --quiet . \
+        || { echo "lint: ruff failed; fix with: $PY -m ruff check --fix . && $PY -m ruff format ." >&2; return 1; }
 }
 
 run_tests() {
@@ -117,12 +124,13 @@ cmd="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
     setup) setup ;;
-    test) setup; run_tests "$@" ;;
+    test) setup; lint; run_tests "$@" ;;
+    lint) setup; lint ;;
     demo) setup; exec "$PY" -m trainer.demo "$@" ;;
     train) setup; train "$@" ;;
     export) setup; exec "$PY" -m export "$@" ;;
     serve) setup; exec "$PY" -m serve "$@" ;;
     -h|--help|help) usage ;;
     "") usage >&2; exit 2 ;;
-    *) die "launch.sh: unknown command '$cmd' (commands: setup demo test train export serve)" ;;
+    *) die "launch.sh: unknown command '$cmd' (commands: setup demo test lint train export serve)" ;;
 esac
