@@ -124,10 +124,9 @@ class ServingModel:
         return self.encoder.batch([Encoded(np.array([word_id], np.int64), chars, lengths)])
 
     def _check_graph(self) -> None:
-        """model.json against the graph: input names, logits shape vs task and labels, vocabulary sizes."""
+        """model.json against the graph: input names, logits shape vs task and labels, vocabulary sizes,
+        metadata_props."""
         where, onnx_name = self.model_json, self.onnx_path.name
-        if self.meta["export_format_version"] >= 2:  # format 1 graphs carry no metadata_props
-            check_metadata_props(where, onnx_name, self.meta, self.session.get_modelmeta().custom_metadata_map)
         probe = self._probe()
         if set(self.input_names) != set(probe):
             raise ArtifactError(
@@ -146,6 +145,10 @@ class ServingModel:
         for name, vocab in (("words", self.vocabs.words), ("chars", self.vocabs.chars)):
             if vocab is not None:
                 self._check_vocab_size(name, len(vocab))
+        # Last, after the more specific messages above: what the probes cannot see, such as two
+        # words swapped in vocab.words (vocab_sha256), or a model.json from another export.
+        if self.meta["export_format_version"] >= 2:  # format 1 graphs carry no metadata_props
+            check_metadata_props(where, onnx_name, self.meta, self.session.get_modelmeta().custom_metadata_map)
 
     def _check_vocab_size(self, name: str, size: int) -> None:
         """The embedding must take the vocabulary's last id, and (where that is checked) no more."""
