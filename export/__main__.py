@@ -7,9 +7,12 @@ temporary is removed on any failure. EXPORT_DIR may not overlap the model direct
 (nor hold the current directory), so --force can never delete what it exports.
 Only data the user names with --data is read; nothing the artifact names is opened.
 
+EXPORT_DIR gets model.onnx (its metadata_props describe it, serve/onnx_metadata.py), model.json,
+test_vectors.json (export/vectors.py), validation.json and, with --quantize, model.int8.onnx.
+
 Exit status: 0 exported and validated; 1 validation failed (`error: ...` plus one line per failed
-check; the attempt is kept in EXPORT_DIR.failed/ with its validation.json and model.onnx, and has
-no model.json); 2 bad input (missing/corrupt artifact, unknown format version, non-empty
+check; the attempt is kept in EXPORT_DIR.failed/ with its validation.json, model.onnx and
+test_vectors.json, and has no model.json); 2 bad input (missing/corrupt artifact, unknown format version, non-empty
 EXPORT_DIR without --force, EXPORT_DIR overlapping the model, unsupported opset, unusable --data):
 one line `error: ...`.
 """
@@ -107,26 +110,11 @@ def run(args: argparse.Namespace) -> int:
 
 def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: int, atol: float,
                 dataset: Dataset | None, data_note: dict) -> None:
-    """Export, validate, optionally quantize, then move `tmp` to --out (or to --out.failed)."""
-    from export import onnx_export
-    from export.validate import ExportValidationError, real_sentences, validate
+    """Export and check into `tmp`, then move it to --out (or to --out.failed)."""
+    from export.validate import ExportValidationError
     from trainer.artifact import replace_dir, write_json
-    from trainer.core.preprocess import Encoder
 
-    onnx_path = tmp / "model.onnx"
-    onnx_export.export_onnx(artifact, onnx_path, opset)
-    report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], data_note)
-    report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model),
-                  seqlstm_version=__version__)
-    if args.quantize:
-        from export.quantize import compare_int8, quantize_int8
-
-        quantize_int8(onnx_path, tmp / "model.int8.onnx")
-        report["int8"] = int8 = compare_int8(onnx_path, tmp / "model.int8.onnx", artifact.task,
-                                             Encoder(artifact.vocabs, artifact.preprocess), dataset.examples("dev"))
-        if not int8["passed"]:
-            report["passed"] = False
-            report["failures"].append(int8["failure"])
+    report, meta = export_and_check(tmp, args, artifact, opset, atol, dataset, data_note)
     write_json(tmp / "validation.json", report)
     out, failed = args.out, args.out.with_name(args.out.name + ".failed")
     if not report["passed"]:
@@ -134,23 +122,64 @@ def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: 
         state = "left unchanged" if out.exists() else "not created"
         raise ExportValidationError(
             f"{len(report['failures'])} of {report['checks'] + bool(args.quantize)} validation checks failed; "
-            f"{out} {state}; the failed attempt is in {failed}/ (validation.json, model.onnx)",
+            f"{out} {state}; the failed attempt is in {failed}/ (validation.json, model.onnx, test_vectors.json)",
             report["failures"],
         )
-    meta = onnx_export.model_json(artifact, onnx_path, opset, atol)
-    if args.quantize:
-        meta["int8"] = {"file": "model.int8.onnx", "sha256": sha256_file(tmp / "model.int8.onnx")}
     write_json(tmp / "model.json", meta)
     replace_dir(tmp, out)
     if failed.exists():
         shutil.rmtree(failed)  # a stale failure next to a good export would only mislead
-    print(f"exported {out / 'model.onnx'} (opset {opset}, {onnx_export.EXPORTER} exporter): "
-          f"{report['checks']} checks passed, max abs diff {report['max_abs_diff']:.2g} vs atol {atol:g}")
+    print(f"exported {out / 'model.onnx'} (opset {opset}, {report['exporter']} exporter): "
+          f"{report['checks']} checks passed, max abs diff {report['max_abs_diff']:.2g} vs atol {atol:g}; "
+          f"{len(report['test_vectors'])} test vectors")
     if not data_note["used"]:
         print(f"real-data cases skipped: {data_note['reason']}")
     if args.quantize:
+        int8 = report["int8"]
         print(f"int8 {out / 'model.int8.onnx'}: dev accuracy {int8['int8_accuracy']:.4f} "
               f"(fp32 {int8['fp32_accuracy']:.4f}, agreement {int8['argmax_agreement']:.4f})")
+
+
+def export_and_check(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: int, atol: float,
+                     dataset: Dataset | None, data_note: dict) -> tuple[dict, dict]:
+    """model.onnx, test_vectors.json (and model.int8.onnx) in `tmp`; (validation report, model.json)."""
+    from export import onnx_export
+    from export.validate import real_sentences, validate
+    from export.vectors import FILE, build_vectors
+    from trainer.artifact import write_json
+    from trainer.core.preprocess import Encoder
+
+    onnx_path = tmp / "model.onnx"
+    onnx_export.export_onnx(artifact, onnx_path, opset)
+    meta = onnx_export.model_json(artifact, onnx_path, opset, atol)
+    report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], data_note)
+    report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model), seqlstm_version=__version__)
+    vectors, records, failures = build_vectors(artifact, onnx_path, dataset, atol)
+    add_checks(report, records, failures)
+    add_checks(report, *onnx_export.metadata_check(onnx_path, meta))
+    write_json(tmp / FILE, vectors)
+    report["test_vectors"] = [v["name"] for v in vectors["vectors"]]
+    meta["test_vectors"] = {"file": FILE, "sha256": sha256_file(tmp / FILE)}
+    if args.quantize:
+        from export.quantize import compare_int8, quantize_int8
+
+        int8_path = tmp / "model.int8.onnx"
+        quantize_int8(onnx_path, int8_path)
+        add_checks(report, *onnx_export.metadata_check(int8_path, meta))  # quantization keeps metadata_props
+        report["int8"] = int8 = compare_int8(onnx_path, int8_path, artifact.task,
+                                             Encoder(artifact.vocabs, artifact.preprocess), dataset.examples("dev"))
+        if not int8["passed"]:
+            report["passed"] = False
+            report["failures"].append(int8["failure"])
+        meta["int8"] = {"file": int8_path.name, "sha256": sha256_file(int8_path)}
+    return report, meta
+
+
+def add_checks(report: dict, records: list[dict], failures: list[str]) -> None:
+    report.setdefault("cases", []).extend(records)
+    report["failures"] = report["failures"] + failures
+    report["checks"] = len(report["cases"])
+    report["passed"] = not report["failures"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,11 @@ import onnx
 import torch
 
 from serve.model_json import EXPORT_FORMAT_VERSION
+from serve.onnx_metadata import check_metadata_props, metadata_props, tokenizer_description
 from trainer import __version__
 from trainer.artifact import Artifact
 from trainer.core.config import to_dict
-from trainer.core.errors import ConfigError, ValidationError
+from trainer.core.errors import ArtifactError, ConfigError, ValidationError
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder
 
@@ -62,7 +63,8 @@ def check_opset(opset: int) -> None:
 
 
 def export_onnx(artifact: Artifact, path: Path, opset: int) -> None:
-    """Trace the model on a small encoded batch and write `path` with named, dynamic axes."""
+    """Trace the model on a small encoded batch and write `path` with named, dynamic axes and the
+    `seqlstm.*` metadata_props."""
     model = artifact.model.eval()
     encoder = Encoder(artifact.vocabs, artifact.preprocess)
     arrays = encoder.batch([encoder.encode(s) for s in EXAMPLE_SENTENCES])
@@ -81,10 +83,36 @@ def export_onnx(artifact: Artifact, path: Path, opset: int) -> None:
                 model, args, str(path), dynamo=False, opset_version=opset,
                 input_names=names, output_names=list(model.output_names), dynamic_axes=axes,
             )
+    set_metadata(path, metadata_props(description(artifact)))
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ValidationError(f"{path.name}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]})") from None
+
+
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Replace the graph's metadata_props with `props`, in place.
+
+    The graph is read without its external data and written back the same way: a model over 2 GB,
+    which torch writes with its weights in files beside it, keeps those files and references as they
+    are (onnx.save writes external tensors only when their data is loaded).
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+
+
+def metadata_check(path: Path, meta: dict[str, Any]) -> tuple[list[dict], list[str]]:
+    """A validation record: the graph's `seqlstm.*` metadata_props are exactly those model.json gives."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    name = f"metadata-{path.name}"
+    try:
+        check_metadata_props(Path("model.json"), path.name, meta, props)
+    except ArtifactError as exc:
+        failures = [f"{name}: {exc}"]
+    else:
+        failures = []
+    return [{"name": name, "kind": "metadata", "keys": sorted(props), "passed": not failures}], failures
 
 
 def declared_shapes(graph_values: Any) -> dict[str, list[int | str]]:
@@ -113,17 +141,25 @@ def signature(path: Path) -> tuple[list[dict], list[dict]]:
     return describe(graph.input), describe(graph.output)
 
 
+def description(artifact: Artifact) -> dict[str, Any]:
+    """The part of model.json that the graph's metadata_props are derived from."""
+    return {
+        "export_format_version": EXPORT_FORMAT_VERSION,
+        "seqlstm_version": __version__,
+        "task": artifact.task,
+        "preprocess": to_dict(artifact.preprocess),
+        "tokenizer": tokenizer_description(),
+        "vocab": artifact.vocabs.to_json(),
+    }
+
+
 def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> dict[str, Any]:
     """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir."""
     inputs, outputs = signature(onnx_path)
     return {
-        "export_format_version": EXPORT_FORMAT_VERSION,
+        **description(artifact),
         "source_format_version": artifact.format_version,
-        "seqlstm_version": __version__,
-        "task": artifact.task,
         "model": to_dict(artifact.config),
-        "preprocess": to_dict(artifact.preprocess),
-        "vocab": artifact.vocabs.to_json(),
         "inputs": inputs,
         "outputs": outputs,
         "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": opset, "exporter": EXPORTER},

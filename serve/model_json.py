@@ -25,8 +25,12 @@ from trainer.core.config import TASKS, PreprocessConfig, field_types
 from trainer.core.errors import ArtifactError
 from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNK
 
-EXPORT_FORMAT_VERSION = 1
+# 2: the graph carries seqlstm.* metadata_props and the export has test_vectors.json (docs/DESIGN.md).
+# 1 (before both) is still read and served; only the checks of what it lacks are skipped.
+EXPORT_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("task", "preprocess", "vocab", "onnx", "atol")
+REQUIRED_SINCE_2 = ("seqlstm_version", "tokenizer", "test_vectors")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Lower bounds of PreprocessConfig's integer fields: a max_tokens or max_word_len of 0 would empty every input.
@@ -49,10 +53,10 @@ def read_model_json(export_dir: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     version = meta.get("export_format_version")
-    if version != EXPORT_FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ArtifactError(f"{path}: export_format_version {short(version)} is not supported "
-                            f"(this build reads {EXPORT_FORMAT_VERSION})")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
+                            f"(this build reads {', '.join(map(str, READABLE_VERSIONS))})")
+    missing = [k for k in REQUIRED_KEYS + (REQUIRED_SINCE_2 if version >= 2 else ()) if k not in meta]
     if missing:
         raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
     if meta["task"] not in TASKS:
@@ -60,7 +64,9 @@ def read_model_json(export_dir: Path) -> dict[str, Any]:
     check_atol(path, meta["atol"])
     check_preprocess(path, meta["preprocess"])
     check_vocab(path, meta["vocab"], meta["task"])
-    for key in ("onnx", "int8"):
+    if version >= 2:
+        check_provenance(path, meta)
+    for key in ("onnx", "int8", "test_vectors"):
         if key in meta:
             check_file_entry(path, key, meta[key])
     return meta
@@ -75,6 +81,16 @@ def short(value: Any) -> str:
 def check_atol(path: Path, atol: Any) -> None:
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol <= 0:
         raise ArtifactError(f"{path}: atol must be a finite number > 0; got {short(atol)}")
+
+
+def check_provenance(path: Path, meta: dict[str, Any]) -> None:
+    """What format 2 copies into the graph's metadata_props besides the vocabularies and preprocessing."""
+    if not isinstance(meta["seqlstm_version"], str) or not meta["seqlstm_version"]:
+        raise ArtifactError(f"{path}: seqlstm_version must be a non-empty string; got {short(meta['seqlstm_version'])}")
+    tokenizer = meta["tokenizer"]
+    if not isinstance(tokenizer, dict) or not tokenizer or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tokenizer.items()):
+        raise ArtifactError(f"{path}: tokenizer must be an object of strings (name, rules, ...); got {short(tokenizer)}")
 
 
 def check_preprocess(path: Path, data: Any) -> None:

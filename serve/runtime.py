@@ -4,7 +4,8 @@ Imports numpy, onnxruntime and the torch-free `trainer.core.preprocess` / `train
 An export directory is read through `model.json` (docs/DESIGN.md), checked in full by
 `serve.model_json`: the `Encoder` is rebuilt from the vocabularies and preprocessing config stored
 there, never from a corpus, and the ONNX file is refused unless its sha256 matches the one `export`
-recorded. On load, probe batches check model.json against the graph (input names, the logits'
+recorded. On load, the graph's `seqlstm.*` metadata_props must be those model.json gives
+(serve.onnx_metadata), and probe batches check model.json against the graph (input names, the logits'
 shape against the task and the label count, each vocabulary's size against its embedding), so a
 mismatched export fails at startup with one line instead of failing every request later.
 
@@ -26,12 +27,12 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.model_json import contained_file, read_model_json
+from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD, check_metadata_props
 from trainer.core.config import preprocess_config_from_dict
 from trainer.core.errors import ArtifactError, ConfigError
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoded, Encoder, Vocabs, tokenize
 
-PROB_DECIMALS = 4
 OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -123,7 +124,8 @@ class ServingModel:
         return self.encoder.batch([Encoded(np.array([word_id], np.int64), chars, lengths)])
 
     def _check_graph(self) -> None:
-        """model.json against the graph: input names, logits shape vs task and labels, vocabulary sizes."""
+        """model.json against the graph: input names, logits shape vs task and labels, vocabulary sizes,
+        metadata_props."""
         where, onnx_name = self.model_json, self.onnx_path.name
         probe = self._probe()
         if set(self.input_names) != set(probe):
@@ -143,6 +145,10 @@ class ServingModel:
         for name, vocab in (("words", self.vocabs.words), ("chars", self.vocabs.chars)):
             if vocab is not None:
                 self._check_vocab_size(name, len(vocab))
+        # Last, after the more specific messages above: what the probes cannot see, such as two
+        # words swapped in vocab.words (vocab_sha256), or a model.json from another export.
+        if self.meta["export_format_version"] >= 2:  # format 1 graphs carry no metadata_props
+            check_metadata_props(where, onnx_name, self.meta, self.session.get_modelmeta().custom_metadata_map)
 
     def _check_vocab_size(self, name: str, size: int) -> None:
         """The embedding must take the vocabulary's last id, and (where that is checked) no more."""
@@ -213,7 +219,7 @@ class ServingModel:
             out: dict[str, Any] = {"tokens": item.tokens, "tags": [self.labels[i] for i in ids]}
         else:
             prob = round(sigmoid(float(logits)), PROB_DECIMALS)
-            out = {"label": "positive" if prob >= 0.5 else "negative", "prob_positive": prob}
+            out = {"label": "positive" if prob >= THRESHOLD else "negative", "prob_positive": prob}
         if item.truncated:
             out["truncated"] = True
         return out

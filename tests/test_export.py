@@ -52,13 +52,15 @@ def exports(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]
 @pytest.mark.parametrize("kind", list(EXPORT_KINDS))
 def test_export_writes_a_validated_self_describing_directory(kind: str, exports: dict, artifacts: dict) -> None:
     out = exports[kind]
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "validation.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "test_vectors.json", "validation.json"]
     assert not list(out.parent.glob(f".{kind}.tmp-*")) and not out.with_name(f"{kind}.failed").exists()
     meta, report = load_json(out / "model.json"), load_json(out / "validation.json")
     onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
     assert meta["onnx"]["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     assert meta["onnx"] == {**meta["onnx"], "opset": 17, "exporter": "torchscript"}
-    assert meta["export_format_version"] == 1 and meta["source_format_version"] == 1
+    assert meta["export_format_version"] == 2 and meta["source_format_version"] == 1
+    assert meta["test_vectors"] == {"file": "test_vectors.json",
+                                    "sha256": hashlib.sha256((out / "test_vectors.json").read_bytes()).hexdigest()}
     source_config = load_json(artifacts[kind] / "config.json")
     assert (meta["task"], meta["model"], meta["preprocess"]) == (
         source_config["task"], source_config["model"], source_config["preprocess"])
@@ -79,8 +81,18 @@ def test_export_writes_a_validated_self_describing_directory(kind: str, exports:
     if kind == "dual-tagger":
         assert {1, 30} <= {c["inputs"]["chars"][2] for c in parity}
     kinds = {c["kind"] for c in report["cases"] if c["passed"]}
-    assert kinds == {"parity", "padding", "reference"}
+    assert kinds == {"parity", "padding", "reference", "vectors", "metadata"}
     assert report["checks"] == len(report["cases"])
+
+    vectors = load_json(out / "test_vectors.json")
+    assert vectors["data"] == {"used": True, "name": EXPORT_KINDS[kind][0], "split": "test"}
+    real = [v for v in vectors["vectors"] if v["source"]["kind"] == "data"]
+    assert len(real) == 24 and all(v["name"] == f"test-{v['source']['index']}" for v in real)
+    assert all((v["text"] is None) == ("tagger" in kind) for v in real)  # Brown comes tokenized; reviews as text
+    recorded = {c["name"]: c for c in report["cases"] if c["kind"] == "vectors"}
+    assert set(recorded) == {f"vector-{v['name']}" for v in vectors["vectors"]}
+    assert all(c["passed"] and c["outputs"]["logits"]["max_abs_diff"] <= 1e-4 for c in recorded.values())
+    assert recorded["vector-max-tokens"]["inputs"]["words"] == [1, 512]
 
 
 def declared_output_dims(path: Path) -> list[list]:
@@ -198,7 +210,8 @@ def test_a_broken_export_is_rejected_and_not_left_looking_valid(artifacts: dict,
     assert any("max abs diff 0.01 vs atol 0.0001 (logits shape [64, 230, 12])" in line for line in lines[1:])
     assert not out.exists() and not list(tmp_path.glob(".broken.tmp-*"))
     failed = out.with_name("broken.failed")
-    assert sorted(p.name for p in failed.iterdir()) == ["model.onnx", "validation.json"]
+    assert sorted(p.name for p in failed.iterdir()) == ["model.onnx", "test_vectors.json", "validation.json"]
+    assert any(line.strip().startswith("vector-one-token: max abs diff 0.01 vs atol 0.0001") for line in lines[1:])
     report = load_json(failed / "validation.json")
     assert report["passed"] is False and len(report["failures"]) == len(lines) - 1
     by_kind = {kind: [c["passed"] for c in report["cases"] if c["kind"] == kind] for kind in ("parity", "padding")}
@@ -232,6 +245,9 @@ def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: 
     assert 0.9 <= int8["argmax_agreement"] <= 1
     nodes = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     assert "DynamicQuantizeLSTM" in nodes and "LSTM" not in nodes
+    metadata = [c for c in report["cases"] if c["kind"] == "metadata"]
+    assert [c["name"] for c in metadata] == ["metadata-model.onnx", "metadata-model.int8.onnx"]
+    assert all(c["passed"] and "seqlstm.vocab_sha256" in c["keys"] for c in metadata)
     session = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
     tokens = [s.split() for s in SENTENCES]
     expected = (3,) if kind.startswith("sentiment") else (3, max(map(len, tokens)), len(UNIVERSAL_TAGS))

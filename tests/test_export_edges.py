@@ -134,6 +134,7 @@ def interrupt_export(monkeypatch: pytest.MonkeyPatch, out: Path) -> None:
 
 FAULTS = {
     "disk full writing validation.json": (fail_writing("validation.json", OSError(errno.ENOSPC, "full")), OSError),
+    "disk full writing test_vectors.json": (fail_writing("test_vectors.json", OSError(errno.ENOSPC, "full")), OSError),
     "disk full writing model.json": (fail_writing("model.json", OSError(errno.ENOSPC, "full")), OSError),
     "interrupt writing model.json": (fail_writing("model.json", KeyboardInterrupt()), KeyboardInterrupt),
     "disk full at the final rename": (fail_final_rename, OSError),

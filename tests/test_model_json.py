@@ -61,6 +61,27 @@ def outside(kind: str) -> Callable[[Meta, Path], None]:
     return mutate
 
 
+def graph_props(change: dict[str, str | None]) -> Callable[[Meta, Path], None]:
+    """Set (or, with None, remove) metadata_props of model.onnx and record its new sha256: a graph from
+    another export, which model.json's sha256 alone would accept."""
+
+    def mutate(meta: Meta, export_dir: Path) -> None:
+        import onnx
+
+        model = onnx.load(str(export_dir / "model.onnx"))
+        props = {p.key: p.value for p in model.metadata_props} | change
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, {k: v for k, v in props.items() if v is not None})
+        onnx.save(model, str(export_dir / "model.onnx"))
+        meta["onnx"]["sha256"] = sha256(export_dir / "model.onnx")
+
+    return mutate
+
+
+def swap_words(words: list[str]) -> list[str]:
+    return words[:2] + [words[3], words[2]] + words[4:]
+
+
 # (case, task, mutation, expected part of the message after "model.json: ")
 CASES = [
     ("atol a string", "tagger", setter("atol", "abc"), "atol must be a finite number > 0; got 'abc'"),
@@ -103,6 +124,24 @@ CASES = [
     ("onnx.file absolute path", "tagger", outside("absolute"), "onnx.file must be a plain file name inside the export directory"),
     ("onnx.file symlink out", "tagger", outside("symlink"), "onnx.file 'linked.onnx' resolves to"),
     ("int8.file path out", "tagger", setter("int8", {"file": "../x.onnx", "sha256": "0" * 64}), "int8.file must be a plain file name"),
+    ("format version 3", "tagger", setter("export_format_version", 3), "export_format_version 3 is not supported (this build reads 1, 2)"),
+    ("format version true", "tagger", setter("export_format_version", True), "export_format_version True is not supported"),
+    ("test_vectors missing", "tagger", setter("test_vectors", DELETE), "missing keys test_vectors"),
+    ("test_vectors.file path out", "sentiment", setter("test_vectors.file", "../v.json"), "test_vectors.file must be a plain file name"),
+    ("tokenizer missing", "tagger", setter("tokenizer", DELETE), "missing keys tokenizer"),
+    ("tokenizer not an object", "tagger", setter("tokenizer", "treebank"), "tokenizer must be an object of strings"),
+    ("seqlstm_version a number", "tagger", setter("seqlstm_version", 1), "seqlstm_version must be a non-empty string; got 1"),
+    # model.json and the graph's metadata_props disagree: what no probe run can see
+    ("vocab.words two swapped", "tagger", setter("vocab.words", swap_words), "model.onnx metadata_props seqlstm.vocab_sha256 holds '"),
+    ("vocab.chars two swapped", "tagger", setter("vocab.chars", swap_words), "seqlstm.vocab_sha256 holds '"),
+    ("preprocess.lowercase flipped", "sentiment", setter("preprocess.lowercase", False), "seqlstm.normalization holds '{\"lowercase\":true,"),
+    ("preprocess.max_tokens changed", "tagger", setter("preprocess.max_tokens", 21), "seqlstm.normalization holds"),
+    ("tokenizer rules changed", "tagger", setter("tokenizer.rules", "nltk-0.1"), "seqlstm.tokenizer holds"),
+    ("seqlstm_version changed", "sentiment", setter("seqlstm_version", "9.9"), "seqlstm.version holds '0.1.0', but model.json gives '9.9'"),
+    ("graph labels differ", "tagger", graph_props({"seqlstm.labels": '["NOUN"]'}), """seqlstm.labels holds '["NOUN"]', but model.json gives '["NOUN","VERB","""),
+    ("graph task differs", "sentiment", graph_props({"seqlstm.task": "tagger"}), "model.onnx metadata_props seqlstm.task holds 'tagger', but model.json gives 'sentiment' (the graph and model.json come from different exports; re-run `python -m export`)"),
+    ("graph props missing", "sentiment", graph_props({"seqlstm.pad_id": None}), "model.onnx metadata_props seqlstm.pad_id lacks it, but model.json gives '0'"),
+    ("graph prop unknown", "tagger", graph_props({"seqlstm.extra": "1"}), "seqlstm.extra holds '1', but model.json has no such key"),
 ]
 
 
@@ -134,6 +173,29 @@ def test_the_untouched_exports_load(runs) -> None:
     for task, (_, export_dir) in runs.items():
         model = ServingModel(export_dir)
         assert model.task == task and model.predict([model.prepare_text("the cat")], 1)[0]
+
+
+def test_a_format_1_export_still_loads(runs, tmp_path: Path) -> None:
+    """Format 1 (before metadata_props and test vectors) is read as before; the newer checks are skipped."""
+    from serve.runtime import ServingModel
+
+    def as_format_1(meta: Meta, export_dir: Path) -> None:
+        graph_props({k: None for k in metadata_keys(export_dir)})(meta, export_dir)
+        (export_dir / "test_vectors.json").unlink()
+        for key in ("test_vectors", "tokenizer"):
+            del meta[key]
+        meta["export_format_version"] = 1
+
+    export_dir = damaged_copy(runs["sentiment"][1], tmp_path, as_format_1)
+    assert metadata_keys(export_dir) == []
+    model = ServingModel(export_dir)
+    assert model.predict([model.prepare_text("a good film")], 1)[0]["label"] in ("positive", "negative")
+
+
+def metadata_keys(export_dir: Path) -> list[str]:
+    import onnx
+
+    return [p.key for p in onnx.load(str(export_dir / "model.onnx")).metadata_props]
 
 
 def test_predict_and_http_refuse_a_bad_model_json_at_startup(runs, lines_file: Path, tmp_path: Path) -> None:

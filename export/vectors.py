@@ -1,0 +1,139 @@
+"""`EXPORT_DIR/test_vectors.json`: inputs taken through every stage, so a port can check itself stage by stage.
+
+Each vector goes raw text (when there is one) -> tokens -> normalized words -> word ids (and, for a
+character-level tagger, character ids and word lengths) -> logits -> tags, or label and
+prob_positive. Expected logits are onnxruntime's on the exported graph, one input at a time (batch 1),
+and each vector is also a validation check: torch must agree within the export's atol.
+
+Inputs: up to REAL_VECTORS examples of the `--data` set's test split (dev when it has none; the
+built-in sample sentences without --data), plus crafted ones: unknown words, a word longer than
+max_word_len, digits and case mappings outside ASCII, a 1-token input, exactly max_tokens tokens, and
+more than max_tokens (truncated). docs/DESIGN.md ("Exports outside Python") specifies the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve.model_json import EXPORT_FORMAT_VERSION
+from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD
+from serve.runtime import sigmoid
+from trainer.artifact import Artifact
+from trainer.core.data import Dataset
+from trainer.core.fetch import sha256_file
+from trainer.core.preprocess import Encoder, normalize_word, tokenize
+
+from export.validate import (
+    SAMPLE_SENTENCES, Case, example_tokens, ort_session, run_case, session_runner, torch_runner, unknown_words,
+    word_of_length,
+)
+
+FILE = "test_vectors.json"
+REAL_VECTORS = 24
+LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis"  # 45 letters, past the default max_word_len of 30
+# Unicode digits (Arabic-Indic, Devanagari) are digits to `\d`; dotted capital I and Greek capital sigma
+# lower-case to two code points and to a final sigma: a port's normalization must do the same.
+CASE_AND_DIGITS = "İstanbul's ΟΔΥΣΣΕΥΣ paid ٣٤ and ४२ dollars, 1,250.75 in 2024!"
+
+
+@dataclass
+class Source:
+    name: str
+    origin: dict[str, Any]
+    text: str | None  # None: the input is tokens (a tagger corpus is tokenized already)
+    tokens: list[str]
+
+
+def real_sources(dataset: Dataset | None) -> tuple[list[Source], dict[str, Any]]:
+    """Test-split examples (the first REAL_VECTORS non-empty ones), or the sample sentences without data."""
+    if dataset is None:
+        sources = [Source(f"sample-{i}", {"kind": "sample"}, text, tokenize(text))
+                   for i, text in enumerate(SAMPLE_SENTENCES)]
+        return sources, {"used": False}
+    split = "test" if "test" in dataset.splits else "dev"
+    sources: list[Source] = []
+    for index, example in enumerate(dataset.examples(split)):
+        tokens = example_tokens(example)
+        if tokens:
+            text = getattr(example, "text", None)
+            sources.append(Source(f"{split}-{index}", {"kind": "data", "split": split, "index": index}, text, tokens))
+        if len(sources) == REAL_VECTORS:
+            break
+    return sources, {"used": True, "name": dataset.name, "split": split}
+
+
+def crafted_sources(encoder: Encoder) -> Iterator[Source]:
+    crafted = {"kind": "crafted"}
+
+    def text(name: str, value: str) -> Source:
+        return Source(name, crafted, value, tokenize(value))
+
+    unknown = unknown_words(encoder.vocabs, encoder, 6)
+    yield text("one-token", "Yes")
+    yield text("unknown-words", f"The {' '.join(unknown)} arrived .")
+    too_long = word_of_length(encoder.config.max_word_len + 15)
+    yield text("long-words", f"A {LONG_WORD} case , {too_long} and {'x' * encoder.config.max_word_len} .")
+    yield text("case-and-digits", CASE_AND_DIGITS)
+    # Plain words, so that the text tokenizes to exactly these tokens.
+    plain = [t for s in SAMPLE_SENTENCES for t in tokenize(s) if t.isascii() and t.isalpha()]
+    for name, count in (("max-tokens", encoder.config.max_tokens), ("over-max-tokens", encoder.config.max_tokens + 3)):
+        yield text(name, " ".join(plain[i % len(plain)] for i in range(count)))
+
+
+def vector(source: Source, encoder: Encoder, logits: np.ndarray, task: str, labels: list[str]) -> dict[str, Any]:
+    """One test_vectors.json entry from its source and onnxruntime's logits for it (batch row 0)."""
+    kept = encoder.truncate(source.tokens)
+    encoded = encoder.encode(kept)
+    out: dict[str, Any] = {"name": source.name, "source": source.origin, "text": source.text,
+                           "tokens": source.tokens, "truncated": len(kept) < len(source.tokens),
+                           "words": [normalize_word(t, encoder.config) for t in kept],
+                           "word_ids": encoded.words.tolist()}
+    if encoded.chars is not None:
+        out["chars"] = [row[:n].tolist() for row, n in zip(encoded.chars, encoded.word_lengths)]
+        out["word_lengths"] = encoded.word_lengths.tolist()
+    row = logits[0]
+    if task == "tagger":
+        row = row[: len(kept)]  # (T, labels)
+        out["logits"] = row.astype(float).tolist()
+        out["tags"] = [labels[i] for i in row.argmax(axis=-1)]
+    else:
+        prob = round(sigmoid(float(row)), PROB_DECIMALS)
+        out.update(logits=float(row), prob_positive=prob, label=labels[1] if prob >= THRESHOLD else labels[0])
+    return out
+
+
+def build_vectors(artifact: Artifact, onnx_path: Path, dataset: Dataset | None,
+                  atol: float) -> tuple[dict[str, Any], list[dict], list[str]]:
+    """(test_vectors.json, one validation record per vector, failure lines): onnxruntime vs torch per vector."""
+    encoder = Encoder(artifact.vocabs, artifact.preprocess)
+    torch_run, ort_run = torch_runner(artifact.model.eval()), session_runner(ort_session(onnx_path))
+    real, data = real_sources(dataset)
+    vectors, records, failures = [], [], []
+    for source in real + list(crafted_sources(encoder)):
+        arrays = encoder.batch([encoder.encode(source.tokens)])
+        got: dict[str, np.ndarray] = {}
+
+        def run_ort(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            got.update(ort_run(feeds))
+            return got
+
+        record, found = run_case(Case(f"vector-{source.name}", arrays), torch_run, run_ort, artifact.task, atol,
+                                 kind="vectors")
+        records.append(record)
+        failures += found
+        if got:
+            vectors.append(vector(source, encoder, got["logits"], artifact.task, artifact.vocabs.labels.itos))
+    doc = {
+        "export_format_version": EXPORT_FORMAT_VERSION,
+        "task": artifact.task,
+        "onnx_sha256": sha256_file(onnx_path),
+        "atol": atol,
+        "data": data,
+        "vectors": vectors,
+    }
+    return doc, records, failures

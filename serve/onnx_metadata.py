@@ -1,0 +1,103 @@
+"""The `seqlstm.*` metadata_props of an exported ONNX graph: what a non-Python user needs, in the file.
+
+Every value is derived from model.json by `metadata_props`, the one function both `export` (which
+writes them) and `serve` (which checks them on load) call, so the graph and model.json cannot
+disagree without one of them having been changed or swapped afterwards. Values are strings, as ONNX
+requires: plain text for task and version, decimal for ids, compact JSON for lists and objects.
+docs/DESIGN.md ("Exports outside Python") is the spec, key by key.
+
+The vocabulary itself stays in model.json (it can be large); the graph carries its sha256 over a
+canonical JSON form (`vocab_sha256`), which any JSON library can reproduce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import nltk
+
+from trainer.core.errors import ArtifactError
+from trainer.core.preprocess import _URL_RE, PAD, UNK_ID, URL
+
+PREFIX = "seqlstm."
+PROB_DECIMALS = 4  # prob_positive is rounded to this many places before the threshold (serve.runtime)
+THRESHOLD = 0.5  # prob_positive >= THRESHOLD is "positive"
+NORMALIZATION = ("lowercase", "digits_to_zero", "max_tokens", "max_word_len")  # PreprocessConfig fields a port applies
+INPUT_MEANINGS = {
+    "words": "int64 (batch, time): vocab.words id of each normalized token, right-padded with pad_id",
+    "lengths": "int64 (batch,): real tokens per row, >= 1; positions t >= lengths[b] are padding",
+    "chars": ("int64 (batch, time, word): vocab.chars id of each of the first max_word_len characters "
+              "(code points, original case) of each token, right-padded with pad_id"),
+    "word_lengths": "int64 (batch, time): characters per token after the max_word_len cut; 0 at padding",
+}
+
+
+def tokenizer_description() -> dict[str, Any]:
+    """How `trainer.core.preprocess.tokenize` splits text, as recorded in model.json at export."""
+    return {
+        "name": "nltk-treebank-word",  # NLTKWordTokenizer().tokenize, after URLs are cut out
+        "rules": f"nltk-{nltk.__version__}",
+        "url_pattern": _URL_RE.pattern,
+        "url_flags": "IGNORECASE",
+        "url_token": URL,
+    }
+
+
+def input_names(vocab: Mapping[str, Any]) -> list[str]:
+    """The graph's inputs, in order: the character inputs exist exactly when vocab.chars does."""
+    return ["words", "lengths"] + (["chars", "word_lengths"] if vocab.get("chars") is not None else [])
+
+
+def postprocess(task: str) -> dict[str, Any]:
+    if task == "tagger":
+        return {"output": "logits", "op": "argmax", "axis": -1, "label": "labels[argmax]",
+                "positions": "t < lengths[b]; later positions are padding and undefined"}
+    return {"output": "logits", "op": "sigmoid", "round": PROB_DECIMALS, "threshold": THRESHOLD,
+            "label": "labels[1] if round(sigmoid(logit), round) >= threshold else labels[0]"}
+
+
+def vocab_sha256(vocab: Mapping[str, Any]) -> str:
+    """sha256 of the vocab object as compact JSON: keys sorted, UTF-8, no ASCII escaping, no null `chars`."""
+    present = {k: v for k, v in vocab.items() if v is not None}
+    text = json.dumps(present, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def metadata_props(meta: Mapping[str, Any]) -> dict[str, str]:
+    """`seqlstm.*` key -> string value, from a model.json object (export format 2)."""
+    vocab = meta["vocab"]
+    values: dict[str, Any] = {
+        "task": meta["task"],
+        "labels": vocab["labels"],
+        "pad_id": vocab["words"].index(PAD),  # 0: model.json's vocabularies are checked to start <pad>, <unk>
+        "unk_id": UNK_ID,
+        "inputs": {name: INPUT_MEANINGS[name] for name in input_names(vocab)},
+        "postprocess": postprocess(meta["task"]),
+        "tokenizer": meta["tokenizer"],
+        "normalization": {name: meta["preprocess"][name] for name in NORMALIZATION},
+        "vocab_sha256": vocab_sha256(vocab),
+        "export_format_version": meta["export_format_version"],
+        "version": meta["seqlstm_version"],
+    }
+    return {PREFIX + key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            for key, value in values.items()}
+
+
+def check_metadata_props(where: Path, onnx_name: str, meta: Mapping[str, Any], props: Mapping[str, str]) -> None:
+    """The graph's `seqlstm.*` props must be exactly those model.json gives (one-line ArtifactError)."""
+    expected = metadata_props(meta)
+    for key in sorted(set(expected) | {k for k in props if k.startswith(PREFIX)}):
+        want, got = expected.get(key), props.get(key)
+        if want != got:
+            said = "has no such key" if want is None else f"gives {clip(want)}"
+            found = "lacks it" if got is None else f"holds {clip(got)}"
+            raise ArtifactError(f"{where}: {onnx_name} metadata_props {key} {found}, but model.json {said} "
+                                "(the graph and model.json come from different exports; re-run `python -m export`)")
+
+
+def clip(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
