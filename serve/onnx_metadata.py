@@ -21,7 +21,7 @@ from typing import Any
 import nltk
 
 from trainer.core.errors import ArtifactError
-from trainer.core.preprocess import _URL_RE, PAD, UNK_ID, URL
+from trainer.core.preprocess import PAD, UNK_ID, URL, URL_RE
 
 PREFIX = "seqlstm."
 PROB_DECIMALS = 4  # prob_positive is rounded to this many places before the threshold (serve.runtime)
@@ -41,7 +41,7 @@ def tokenizer_description() -> dict[str, Any]:
     return {
         "name": "nltk-treebank-word",  # NLTKWordTokenizer().tokenize, after URLs are cut out
         "rules": f"nltk-{nltk.__version__}",
-        "url_pattern": _URL_RE.pattern,
+        "url_pattern": URL_RE.pattern,
         "url_flags": "IGNORECASE",
         "url_token": URL,
     }

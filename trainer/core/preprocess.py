@@ -25,7 +25,7 @@ UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a t
 UNIVERSAL_TAGS = ("NOUN", "VERB", "ADJ", "ADV", "ADP", "CONJ", "DET", "NUM", "PRON", "PRT", ".", "X")
 SENTIMENT_LABELS = ("negative", "positive")  # index = the BCE target, so P(positive) = sigmoid(logit)
 
-_URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _DIGIT_RE = re.compile(r"\d")
 
 
@@ -83,7 +83,7 @@ def tokenize(text: str) -> list[str]:
     """
     tokens: list[str] = []
     start = 0
-    for match in _URL_RE.finditer(text):
+    for match in URL_RE.finditer(text):
         tokens += _TOKENIZER.tokenize(text[start : match.start()])
         tokens.append(URL)
         start = match.end()
