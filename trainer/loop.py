@@ -70,7 +70,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 class RunLog:
-    """RUN_DIR/logs/metrics.jsonl (one JSON object per event) and TensorBoard scalars; main process only."""
+    """RUN_DIR/logs/metrics.jsonl (one JSON object per event) and the tracker's scalars; main process only."""
 
     def __init__(self, accelerator: Accelerator, path: Path, fresh: bool) -> None:
         self.accelerator, self.path = accelerator, path

@@ -21,7 +21,7 @@ from trainer.artifact import save_artifact
 from trainer.batching import BucketBatchSampler, Schedule, planned_steps
 from trainer.checkpoint import Checkpoint
 from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
-from trainer.core.errors import DataError
+from trainer.core.errors import ConfigError, DataError
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
 from trainer.launchers import check_shared_run_dir, nodes
 from trainer.loop import Parts, RunLog, Trainer
@@ -94,7 +94,8 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
     """Build, resume if asked, train, and write the release model (unless a session limit stopped it)."""
     cfg, precision = job.train, job.precision
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision.mode,
-                              gradient_accumulation_steps=cfg.grad_accum, log_with="tensorboard",
+                              gradient_accumulation_steps=cfg.grad_accum,
+                              log_with=None if cfg.report_to == "none" else cfg.report_to,
                               project_dir=str(job.run_dir / "logs"))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -135,9 +136,9 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
 
 def announce(accelerator: Accelerator, job: Job, trainer: Trainer, log: RunLog, examples: dict[str, int],
              skipped: dict[str, int]) -> None:
-    """The run's settings: TensorBoard's hyperparameters, one line on stdout and the `start` event."""
+    """The run's settings: the tracker's parameters, one line on stdout and the `start` event."""
     precision, checkpoint = job.precision, job.checkpoint
-    accelerator.init_trackers("tensorboard", config=to_dict(job.train) | to_dict(job.model))
+    start_trackers(accelerator, job)
     accelerator.print(f"train: {job.task} on {job.data}, world size {accelerator.num_processes} "
                       f"({accelerator.distributed_type.value} on {accelerator.device}), mixed precision "
                       f"{precision.mode}, examples {examples}, skipped {skipped or 'none'}, "
@@ -147,6 +148,23 @@ def announce(accelerator: Accelerator, job: Job, trainer: Trainer, log: RunLog, 
         mixed_precision=precision.mode, lstm_precision=precision.lstm, examples=examples, skipped=skipped,
         resumed_from=str(checkpoint.path) if checkpoint is not None else None,
         config={"model": to_dict(job.model), "preprocess": to_dict(job.preprocess), "train": to_dict(job.train)})
+
+
+def start_trackers(accelerator: Accelerator, job: Job) -> None:
+    """--report_to's tracker (main process), the config as its parameters. TensorBoard's project is its folder
+    under RUN_DIR/logs; mlflow's experiment and wandb's project are named after the task, the run after RUN_DIR."""
+    tracker = job.train.report_to
+    project = "tensorboard" if tracker == "tensorboard" else f"seqlstm-{job.task}"
+    names = {"mlflow": {"run_name": job.run_dir.name}, "wandb": {"name": job.run_dir.name,
+                                                                 "dir": str(job.run_dir / "logs")}}
+    try:
+        accelerator.init_trackers(project, config=to_dict(job.train) | to_dict(job.model), init_kwargs=names)
+    except Exception as exc:
+        # The tracker refusing its settings (mlflow: a tracking URI this install cannot use) is the user's to
+        # fix, as one line; anything else stays a bug with its traceback.
+        if type(exc).__module__.split(".")[0] != tracker:
+            raise
+        raise ConfigError(f"--report_to {tracker}: {' '.join(str(exc).split())}") from None
 
 
 def release(accelerator: Accelerator, job: Job, trainer: Trainer, reason: str, examples: dict[str, int],
