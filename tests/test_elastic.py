@@ -134,10 +134,13 @@ def test_a_crafted_layout_is_refused() -> None:
     from trainer.core.errors import ArtifactError
     from trainer.loop import TrainState, check_layouts
 
-    check_layouts(TrainState(global_batch=8, earlier_layouts=[[4, 1, 7]]), 2, "x")
-    for state, world in ((TrainState(global_batch=8, earlier_layouts=[[0, 1, 3]]), 2),
-                         (TrainState(global_batch=8, earlier_layouts=[["8", 1, 3]]), 2),
-                         (TrainState(global_batch=8, earlier_layouts=[[4, 1]]), 2),
-                         (TrainState(global_batch=1), 2)):
-        with pytest.raises(ArtifactError, match=r"^x: bad sampler layout"):
-            check_layouts(state, world, "x")
+    check_layouts(TrainState(global_batch=8, earlier_layouts=[[4, 1, 7]]), 2, 100, "x")
+    for state, message in ((TrainState(global_batch=8, earlier_layouts=[[0, 1, 3]]), "bad sampler layout"),
+                           (TrainState(global_batch=8, earlier_layouts=[["8", 1, 3]]), "bad sampler layout"),
+                           (TrainState(global_batch=8, earlier_layouts=[[4, 1]]), "bad sampler layout"),
+                           (TrainState(global_batch=8, earlier_layouts=[[4, 1, 0]]), "bad sampler layout"),
+                           (TrainState(global_batch=1), "bad sampler layout"),
+                           (TrainState(global_batch=8, earlier_layouts=[[4, 1, 1]] * 101),
+                            "the sampler layouts account for more than the 100 training examples")):
+        with pytest.raises(ArtifactError, match=f"^x: {message}"):
+            check_layouts(state, 2, 100, "x")

@@ -131,14 +131,18 @@ class TrainState:
     last_save_step: int = -1
 
 
-def check_layouts(state: TrainState, world: int, where: str) -> None:
-    """The sampler's layouts from a checkpoint: a crafted one must not reach numpy as a bad batch size."""
+def check_layouts(state: TrainState, world: int, examples: int, where: str) -> None:
+    """The sampler's layouts from a checkpoint: a crafted one must not reach numpy as a bad batch size, nor
+    make the sampler replay more layouts than the epoch has examples (each trained on at least one batch)."""
     layouts = [[state.global_batch, world, state.batches_in_epoch], *state.earlier_layouts]
-    for layout in layouts:
+    for i, layout in enumerate(layouts):
         if not (isinstance(layout, list) and len(layout) == 3 and all(type(x) is int for x in layout)
-                and 1 <= layout[1] <= layout[0] and layout[2] >= 0):
+                and 1 <= layout[1] <= layout[0] and layout[2] >= (1 if i else 0)):
             raise ArtifactError(f"{where}: bad sampler layout {layout!r}; expected [global batch >= processes >= 1, "
-                                "batches trained on >= 0]")
+                                "batches trained on >= 1 (>= 0 for the last)]")
+    # Every batch a layout trained on held at least one example per process.
+    if sum(world_ * done for _, world_, done in layouts) > examples:
+        raise ArtifactError(f"{where}: the sampler layouts account for more than the {examples} training examples")
 
 
 class Trainer:
@@ -309,7 +313,7 @@ class Trainer:
             set_seed(self.cfg.seed, device_specific=True)
         acc.step = saved["accelerator_step"]  # gradient accumulation's batch counter, as load_state set it
         self.state = TrainState(**trainer)
-        check_layouts(self.state, saved["world_size"], where)
+        check_layouts(self.state, saved["world_size"], len(self.parts.sampler.lengths), where)
         if (self.state.global_batch, saved["world_size"]) != (self.cfg.batch_size * acc.num_processes,
                                                               acc.num_processes):
             self.relayout(saved["world_size"])
@@ -342,7 +346,7 @@ class Trainer:
         """The steps this run will take, from where the checkpoint left off (the LR decays to 0 there)."""
         state, parts = self.state, self.parts
         parts.sampler.start_epoch(state.epoch, state.earlier_layouts)
-        left = len(parts.train_loader) - state.batches_in_epoch
+        left = len(parts.train_loader) - state.batches_in_epoch if state.epoch < self.cfg.epochs else 0
         parts.schedule.total = planned_steps(state.step, left, parts.epoch_batches,
                                              max(0, self.cfg.epochs - state.epoch - 1), self.cfg.grad_accum,
                                              self.cfg.max_steps)
