@@ -281,10 +281,10 @@ def test_bucket_sampler_covers_each_example_once_per_epoch(n: int, batch_size: i
     seen = sorted(i for b in batches for i in b)
     assert len(seen) == len(set(seen)) and n - len(seen) < world  # at most a tail smaller than the world is dropped
     assert all(0 < len(b) <= batch_size for b in batches)
-    sampler.epoch = 1
+    sampler.start_epoch(1)
     assert sorted(i for b in sampler for i in b) == seen
     assert list(sampler) != batches or n <= batch_size * world  # reshuffled unless there is one batch
-    sampler.epoch = 0
+    sampler.start_epoch(0)
     assert list(sampler) == batches  # deterministic per (seed, epoch)
     if n >= 1000:  # length-bucketed: a batch spans far less than the whole range of lengths
         spread = np.mean([np.ptp(lengths[b]) for b in batches])

@@ -6,6 +6,8 @@ No torch here; the sampler yields lists of example indices that a DataLoader col
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,23 +23,47 @@ class BucketBatchSampler:
     BatchSamplerShard deals batch i to rank i % world, so every rank gets the same number of
     batches and one step's ranks hold similar lengths. A step's examples do not depend on the world
     size (1 process with batch B*N sees the same steps as N processes with batch B).
+
+    A resume with another layout (world size or batch size) mid-epoch names the epoch's earlier
+    layouts, each as (global batch, world, global batches trained on): those batches are replayed
+    from the same shuffle and left out, and the examples not yet trained on this epoch, in their
+    shuffled order, are cut the same way at the new layout. No example is repeated or skipped.
     There is no `batch_size` attribute: batches vary in size, and accelerate must not assume one.
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, world: int, seed: int) -> None:
         self.lengths, self.size, self.world, self.seed = np.asarray(lengths), batch_size * world, world, seed
-        self.epoch = 0  # set by the training loop, not accelerate's iteration count, so a resume gets it right
+        # Set by the training loop (`start_epoch`), not by accelerate's iteration count (which would call a
+        # `set_epoch`), so a resume gets them right.
+        self.epoch = 0
+        self.earlier: list[tuple[int, int, int]] = []
 
-    def global_batches(self) -> list[np.ndarray]:
+    def start_epoch(self, epoch: int, earlier: Sequence[Sequence[int]] = ()) -> None:
+        self.epoch, self.earlier = epoch, [(size, world, done) for size, world, done in earlier]
+
+    def remaining(self) -> tuple[np.ndarray, np.random.Generator]:
+        """The epoch's examples not trained on under an earlier layout, in shuffled order, and the epoch's RNG."""
         rng = np.random.default_rng(self.seed + self.epoch)
         order = rng.permutation(len(self.lengths))
+        for size, world, done in self.earlier:
+            trained = self.cut(order, size, world, rng)[:done]
+            if trained:
+                order = order[~np.isin(order, np.concatenate(trained))]
+        return order, rng
+
+    def cut(self, order: np.ndarray, size: int, world: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """`order` as shuffled global batches of `size` similar-length examples."""
         batches = []
-        for start in range(0, len(order), self.size * POOL):
-            pool = order[start : start + self.size * POOL]
+        for start in range(0, len(order), size * POOL):
+            pool = order[start : start + size * POOL]
             pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches += [pool[i : i + self.size] for i in range(0, len(pool), self.size)]
+            batches += [pool[i : i + size] for i in range(0, len(pool), size)]
         # A tail smaller than the world would leave some rank without an example: dropped this epoch.
-        return [batches[i] for i in rng.permutation(len(batches)) if len(batches[i]) >= self.world]
+        return [batches[i] for i in rng.permutation(len(batches)) if len(batches[i]) >= world]
+
+    def global_batches(self) -> list[np.ndarray]:
+        order, rng = self.remaining()
+        return self.cut(order, self.size, self.world, rng)
 
     def __iter__(self):
         for batch in self.global_batches():
@@ -45,10 +71,31 @@ class BucketBatchSampler:
                 yield part.tolist()
 
     def __len__(self) -> int:
-        full_pools, rest = divmod(len(self.lengths), self.size * POOL)
+        examples = len(self.remaining()[0]) if self.earlier else len(self.lengths)
+        full_pools, rest = divmod(examples, self.size * POOL)
         count = full_pools * POOL + math.ceil(rest / self.size)
         tail = rest % self.size
         return (count - (0 < tail < self.world)) * self.world
+
+
+def planned_steps(step: int, batches_left: int, epoch_batches: int, epochs_after: int, grad_accum: int,
+                  max_steps: int) -> int:
+    """Optimizer steps a run will have taken at its end: `step` so far, then those of the `batches_left`
+    per-process batches of this epoch and of `epochs_after` whole epochs (a partial accumulation steps too)."""
+    total = step + math.ceil(batches_left / grad_accum) + epochs_after * math.ceil(epoch_batches / grad_accum)
+    return min(total, max_steps) if max_steps else total
+
+
+@dataclass
+class Schedule:
+    """LambdaLR's factor by optimizer step; `total` is planned again when a resume changes the steps left."""
+
+    warmup: int
+    total: int
+    kind: str
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.warmup, self.total, self.kind)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:

@@ -184,8 +184,9 @@ def _optimizer_tensors(tensors: dict[str, torch.Tensor]) -> dict[int, dict[str, 
 
 
 def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            scaler: Any, rank: int) -> None:
-    """Load weights, optimizer, scheduler, GradScaler and this process's random states."""
+            scaler: Any, rank: int) -> bool:
+    """Load weights, optimizer, scheduler and GradScaler (global: the same on every rank), and this process's
+    random states; False if the checkpoint has none for `rank` (it was written by fewer processes)."""
     try:
         model.load_state_dict(checkpoint.model)
         groups, current = checkpoint.optimizer["param_groups"], optimizer.state_dict()["param_groups"]
@@ -197,12 +198,12 @@ def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.opt
         scheduler.load_state_dict({**counters, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         if scaler is not None and checkpoint.scaler is not None:
             scaler.load_state_dict(conform(scaler.state_dict(), checkpoint.scaler, "scaler.json"))
-        if rank not in checkpoint.rng:
-            raise ArtifactError(f"rng-{rank}.json is missing")
-        _restore_rng(checkpoint.rng[rank])
+        if rank in checkpoint.rng:
+            _restore_rng(checkpoint.rng[rank])
     except (ArtifactError, *RESTORE_ERRORS) as exc:
         detail = " ".join(str(exc).split())  # torch's load_state_dict errors span lines
         raise ArtifactError(f"checkpoint {checkpoint.path} does not fit this run: {detail}") from None
+    return rank in checkpoint.rng
 
 
 def conform(template: dict[str, Any], saved: Any, where: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, skip_first_batches
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from trainer.batching import BucketBatchSampler
+from trainer.batching import BucketBatchSampler, Schedule, planned_steps
 from trainer.checkpoint import (
     STATE_FILE,
     Checkpoint,
@@ -38,7 +39,7 @@ from trainer.checkpoint import (
     write_training_state,
 )
 from trainer.core.config import TrainConfig
-from trainer.core.errors import ConfigError, TrainingError
+from trainer.core.errors import ArtifactError, ConfigError, TrainingError
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.plots import end_torn_line
 from trainer.core.preprocess import Vocabs
@@ -69,7 +70,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 class RunLog:
-    """RUN_DIR/logs/metrics.jsonl (one JSON object per event) and TensorBoard scalars; main process only."""
+    """RUN_DIR/logs/metrics.jsonl (one JSON object per event) and the tracker's scalars; main process only."""
 
     def __init__(self, accelerator: Accelerator, path: Path, fresh: bool) -> None:
         self.accelerator, self.path = accelerator, path
@@ -98,11 +99,12 @@ class Parts:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: Schedule  # the scheduler's LR factor; its `total` is the steps the run plans to take
     train_loader: DataLoader
-    sampler: BucketBatchSampler  # the train loader's; its `epoch` picks the batch order
+    sampler: BucketBatchSampler  # the train loader's; `start_epoch` picks the batch order
     eval_loaders: dict[str, DataLoader]  # dev, and test where the data has it
     labels: list[str]
-    total_steps: int
+    epoch_batches: int  # per-process batches in a whole epoch
     vocabs: Vocabs
     data: dict[str, EncodedSplit]  # every non-empty split, encoded
 
@@ -113,7 +115,10 @@ class TrainState:
 
     step: int = 0  # optimizer steps
     epoch: int = 0
-    batches_in_epoch: int = 0  # per-process batches of `epoch` already trained on
+    batches_in_epoch: int = 0  # per-process batches of `epoch` already trained on, in the current layout
+    global_batch: int = 0  # the layout's examples per global batch: batch_size x processes
+    # This epoch's layouts before a resume changed it: [global batch, processes, batches trained on] each.
+    earlier_layouts: list = field(default_factory=list)
     best_metric: float = -1.0
     best_step: int = 0
     best_dev: dict = field(default_factory=dict)
@@ -126,6 +131,20 @@ class TrainState:
     last_save_step: int = -1
 
 
+def check_layouts(state: TrainState, world: int, examples: int, where: str) -> None:
+    """The sampler's layouts from a checkpoint: a crafted one must not reach numpy as a bad batch size, nor
+    make the sampler replay more layouts than the epoch has examples (each trained on at least one batch)."""
+    layouts = [[state.global_batch, world, state.batches_in_epoch], *state.earlier_layouts]
+    for i, layout in enumerate(layouts):
+        if not (isinstance(layout, list) and len(layout) == 3 and all(type(x) is int for x in layout)
+                and 1 <= layout[1] <= layout[0] and layout[2] >= (1 if i else 0)):
+            raise ArtifactError(f"{where}: bad sampler layout {layout!r}; expected [global batch >= processes >= 1, "
+                                "batches trained on >= 1 (>= 0 for the last)]")
+    # Every batch a layout trained on held at least one example per process.
+    if sum(world_ * done for _, world_, done in layouts) > examples:
+        raise ArtifactError(f"{where}: the sampler layouts account for more than the {examples} training examples")
+
+
 class Trainer:
     def __init__(self, accelerator: Accelerator, parts: Parts, cfg: TrainConfig, task: str,
                  run_dir: Path, identity: dict[str, Any], log: RunLog) -> None:
@@ -133,7 +152,7 @@ class Trainer:
             accelerator, parts, cfg, task, run_dir, identity, log)
         self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
         self.input_names = accelerator.unwrap_model(self.model).input_names
-        self.state = TrainState()
+        self.state = TrainState(global_batch=cfg.batch_size * accelerator.num_processes)
         self.best: dict[str, torch.Tensor] | None = None  # CPU copy of the best weights, on every process
         self.window = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, count, tokens
         self.window_seconds = 0.0
@@ -143,13 +162,13 @@ class Trainer:
         """Train until a stop condition holds; return which."""
         acc, cfg, state, parts = self.accelerator, self.cfg, self.state, self.parts
         session_start = state.step
-        bar = tqdm(total=parts.total_steps, initial=session_start, unit="step", dynamic_ncols=True, mininterval=1.0,
+        bar = tqdm(total=parts.schedule.total, initial=session_start, unit="step", dynamic_ncols=True, mininterval=1.0,
                    disable=not acc.is_main_process)
         try:
             reason = self.stop_reason(session_start)  # a resumed run may have nothing left to do
             while reason is None:  # one epoch
-                parts.sampler.epoch = state.epoch
-                loader = parts.train_loader
+                parts.sampler.start_epoch(state.epoch, state.earlier_layouts)
+                loader, epoch_batches = parts.train_loader, len(parts.train_loader)
                 if state.batches_in_epoch:  # resumed mid-epoch: the same batch order, minus what was trained on
                     loader = skip_first_batches(loader, state.batches_in_epoch)
                 clock = time.perf_counter()
@@ -170,9 +189,9 @@ class Trainer:
                     state.batches_in_epoch += 1
                     state.train_seconds += time.perf_counter() - clock
                     if acc.sync_gradients:
-                        epoch_end = state.batches_in_epoch == len(parts.train_loader)
+                        epoch_end = state.batches_in_epoch == epoch_batches
                         if epoch_end:
-                            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+                            state.epoch, state.batches_in_epoch, state.earlier_layouts = state.epoch + 1, 0, []
                         bar.update(1)
                         if state.step % cfg.log_every == 0:
                             loss, tokens_per_s = self.flush_window()
@@ -268,7 +287,7 @@ class Trainer:
             acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
             if acc.is_main_process:
                 write_manifest(tmp, {"trainer": dataclasses.asdict(state), **self.identity,
-                                     "accelerator_step": acc.step})
+                                     "world_size": acc.num_processes, "accelerator_step": acc.step})
                 publish(tmp, final)
                 for old in list_checkpoints(root)[: -self.cfg.keep_checkpoints]:
                     discard(old)
@@ -285,14 +304,52 @@ class Trainer:
             if saved.get(key) != value:
                 raise ConfigError(f"--resume {path}: the checkpoint's {key} is {saved.get(key)!r} but this run's is "
                                   f"{value!r}; resume with the same settings, or train into a new --out")
-        trainer = conform(dataclasses.asdict(TrainState()), saved["trainer"], f"{path / STATE_FILE} 'trainer'")
+        where = f"{path / STATE_FILE} 'trainer'"
+        trainer = conform(dataclasses.asdict(TrainState()), saved["trainer"], where)
         acc = self.accelerator
-        restore(checkpoint, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler,
-                acc.process_index)
+        if not restore(checkpoint, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler,
+                       acc.process_index):
+            # A rank the checkpoint did not have: a fresh stream from seed + rank, as a new run's.
+            set_seed(self.cfg.seed, device_specific=True)
         acc.step = saved["accelerator_step"]  # gradient accumulation's batch counter, as load_state set it
         self.state = TrainState(**trainer)
+        check_layouts(self.state, saved["world_size"], len(self.parts.sampler.lengths), where)
+        if (self.state.global_batch, saved["world_size"]) != (self.cfg.batch_size * acc.num_processes,
+                                                              acc.num_processes):
+            self.relayout(saved["world_size"])
+        self.plan()
         self.window_seconds = self.state.train_seconds
         self.best = checkpoint.best
+
+    def relayout(self, saved_world: int) -> None:
+        """Resume another layout's checkpoint (world size or batch size changed): same epoch, and the
+        examples it had not trained on yet this epoch cut into batches of this layout."""
+        state, acc, sampler = self.state, self.accelerator, self.parts.sampler
+        old_batch, world = state.global_batch // saved_world, acc.num_processes
+        if state.batches_in_epoch:
+            state.earlier_layouts.append([state.global_batch, saved_world, state.batches_in_epoch])
+        state.batches_in_epoch, state.global_batch = 0, self.cfg.batch_size * world
+        sampler.start_epoch(state.epoch, state.earlier_layouts)
+        left = len(sampler.remaining()[0])
+        if len(sampler) == 0:  # fewer examples left than processes: the epoch is over
+            state.epoch, state.earlier_layouts = state.epoch + 1, []
+        message = (f"resuming a {saved_world}-process checkpoint (batch {old_batch}) with {world} "
+                   f"process{'es' if world > 1 else ''} (batch {self.cfg.batch_size}): same epoch and sample "
+                   f"position, data re-sharded; results are not bit-identical to an uninterrupted run "
+                   f"(exact only at the same world size and batch size)")
+        if acc.is_main_process:
+            print(f"train: {message}", file=sys.stderr)
+        self.log("relayout", state.step, message=message, epoch=state.epoch, examples_left_in_epoch=left,
+                 from_world_size=saved_world, from_batch_size=old_batch)
+
+    def plan(self) -> None:
+        """The steps this run will take, from where the checkpoint left off (the LR decays to 0 there)."""
+        state, parts = self.state, self.parts
+        parts.sampler.start_epoch(state.epoch, state.earlier_layouts)
+        left = len(parts.train_loader) - state.batches_in_epoch if state.epoch < self.cfg.epochs else 0
+        parts.schedule.total = planned_steps(state.step, left, parts.epoch_batches,
+                                             max(0, self.cfg.epochs - state.epoch - 1), self.cfg.grad_accum,
+                                             self.cfg.max_steps)
 
     def finish(self, reason: str) -> dict[str, Any]:
         """Last dev score and checkpoint, then test metrics of the best weights (left in the model)."""

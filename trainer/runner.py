@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,10 +18,10 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 
 from trainer.artifact import save_artifact
-from trainer.batching import BucketBatchSampler, lr_factor
+from trainer.batching import BucketBatchSampler, Schedule, planned_steps
 from trainer.checkpoint import Checkpoint
 from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
-from trainer.core.errors import DataError
+from trainer.core.errors import ConfigError, DataError
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
 from trainer.launchers import check_shared_run_dir, nodes
 from trainer.loop import Parts, RunLog, Trainer
@@ -79,24 +77,25 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
     # Its own generator: starting an epoch then draws nothing from the global (dropout) RNG, so a
     # resumed run's random stream matches an uninterrupted one.
     train = DataLoader(data["train"], batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
-    steps_per_epoch = math.ceil(len(sampler) // accelerator.num_processes / cfg.grad_accum)
-    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
+    epoch_batches = len(sampler) // accelerator.num_processes
+    schedule = Schedule(cfg.warmup_steps, planned_steps(0, epoch_batches, epoch_batches, cfg.epochs - 1,
+                                                        cfg.grad_accum, cfg.max_steps), cfg.schedule)
     # Stepped by hand once per optimizer step rather than prepared: a prepared scheduler steps once per
     # process, which would bend the schedule with the world size. trainer.checkpoint saves its counters.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, warmup=cfg.warmup_steps, total=total_steps, schedule=cfg.schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     names = [name for name in ("dev", "test") if name in data]
     model, optimizer, train, *loaders = accelerator.prepare(
         model, optimizer, train, *(eval_loader(data[n], collate, cfg.eval_batch_size) for n in names))
-    return Parts(model, optimizer, scheduler, train, sampler, dict(zip(names, loaders, strict=True)), labels,
-                 total_steps, vocabs, data)
+    return Parts(model, optimizer, scheduler, schedule, train, sampler, dict(zip(names, loaders, strict=True)),
+                 labels, epoch_batches, vocabs, data)
 
 
 def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
     """Build, resume if asked, train, and write the release model (unless a session limit stopped it)."""
     cfg, precision = job.train, job.precision
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision.mode,
-                              gradient_accumulation_steps=cfg.grad_accum, log_with="tensorboard",
+                              gradient_accumulation_steps=cfg.grad_accum,
+                              log_with=None if cfg.report_to == "none" else cfg.report_to,
                               project_dir=str(job.run_dir / "logs"))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -111,8 +110,7 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
         run_lstms_in_float32(accelerator.unwrap_model(parts.model))
         accelerator.print(f"train: {precision.note}")
     identity = {"task": job.task, "model": to_dict(job.model), "preprocess": to_dict(job.preprocess),
-                "vocab_sha256": hashlib.sha256(json.dumps(parts.vocabs.to_json()).encode()).hexdigest(),
-                "world_size": accelerator.num_processes}
+                "vocab_sha256": hashlib.sha256(json.dumps(parts.vocabs.to_json()).encode()).hexdigest()}
     log = RunLog(accelerator, job.run_dir / "logs" / "metrics.jsonl", fresh=job.checkpoint is None)
     trainer = Trainer(accelerator, parts, cfg, job.task, job.run_dir, identity, log)
     if job.checkpoint is not None:
@@ -138,18 +136,35 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
 
 def announce(accelerator: Accelerator, job: Job, trainer: Trainer, log: RunLog, examples: dict[str, int],
              skipped: dict[str, int]) -> None:
-    """The run's settings: TensorBoard's hyperparameters, one line on stdout and the `start` event."""
+    """The run's settings: the tracker's parameters, one line on stdout and the `start` event."""
     precision, checkpoint = job.precision, job.checkpoint
-    accelerator.init_trackers("tensorboard", config=to_dict(job.train) | to_dict(job.model))
+    start_trackers(accelerator, job)
     accelerator.print(f"train: {job.task} on {job.data}, world size {accelerator.num_processes} "
                       f"({accelerator.distributed_type.value} on {accelerator.device}), mixed precision "
                       f"{precision.mode}, examples {examples}, skipped {skipped or 'none'}, "
-                      f"{trainer.parts.total_steps} steps"
+                      f"{trainer.parts.schedule.total} steps"
                       + (f", resuming at step {trainer.state.step}" if checkpoint is not None else ""))
     log("start", trainer.state.step, task=job.task, data=job.data, world_size=accelerator.num_processes,
         mixed_precision=precision.mode, lstm_precision=precision.lstm, examples=examples, skipped=skipped,
         resumed_from=str(checkpoint.path) if checkpoint is not None else None,
         config={"model": to_dict(job.model), "preprocess": to_dict(job.preprocess), "train": to_dict(job.train)})
+
+
+def start_trackers(accelerator: Accelerator, job: Job) -> None:
+    """--report_to's tracker (main process), the config as its parameters. TensorBoard's project is its folder
+    under RUN_DIR/logs; mlflow's experiment and wandb's project are named after the task, the run after RUN_DIR."""
+    tracker = job.train.report_to
+    project = "tensorboard" if tracker == "tensorboard" else f"seqlstm-{job.task}"
+    names = {"mlflow": {"run_name": job.run_dir.name}, "wandb": {"name": job.run_dir.name,
+                                                                 "dir": str(job.run_dir / "logs")}}
+    try:
+        accelerator.init_trackers(project, config=to_dict(job.train) | to_dict(job.model), init_kwargs=names)
+    except Exception as exc:
+        # The tracker refusing its settings (mlflow: a tracking URI this install cannot use) is the user's to
+        # fix, as one line; anything else stays a bug with its traceback.
+        if type(exc).__module__.split(".")[0] != tracker:
+            raise
+        raise ConfigError(f"--report_to {tracker}: {' '.join(str(exc).split())}") from None
 
 
 def release(accelerator: Accelerator, job: Job, trainer: Trainer, reason: str, examples: dict[str, int],

@@ -13,6 +13,7 @@ Accelerator picks the world up from the environment (gloo on CPU, nccl on GPUs).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from trainer.core.cli import Parser
 from trainer.core.config import (
     MODEL_CONFIGS,
+    REPORT_TO,
     TASKS,
     PreprocessConfig,
     TrainConfig,
@@ -66,6 +68,21 @@ def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig
     train.epochs = train.epochs or TASK_EPOCHS[args.task]
     check_config(model, preprocess, train)
     return args, model, preprocess, train
+
+
+# --report_to's package, and how to get it: accelerate would silently log to nothing without it.
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
+                    "mlflow": ("mlflow", "pip install -e '.[mlflow]' (mlflow-skinny)"),
+                    "wandb": ("wandb", "pip install wandb")}
+
+
+def check_tracker(report_to: str) -> None:
+    """The tracker's package is importable (looked up, not imported: no seconds spent, no torch)."""
+    if report_to in TRACKER_PACKAGES:
+        module, install = TRACKER_PACKAGES[report_to]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"--report_to {report_to} needs the {module} package, which is not installed: "
+                              f"{install}, or pick another --report_to ({', '.join(REPORT_TO)})")
 
 
 def find_checkpoint(resume: str | None, run_dir: Path) -> Checkpoint | None:
@@ -130,6 +147,7 @@ def load_splits(spec: str, task: str, skip_bad_lines: bool) -> tuple[dict[str, S
 
 def main(argv: list[str]) -> int:
     args, model_config, preprocess, cfg = parse_args(argv)
+    check_tracker(cfg.report_to)
     check_launch()  # before seconds of imports: accelerate's one-process CPU launch of "N" processes
     # Only now, with the arguments checked: importing torch and accelerate takes seconds.
     import torch

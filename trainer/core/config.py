@@ -24,6 +24,7 @@ TASKS = ("tagger", "sentiment")
 POOLINGS = ("last", "max")
 SCHEDULES = ("linear", "cosine", "constant")  # the LR after warmup (trainer/batching.py lr_factor)
 MIXED_PRECISION = ("", "no", "fp16", "bf16")
+REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")  # accelerate trackers for the metrics; none: metrics.jsonl only
 INT_MAX = 2**31 - 1  # every int field's ceiling unless it declares one: larger values overflow numpy/torch's C ints
 # Ceilings far above anything that trains on one machine, so that a typo or a crafted config.json cannot
 # overflow torch's size arithmetic or spin up a million modules before a shape check could object.
@@ -101,6 +102,7 @@ class TrainConfig:
     session_steps: int = rule(0, min=0)  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
     threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process (torch.set_num_threads); 0: default
     init_embeddings: str = ""  # RUN_DIR/embeddings from `python -m trainer pretrain`: initial word vectors
+    report_to: str = rule("tensorboard", choices=REPORT_TO)  # the tracker that also gets the metrics (README "Trackers")
 
 
 @dataclass
