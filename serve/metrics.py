@@ -8,6 +8,7 @@ uvicorn answers past `--limit-concurrency` before the app runs: those 503s are i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+CANCELLED_BODY = b'{"error":"the server is shutting down and --drain-timeout has passed; retry"}'
 
 
 class Metrics:
@@ -54,15 +56,24 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 500  # what the client gets when the app fails before it starts a reply
+        started_reply = False
 
         async def send_and_note(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, started_reply
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_reply = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when --drain-timeout passes: say so rather than a traceback and 500.
+            if started_reply:
+                raise
+            status = 503
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": CANCELLED_BODY})
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "other")
