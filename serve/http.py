@@ -75,11 +75,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, made here so that the banner can name the port that `--port 0` got."""
     try:
         family = socket.AF_INET if host == "" else socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and without it
+        # Nagle's algorithm holds each reply's body (written after its headers) for the client's delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except OSError as exc:
         raise ConfigError(f"cannot listen on --host {host!r} --port {port} ({exc.strerror or exc})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on --host {host!r} --port {port} ({exc.strerror or exc})") from None
+    return sock
 
 
 def announce(requested_host: str, address: tuple[Any, ...], model: ServingModel) -> None:

@@ -275,10 +275,11 @@ class InProcessServer:
         import uvicorn
 
         from serve.app import Service, create_app
+        from serve.http import listen
         from serve.metrics import Metrics
 
         self.service = Service(model, batcher, Metrics(), "tagger")
-        sock = socket.create_server(("127.0.0.1", 0))
+        sock = listen("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(create_app(self.service), log_level="warning", lifespan="off", **uvicorn_options)
         self.server = uvicorn.Server(config)

@@ -152,3 +152,20 @@ def test_drain_timeout_bounds_the_drain(start) -> None:
         assert not srv.thread.is_alive() and time.monotonic() - began < 3
         status, body = reply.result()
         assert status == 503 and b"--drain-timeout has passed" in body
+
+
+def test_replies_are_not_held_back_by_nagle(start) -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without it every keep-alive reply's
+    body waited ~40 ms for the client's delayed ACK (measured: /health took 44 ms instead of 0.5 ms)."""
+    srv = start(0.0)
+    with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        gaps = []
+        for _ in range(5):
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            got, first = b"", None
+            while not got.endswith(b'"alive"}'):
+                got += sock.recv(65536)
+                first = first or time.perf_counter()
+            gaps.append(time.perf_counter() - first)
+    assert sorted(gaps)[2] < 0.02, gaps  # headers and body together, not 40 ms apart
