@@ -17,6 +17,9 @@ from helpers import REPO, Server, env, one_line_error, serve
 
 from trainer.core.preprocess import tokenize
 
+# Not for the fast tier: each test starts `serve http` subprocesses (the ASGI stack takes seconds to import).
+pytestmark = pytest.mark.trains
+
 
 @pytest.fixture(scope="module")
 def tagger(runs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
