@@ -14,7 +14,7 @@ from trainer.core.cli import Parser, run_cli
 
 COMMANDS = {
     "predict": (predict, "JSON Lines predictions for a file or stdin, one line in, one object out"),
-    "http": (http, "a small JSON API: POST /predict, GET /health, GET /metadata"),
+    "http": (http, "an HTTP service: JSON API, Open Inference Protocol (KServe v2), health, metrics"),
     "bench": (bench, "throughput and latency per batch size: onnxruntime fp32/int8, torch eager"),
 }
 

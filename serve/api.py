@@ -7,7 +7,7 @@ wrong types, or text that is not valid Unicode (a lone surrogate such as `"\\ud8
 but cannot be encoded, so it is refused here, naming `texts[i]` or `tokens[i][j]`); 411 for a
 missing Content-Length; 413 for a body over `MAX_BODY_BYTES`; 422 over a limit (texts per request,
 characters per text, tokens per text = the model's max_tokens; the API rejects rather than
-truncates, unlike `predict`). 503 means the model cannot answer now (see `serve.http`).
+truncates, unlike `predict`). 503 means the model cannot answer now (see `serve.batcher`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from serve.runtime import Item, ServingModel
 MAX_BODY_BYTES = 1 << 20
 MAX_TEXTS = 256
 MAX_TEXT_CHARS = 10_000
+DRAIN_LIMIT_BYTES = 16 << 20  # an oversized body up to this is read and dropped, so the 413 arrives cleanly
 SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -69,6 +70,17 @@ def check_unicode(where: str, text: str) -> None:
                             f"at character {found.start()}")
 
 
+def limits(model: ServingModel) -> dict[str, int]:
+    """What `GET /metadata` says a request may hold."""
+    return {"max_body_bytes": MAX_BODY_BYTES, "max_texts": MAX_TEXTS, "max_text_chars": MAX_TEXT_CHARS,
+            "max_tokens": model.max_tokens}
+
+
+def encode_json(body: Any) -> bytes:
+    """A reply body: compact UTF-8 JSON (the same bytes from every server)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def parse_request(body: bytes, model: ServingModel) -> list[Item]:
     """The request body -> model items, or an ApiError saying what is wrong with it."""
     data = decode_json(body)
@@ -77,32 +89,41 @@ def parse_request(body: bytes, model: ServingModel) -> list[Item]:
     (key, value), = data.items()
     if not isinstance(value, list):
         raise ApiError(400, f'"{key}" must be a list')
-    if len(value) > MAX_TEXTS:
-        raise ApiError(422, f'"{key}" has {len(value)} entries; the limit is {MAX_TEXTS} per request')
+    return prepare_items(key, value, model)
+
+
+def prepare_items(key: str, values: list[Any], model: ServingModel, where: str | None = None) -> list[Item]:
+    """`values` as "texts" or "tokens" (lists of tokens) -> items, under the API's limits.
+
+    `where` names the values in messages (the Open Inference Protocol's input is not called "texts").
+    """
+    where = where or key
+    if len(values) > MAX_TEXTS:
+        raise ApiError(422, f'"{where}" has {len(values)} entries; the limit is {MAX_TEXTS} per request')
     if key == "texts":
-        return [prepare_text(i, text, model) for i, text in enumerate(value)]
+        return [prepare_text(f"{where}[{i}]", text, model) for i, text in enumerate(values)]
     if model.task != "tagger":
         raise ApiError(422, f'"tokens" input needs a tagger model; this is a {model.task} model: send "texts"')
-    return [prepare_tokens(i, tokens, model) for i, tokens in enumerate(value)]
+    return [prepare_tokens(f"{where}[{i}]", tokens, model) for i, tokens in enumerate(values)]
 
 
-def prepare_text(i: int, text: Any, model: ServingModel) -> Item:
+def prepare_text(where: str, text: Any, model: ServingModel) -> Item:
     if not isinstance(text, str):
-        raise ApiError(400, f"texts[{i}] must be a string; got {type(text).__name__}")
+        raise ApiError(400, f"{where} must be a string; got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
-        raise ApiError(422, f"texts[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    check_unicode(f"texts[{i}]", text)
+        raise ApiError(422, f"{where} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    check_unicode(where, text)
     item = model.prepare_text(text)
     if item.truncated:
-        raise ApiError(422, f"texts[{i}] has more than max_tokens={model.max_tokens} tokens")
+        raise ApiError(422, f"{where} has more than max_tokens={model.max_tokens} tokens")
     return item
 
 
-def prepare_tokens(i: int, tokens: Any, model: ServingModel) -> Item:
+def prepare_tokens(where: str, tokens: Any, model: ServingModel) -> Item:
     if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
-        raise ApiError(400, f"tokens[{i}] must be a list of non-empty strings")
+        raise ApiError(400, f"{where} must be a list of non-empty strings")
     if len(tokens) > model.max_tokens:
-        raise ApiError(422, f"tokens[{i}] has {len(tokens)} tokens; the limit is max_tokens={model.max_tokens}")
+        raise ApiError(422, f"{where} has {len(tokens)} tokens; the limit is max_tokens={model.max_tokens}")
     for j, token in enumerate(tokens):
-        check_unicode(f"tokens[{i}][{j}]", token)
+        check_unicode(f"{where}[{j}]", token)
     return model.prepare_tokens(tokens)

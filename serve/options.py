@@ -25,6 +25,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "texts": (1, 10_000_000),
     "min_seconds": (0, 3_600),
     "seed": (0, 2**32 - 1),
+    "max_queue": (1, 1_000_000),
+    "limit_concurrency": (1, 1_000_000),
+    "keep_alive": (0.1, 3_600),
+    "drain_timeout": (0, 3_600),
 }
 
 

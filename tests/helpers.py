@@ -252,3 +252,48 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# ---- serve http in-process (a stand-in model behind the real server) ---------------------------
+
+class InProcessServer:
+    """A real `serve http` server on 127.0.0.1 in a thread of this process, around `batcher`:
+    kind "asgi" (FastAPI on uvicorn, `uvicorn_options` passed to its Config) or "stdlib"."""
+
+    def __init__(self, kind: str, model: object, batcher: object, **uvicorn_options: object) -> None:
+        self.kind = kind
+        if kind == "stdlib":
+            from serve.stdlib_http import Server as StdlibServer
+
+            self.server = StdlibServer(("127.0.0.1", 0), model, batcher)
+            self.port = self.server.server_address[1]
+            self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+            self.thread.start()
+            return
+        import time
+
+        import uvicorn
+
+        from serve.app import Service, create_app
+        from serve.http import listen
+        from serve.metrics import Metrics
+
+        self.service = Service(model, batcher, Metrics(), "tagger")
+        sock = listen("127.0.0.1", 0)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(create_app(self.service), log_level="warning", lifespan="off", **uvicorn_options)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.server.started, "uvicorn did not start"
+
+    def stop(self) -> None:
+        if self.kind == "stdlib":
+            self.server.shutdown()
+            self.server.server_close()
+        else:
+            self.server.should_exit = True
+            self.thread.join(timeout=30)

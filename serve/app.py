@@ -1,0 +1,192 @@
+"""The ASGI app (FastAPI) of `serve http`: the JSON API, health, metrics and the Open Inference Protocol.
+
+    POST /predict        {"texts": [...]} or {"tokens": [[...], ...]} (tagger) -> {"results": [...]}
+    GET  /health         200 {"status": "ok", "task"} while the batcher runs, else 503 with the reason
+    GET  /health/live    200 while the process answers at all (a liveness probe)
+    GET  /health/ready   200 while the batcher runs, the model is loaded and no drain has begun, else 503
+    GET  /metadata       task, labels, input names, onnx sha256, limits
+    GET  /metrics        Prometheus text (serve.metrics)
+    /v2/...              the Open Inference Protocol (serve.v2)
+    GET  /docs, /openapi.json   generated from the pydantic models below
+
+The request rules and every 4xx are `serve.api`'s, the same as the standard-library server's: the body
+is read and checked by `serve.api`, not by pydantic (whose 422s would change the API's statuses and
+messages), so the pydantic models only document the API. Errors are `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from serve import v2
+from serve.api import (
+    DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS, ApiError, content_length, encode_json, limits, parse_request,
+)
+from serve.batcher import MicroBatcher
+from serve.metrics import METRICS_CONTENT_TYPE, AccessLog, Metrics
+from serve.runtime import ServingModel
+
+INLINE_PARSE_BYTES = 16 << 10  # a body up to this is parsed on the event loop; a larger one in a thread
+T = TypeVar("T")
+
+
+class PredictTexts(BaseModel):
+    texts: list[str] = Field(max_length=MAX_TEXTS, description=f"raw texts, up to {MAX_TEXT_CHARS} characters each")
+
+
+class PredictTokens(BaseModel):
+    tokens: list[list[str]] = Field(max_length=MAX_TEXTS, description="pre-tokenized sentences (tagger only)")
+
+
+class TaggerResult(BaseModel):
+    tokens: list[str]
+    tags: list[str]
+
+
+class SentimentResult(BaseModel):
+    label: Literal["positive", "negative"] | None = Field(description="null for an empty text")
+    prob_positive: float | None
+
+
+class PredictResponse(BaseModel):
+    results: list[TaggerResult | SentimentResult]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 411, 413, 422, 503)}
+
+
+@dataclass
+class Service:
+    """What the routes share: the model, its batcher, the metrics, and whether a drain has begun."""
+
+    model: ServingModel
+    batcher: MicroBatcher
+    metrics: Metrics
+    model_name: str
+    draining: bool = False
+    metadata: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metadata = {**self.model.describe(), "limits": limits(self.model)}
+
+    def not_ready(self) -> str | None:
+        """None while requests are served, else why not."""
+        if self.draining:
+            return "draining: the server is shutting down"
+        return self.batcher.health()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(encode_json(body), status, headers, media_type="application/json")
+
+
+async def read_body(request: Request) -> bytes:
+    """The body under the API's rules: Content-Length required, at most MAX_BODY_BYTES."""
+    if "chunked" in request.headers.get("transfer-encoding", "").lower():
+        raise ApiError(411, "chunked bodies are not supported; send Content-Length")
+    length = content_length(request.headers.get("content-length"))
+    if length > MAX_BODY_BYTES:
+        if length <= DRAIN_LIMIT_BYTES:
+            async for _ in request.stream():
+                pass
+        raise ApiError(413, f"body of {length} bytes; the limit is {MAX_BODY_BYTES}")
+    return await request.body()
+
+
+async def parse(parse_fn: Callable[[bytes, ServingModel], T], body: bytes, model: ServingModel) -> T:
+    """`parse_fn(body, model)`: on the event loop for a small body (cheaper than a thread hop), in a
+    worker thread for a large one (tokenizing it would stall every other request)."""
+    if len(body) <= INLINE_PARSE_BYTES:
+        return parse_fn(body, model)
+    return await run_in_threadpool(parse_fn, body, model)
+
+
+def create_app(service: Service) -> Any:
+    """The FastAPI app wrapped in the access-log and metrics middleware."""
+    app = FastAPI(title="seqlstm", summary=f"{service.model.task} model {service.model_name}",
+                  version=service.model.onnx_sha256[:12])
+    model, batcher = service.model, service.batcher
+
+    @app.post("/predict", response_model=None, responses={200: {"model": PredictResponse}, **ERRORS},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "oneOf": [PredictTexts.model_json_schema(), PredictTokens.model_json_schema()]}}}}})
+    async def predict(request: Request) -> Response:
+        """The same objects `python -m serve predict` writes, one per input, in order."""
+        items = await parse(parse_request, await read_body(request), model)
+        return json_response({"results": await batcher.submit_async(items)})
+
+    @app.get("/health", response_model=None)
+    async def health() -> Response:
+        reason = batcher.health()
+        if reason is not None:
+            return json_response({"status": "unavailable", "reason": reason, "task": model.task}, 503)
+        return json_response({"status": "ok", "task": model.task})
+
+    @app.get("/health/live", response_model=None)
+    async def live() -> Response:
+        return json_response({"status": "alive"})
+
+    @app.get("/health/ready", response_model=None)
+    async def ready() -> Response:
+        reason = service.not_ready()
+        if reason is not None:
+            return json_response({"status": "not ready", "reason": reason}, 503)
+        return json_response({"status": "ready"})
+
+    @app.get("/metadata", response_model=None)
+    async def metadata() -> Response:
+        return json_response(service.metadata)
+
+    @app.get("/metrics", response_model=None)
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    app.include_router(v2.router(service, read_body, parse))
+    add_error_handlers(app)
+    service.metrics.watch_queue(lambda: batcher.pending)
+    return AccessLog(app, service.metrics)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    known = sorted([*app.openapi()["paths"], "/docs", "/openapi.json"])
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        # A 413 leaves the rest of an oversized body unread: the connection cannot carry another request.
+        return json_response({"error": exc.message}, exc.status, {"Connection": "close"} if exc.status == 413 else None)
+
+    @app.exception_handler(HTTPException)
+    async def routing_error(request: Request, exc: HTTPException) -> Response:
+        path, headers = request.url.path, exc.headers or {}
+        if exc.status_code == 404:
+            message = f"unknown path {path!r}; known: {', '.join(known)}"
+        elif exc.status_code == 405:
+            message = f"{path} accepts {headers.get('Allow', '?')}, not {request.method}"
+        else:
+            message = str(exc.detail)
+        return json_response({"error": message}, exc.status_code, headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        print(f"{request.client.host if request.client else '-'} - client went away before its request was read",
+              file=sys.stderr)
+        return json_response({"error": "client went away"}, 400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        traceback.print_exception(exc, file=sys.stderr)
+        return json_response({"error": "internal server error (logged by the server)"}, 500)
