@@ -25,6 +25,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "texts": (1, 10_000_000),
     "min_seconds": (0, 3_600),
     "seed": (0, 2**32 - 1),
+    "progress_every": (0, 86_400),
+    "workers": (1, 4096),
+    "threads_per_worker": (1, 1024),
 }
 
 
