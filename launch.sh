@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
+# What setup installs: everything the tests exercise (pip install .[serve] alone is the small runtime).
+EXTRAS=".[train,serve,server,ray,mlflow,dev]"
 PY="$VENV/bin/python"
 
 usage() {
@@ -54,9 +56,9 @@ setup() {
     echo "setup: installing $torch_spec and the project into $VENV" >&2
     "$PY" -m pip install -q --disable-pip-version-check "$torch_spec" numpy 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$PY" -c 'import torch' || { echo "setup: torch failed to install ($torch_spec)" >&2; exit 1; }
-    "$PY" -m pip install -q --disable-pip-version-check -e '.[train,serve,server,dev,mlflow]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    "$PY" -m pip install -q --disable-pip-version-check -e "$EXTRAS" 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$PY" -c 'import trainer, export, serve, accelerate, onnxruntime, pytest' \
-        || { echo "setup: project install failed; rerun with output: $PY -m pip install -e '.[train,serve,server,dev,mlflow]'" >&2; exit 1; }
+        || { echo "setup: project install failed; rerun with output: $PY -m pip install -e '$EXTRAS'" >&2; exit 1; }
     echo "$want" > "$stamp"
 }
 

@@ -1,4 +1,4 @@
-"""`python -m serve {predict,http,bench}`.
+"""`python -m serve {predict,http,bench,ray}`.
 
 Errors, signals and exit statuses are `trainer.core.cli.run_cli`'s: a bad input file or a missing or
 mismatched model is one line `error: ...` and exit 2, a failed --verify exit 1, never a traceback.
@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from serve import bench, http, predict
+from serve import bench, http, predict, ray_job
 from trainer.core.cli import Parser, run_cli
 
 COMMANDS = {
     "predict": (predict, "JSON Lines predictions for a file or stdin, one line in, one object out"),
     "http": (http, "an HTTP service: JSON API, Open Inference Protocol (KServe v2), health, metrics"),
     "bench": (bench, "throughput and latency per batch size: onnxruntime fp32/int8, torch eager"),
+    "ray": (ray_job, "predict over many files or machines with Ray Data (pip install 'seqlstm[ray]')"),
 }
 
 

@@ -29,6 +29,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "limit_concurrency": (1, 1_000_000),
     "keep_alive": (0.1, 3_600),
     "drain_timeout": (0, 3_600),
+    "progress_every": (0, 86_400),
+    "workers": (1, 4096),
+    "threads_per_worker": (1, 1024),
 }
 
 

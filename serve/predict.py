@@ -1,14 +1,19 @@
 """`python -m serve predict`: JSON Lines in input order, streamed in chunks of lines.
 
-The input is read as bytes, `CHUNK_LINES` lines at a time, so a file larger than memory works;
-each chunk is batched by length (see `serve.runtime`), run and written (and flushed) by a worker
-thread while the main thread reads and tokenizes the next one, so at most two chunks are held.
-Policies, each reported rather than silent:
+The input (a file, plain or compressed, or stdin; `serve.records`) is read as bytes, `CHUNK_LINES`
+lines at a time, so a file larger than memory works; each chunk is batched by length (see
+`serve.runtime`), run and written (and flushed) by a worker thread while the main thread reads and
+tokenizes the next one, so at most two chunks are held. `--input-format jsonl` reads JSON objects
+whose other fields travel to the output; `--shard I/N` reads one of N byte ranges of a plain file
+(concatenated in order, the N outputs are the whole file's). Progress goes to stderr
+(`serve.progress`) and a summary line ends the run. Policies, each reported rather than silent:
 
-- an empty or blank line gives an empty result (`{"tokens": [], "tags": []}` or
+- an empty or blank text line gives an empty result (`{"tokens": [], "tags": []}` or
   `{"label": null, "prob_positive": null}`);
-- non-UTF-8 bytes stop with `FILE:LINE` (`--errors strict`, the default) or are replaced by
-  U+FFFD with the number of such lines on stderr (`--errors replace`);
+- a bad record (non-UTF-8 bytes; in JSONL, not an object, the text field missing or of the wrong
+  type) stops with `FILE:LINE` (`--errors strict`, the default), is skipped and counted by reason
+  in the summary line (`--errors skip`), or, for non-UTF-8 bytes only, has them replaced by U+FFFD
+  with the number of such lines on stderr (`--errors replace`);
 - a line longer than `max_tokens` tokens keeps its first `max_tokens`, its object gets
   `"truncated": true` and the count goes to stderr;
 - `prob_positive` is rounded to 4 decimals (`serve.runtime.PROB_DECIMALS`): logits move at the
@@ -29,8 +34,6 @@ and fails if any logit differs by more than model.json's atol or any argmax diff
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,9 +44,11 @@ import numpy as np
 
 from serve.options import check_numbers
 from serve.output import check_output, open_output
+from serve.progress import Progress
+from serve.records import Input, Record, RecordParser, open_input, output_line, parse_shard
 from serve.runtime import OPT_LEVELS, Item, ServingModel
 from trainer.core.config import to_dict
-from trainer.core.errors import ConfigError, DataError, ValidationError
+from trainer.core.errors import ConfigError, ValidationError
 
 CHUNK_LINES = 4096
 
@@ -56,64 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretokenized", action="store_true", help="split lines on whitespace (tagger only)")
     parser.add_argument("--verify", type=Path, metavar="RUN_DIR/model", help="also run torch and compare (needs torch)")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx (export --quantize int8)")
-    parser.add_argument("--errors", choices=("strict", "replace"), default="strict",
-                        help="non-UTF-8 input: stop naming the line, or replace bytes with U+FFFD")
+    parser.add_argument("--input-format", choices=("text", "jsonl"), default="text",
+                        help="text: one input per line; jsonl: one JSON object per line, other fields copied")
+    parser.add_argument("--text-field", default="text",
+                        help="jsonl: the field to predict on: a string, or a list of token strings (tagger)")
+    parser.add_argument("--errors", choices=("strict", "replace", "skip"), default="strict",
+                        help="a bad record: stop naming FILE:LINE, replace non-UTF-8 bytes with U+FFFD, "
+                             "or skip it (counted in the summary line)")
+    parser.add_argument("--shard", metavar="I/N", help="only the I-th of N byte ranges of a plain --input file")
+    parser.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds between progress lines when stderr is not a terminal")
+    parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     parser.add_argument("--optimization", choices=sorted(OPT_LEVELS), default="all",
                         help="onnxruntime graph optimization level")
-
-
-def dumps(result: dict[str, Any]) -> str:
-    """The one JSON Lines encoding used everywhere: compact, UTF-8 (not \\u escapes), key order kept."""
-    return json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-
-
-@contextlib.contextmanager
-def open_input(name: str) -> Iterator[IO[bytes]]:
-    if name == "-":
-        yield sys.stdin.buffer
-        return
-    try:
-        f = open(name, "rb")
-    except FileNotFoundError:
-        raise DataError(f"--input {name}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"--input {name}: cannot read ({exc.strerror})") from None
-    with f:
-        yield f
-
-
-class LineReader:
-    """Numbered, decoded lines from a byte stream; counts replaced lines under `--errors replace`."""
-
-    def __init__(self, stream: IO[bytes], name: str, errors: str) -> None:
-        self.stream, self.name, self.errors = stream, name, errors
-        self.replaced = 0
-
-    def chunks(self, size: int) -> Iterator[list[str]]:
-        chunk: list[str] = []
-        for number, raw in enumerate(self.stream, 1):
-            chunk.append(self.decode(raw, number))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def decode(self, raw: bytes, number: int) -> str:
-        raw = raw.rstrip(b"\r\n")
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]  # a UTF-8 byte order mark is not text
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if self.errors == "strict":
-                raise DataError(
-                    f"{self.name}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                    "fix the input or pass --errors replace"
-                ) from None
-            self.replaced += 1
-            return raw.decode("utf-8", errors="replace")
 
 
 class Verifier:
@@ -177,6 +138,7 @@ class Verifier:
 
 def run(args: argparse.Namespace) -> int:
     check_numbers(args)
+    shard = parse_shard(args.shard) if args.shard is not None else None
     target = check_output(args.output, input_name=args.input)
     model = ServingModel(args.model, int8=args.int8, threads=args.threads, optimization=args.optimization)
     if args.pretokenized and model.task != "tagger":
@@ -192,35 +154,76 @@ def run(args: argparse.Namespace) -> int:
                 "by dev accuracy (validation.json): drop --int8 or --verify"
             )
         verifier = Verifier(args.verify, model)
-    prepare = (lambda line: model.prepare_tokens(line.split())) if args.pretokenized else model.prepare_text
-    truncated = 0
-    with open_input(args.input) as stream, open_output(target) as out:
+    parser = RecordParser(args.input_format, args.text_field, args.errors, tokens_ok=model.task == "tagger")
+    with open_input(args.input, shard) as source, open_output(target) as out:
+        progress = Progress("predict", source.size, every=args.progress_every, quiet=args.quiet)
+        truncated = Pipeline(model, parser, args, verifier).run(source, out, progress)
+        if verifier is not None:
+            verifier.finish()  # raises before the output file is renamed into place
+    warnings = []
+    if parser.replaced:
+        warnings.append(f"{parser.replaced} line(s) had non-UTF-8 bytes, replaced by U+FFFD")
+    if truncated:
+        warnings.append(f"{truncated} line(s) longer than max_tokens={model.max_tokens} were truncated "
+                        '(marked "truncated": true)')
+    for warning in warnings:
+        print(f"predict: {warning}", file=sys.stderr)
+    if verifier is not None:
+        print(f"predict: verify passed: {verifier.summary()}", file=sys.stderr)
+    # Skipped records are left out of the output: that is said even under --quiet.
+    progress.finish(parser.summary(), force=bool(parser.skipped))
+    return 0
 
-        def emit(items: list[Item]) -> int:
-            results = model.predict(items, args.batch_size, verifier.check if verifier else None)
-            out.write("".join(dumps(r) + "\n" for r in results))
+
+class Pipeline:
+    """Two stages: the main thread reads, parses and tokenizes chunk k+1 while a worker thread runs and
+    writes chunk k (onnxruntime releases the GIL). One chunk in flight keeps the output in order."""
+
+    def __init__(self, model: ServingModel, parser: RecordParser, args: argparse.Namespace,
+                 verifier: Verifier | None) -> None:
+        self.model, self.parser, self.batch_size = model, parser, args.batch_size
+        self.observer = verifier.check if verifier else None
+        self.pretokenized = args.pretokenized
+
+    def prepare(self, record: Record) -> Item:
+        value = record.value
+        if isinstance(value, list):
+            return self.model.prepare_tokens(value)
+        return self.model.prepare_tokens(value.split()) if self.pretokenized else self.model.prepare_text(value)
+
+    def chunks(self, source: Input) -> Iterator[tuple[int, list[Record]]]:
+        """(lines read so far, the records of the next CHUNK_LINES lines)."""
+        records: list[Record] = []
+        number = 0
+        for number, offset, raw in source.lines():
+            record = self.parser.parse(raw, source.where(number, offset), first=offset == 0)
+            if record is not None:
+                records.append(record)
+            if number % CHUNK_LINES == 0:
+                yield number, records
+                records = []
+        if records or number % CHUNK_LINES:
+            yield number, records
+
+    def run(self, source: Input, out: IO[str], progress: Progress) -> int:
+        """Predict every record of `source` into `out`; the number of truncated inputs."""
+
+        def emit(records: list[Record], items: list[Item]) -> int:
+            results = self.model.predict(items, self.batch_size, self.observer)
+            out.write("".join(output_line(r, result) for r, result in zip(records, results)))
             out.flush()
             return sum(item.truncated for item in items)
 
-        reader = LineReader(stream, "<stdin>" if args.input == "-" else args.input, args.errors)
-        # Two stages: this thread reads and tokenizes chunk k+1 while the worker runs and writes
-        # chunk k (onnxruntime releases the GIL). One chunk in flight keeps the output in order.
+        truncated = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict") as worker:
-            pending: Future[int] | None = None
-            for chunk in reader.chunks(CHUNK_LINES):
-                items = [prepare(line) for line in chunk]
+            pending: tuple[Future[int], int] | None = None  # the chunk in flight and the lines read with it
+            for lines, records in self.chunks(source):
+                items = [self.prepare(record) for record in records]
                 if pending is not None:
-                    truncated += pending.result()
-                pending = worker.submit(emit, items)
+                    truncated += pending[0].result()
+                    progress.update(pending[1], source.position)
+                pending = worker.submit(emit, records, items), lines
             if pending is not None:
-                truncated += pending.result()
-        if verifier is not None:
-            verifier.finish()  # raises before the output file is renamed into place
-    if reader.replaced:
-        print(f"predict: {reader.replaced} line(s) had non-UTF-8 bytes, replaced by U+FFFD", file=sys.stderr)
-    if truncated:
-        print(f"predict: {truncated} line(s) longer than max_tokens={model.max_tokens} were truncated "
-              '(marked "truncated": true)', file=sys.stderr)
-    if verifier is not None:
-        print(f"predict: verify passed: {verifier.summary()}", file=sys.stderr)
-    return 0
+                truncated += pending[0].result()
+                progress.update(pending[1], source.position)
+        return truncated

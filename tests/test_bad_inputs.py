@@ -138,6 +138,13 @@ CASES = [
     Case("predict --output a directory", [*PREDICT[:-1], "{tmp}"], "is a directory"),
     Case("predict --input a directory", [*PREDICT[:6], "{tmp}", *PREDICT[7:]], "Is a directory"),
     Case("predict --batch-size 0", [*PREDICT, "--batch-size", "0"], "--batch-size must be an integer from 1"),
+    Case("predict --shard 3/2", [*PREDICT, "--shard", "3/2"], "--shard must be I/N with 1 <= I <= N"),
+    Case("predict --shard x", [*PREDICT, "--shard", "x"], "--shard must be I/N with integers"),
+    Case("predict --progress-every -1", [*PREDICT, "--progress-every", "-1"], "--progress-every must be"),
+    Case("predict --errors ignore", [*PREDICT, "--errors", "ignore"], "invalid choice: 'ignore'"),
+    Case("predict jsonl not JSON", [*PREDICT, "--input-format", "jsonl"], "input.txt:1: not JSON"),
+    Case("ray --workers 0", ["-m", "serve", "ray", "--model", "{export}", "--input", "{input}", "--output",
+                             "{tmp}/ray-out", "--workers", "0"], "--workers must be an integer from 1"),
     Case("predict --model a file", [*PREDICT[:4], "{input}", *PREDICT[5:]], "not a directory"),
     # ---- an export directory as untrusted input
     Case("model.json atol 'abc'", PREDICT, "atol must be a finite number > 0",

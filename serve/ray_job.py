@@ -1,0 +1,205 @@
+"""`python -m serve ray`: `serve predict` over many files and machines with Ray Data.
+
+The pipeline is read -> map_batches -> write, all of it Ray Data's streaming executor:
+
+- read: `LineSource`, a Ray Data datasource built on `serve.records`. A plain file is cut into
+  byte ranges of about `SPLIT_BYTES` by the same rule as `predict --shard` (a line belongs to the
+  range where it starts), so one large file is read in parallel; a compressed file is one read task.
+  Ray's own `read_text` is not used: it splits on every Unicode line break (U+2028, a bare CR) and
+  decodes whole files strictly, so its records would not be `serve predict`'s.
+- predict: a fixed pool of `--workers` actors (`Predictor`), each loading the `ServingModel` once
+  and parsing records with `serve.records.RecordParser`, so results, copied JSONL fields and the
+  `--errors` policy are those of `serve predict`, byte for byte.
+- write: `JsonlSink` writes each write task's lines to `part-NNNNN.jsonl` in a temporary directory
+  beside `--output`, renamed to `--output` when every task succeeded. Order is kept (Ray Data's
+  `preserve_order`), so the parts concatenated in name order are the inputs' results in input order.
+
+Without `--address` the command starts a private Ray instance on 127.0.0.1 for this run (no
+dashboard, no usage reporting) and stops it at the end; `--address auto|HOST:PORT|ray://...`
+joins a cluster, whose nodes must all see the export, the input files and the output directory
+(README, "Batch inference").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from serve.options import check_numbers
+from serve.records import Input, RecordParser, Shard, compression, output_line
+from serve.runtime import ServingModel
+from trainer.core import errors
+from trainer.core.errors import ConfigError, DataError, SeqLSTMError
+
+SPLIT_BYTES = 64 << 20  # one read task per 64 MiB of a plain file
+BLOCK_LINES = 4096  # rows per block a read task yields
+INSTALL = "serve ray needs Ray Data, which is not installed here: pip install 'seqlstm[ray]'"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, metavar="EXPORT_DIR")
+    parser.add_argument("--input", required=True, nargs="+", metavar="PATH_OR_GLOB",
+                        help="files (plain, .gz, .bz2, .xz) or glob patterns, one input per line")
+    parser.add_argument("--output", required=True, type=Path, metavar="DIR",
+                        help="a new (or empty) directory for part-NNNNN.jsonl files")
+    parser.add_argument("--address", help="a Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+                                          "default: a private local instance on 127.0.0.1")
+    parser.add_argument("--workers", type=int, default=1, help="model actors (each loads the model once)")
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="CPUs and onnxruntime threads per actor")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--input-format", choices=("text", "jsonl"), default="text")
+    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--errors", choices=("strict", "replace", "skip"), default="strict")
+    parser.add_argument("--pretokenized", action="store_true", help="split lines on whitespace (tagger only)")
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Every file the patterns name, in order (each glob sorted); a pattern matching nothing is an error."""
+    paths: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        files = [path for path in matches if os.path.isfile(path)]
+        if not files:
+            raise DataError(f"--input {pattern}: no such file" + (" matches" if glob.has_magic(pattern) else ""))
+        paths.extend(os.path.abspath(path) for path in files)
+    return paths
+
+
+def check_output_dir(path: Path) -> Path:
+    """`--output` must be new or an empty directory in an existing, writable directory."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DataError(f"--output {path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise DataError(f"--output {path}: directory is not empty; choose a new one or empty it")
+    parent = path.absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"--output {path}: cannot create it in {parent} (missing or not writable)")
+    return path.absolute()
+
+
+def splits(paths: list[str], split_bytes: int = SPLIT_BYTES) -> list[tuple[str, Shard | None]]:
+    """(file, byte range) read tasks: byte ranges for plain files, the whole file when compressed."""
+    out: list[tuple[str, Shard | None]] = []
+    for path in paths:
+        count = 1 if compression(path) else max(1, -(-os.path.getsize(path) // split_bytes))
+        out.extend((path, None) if count == 1 else (path, Shard(i, count)) for i in range(1, count + 1))
+    return out
+
+
+def read_split(path: str, shard: Shard | None) -> Iterator[Any]:
+    """Blocks of rows (where, first, raw) for one read task; `where` names the line as `predict` does."""
+    import pyarrow as pa
+
+    columns: dict[str, list[Any]] = {"where": [], "first": [], "raw": []}
+    with contextlib.closing(Input(path, shard)) as source:
+        for number, offset, raw in source.lines():
+            columns["where"].append(source.where(number, offset))
+            columns["first"].append(offset == 0)
+            columns["raw"].append(raw)
+            if len(columns["raw"]) == BLOCK_LINES:
+                yield pa.table(columns)
+                columns = {name: [] for name in columns}
+    if columns["raw"]:
+        yield pa.table(columns)
+
+
+class Predictor:
+    """One Ray actor: the model, loaded once; a batch of raw lines -> output lines (or skip reasons)."""
+
+    def __init__(self, export_dir: str, threads: int, options: dict[str, Any]) -> None:
+        self.model = ServingModel(Path(export_dir), threads=threads)
+        self.parser = RecordParser(options["input_format"], options["text_field"], options["errors"],
+                                   tokens_ok=self.model.task == "tagger")
+        self.batch_size, self.pretokenized = options["batch_size"], options["pretokenized"]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        lines, skips, records = [], [], []
+        for where, first, raw in zip(batch["where"], batch["first"], batch["raw"]):
+            before = Counter(self.parser.skipped)
+            record = self.parser.parse(bytes(raw), str(where), first=bool(first))
+            skips.append("" if record is not None else next(iter(self.parser.skipped - before)))
+            records.append(record)
+        kept = [r for r in records if r is not None]
+        items = [self.model.prepare_tokens(r.value) if isinstance(r.value, list)
+                 else self.model.prepare_tokens(r.value.split()) if self.pretokenized
+                 else self.model.prepare_text(r.value) for r in kept]
+        results = iter(self.model.predict(items, self.batch_size))
+        for record in records:
+            lines.append("" if record is None else output_line(record, next(results)))
+        return {"line": lines, "skip": skips}
+
+
+def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(INSTALL) from None
+    paths = expand_inputs(args.input)
+    output = check_output_dir(args.output)
+    model = ServingModel(args.model, threads=1)  # checked here once, so a bad export is one line, not N actors
+    if args.pretokenized and model.task != "tagger":
+        raise ConfigError(f"--pretokenized needs a tagger model; {args.model} is a {model.task} model")
+    from serve.ray_sink import JsonlSink, LineSource
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves this machine
+    local = args.address is None
+    cpus = args.workers * args.threads_per_worker + 1  # the actors, plus one for reads and writes
+    init: dict[str, Any] = ({"num_cpus": cpus, "_node_ip_address": "127.0.0.1", "include_dashboard": False}
+                            if local else {"address": args.address})
+    ray.init(**init, logging_level=logging.ERROR, log_to_driver=False)
+    # Ray Data logs the plan, and a failed task at length; the failure is reported below in one line.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    tmp = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = sys.stderr.isatty()
+        options = {k: getattr(args, k) for k in ("input_format", "text_field", "errors", "batch_size", "pretokenized")}
+        dataset = ray.data.read_datasource(LineSource(splits(paths)), num_cpus=0.25)
+        dataset = dataset.map_batches(
+            Predictor, batch_size=BLOCK_LINES, compute=ray.data.ActorPoolStrategy(size=args.workers),
+            num_cpus=args.threads_per_worker,
+            fn_constructor_args=(str(args.model.absolute()), args.threads_per_worker, options),
+        )
+        tmp.mkdir()
+        sink = JsonlSink(str(tmp))
+        dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
+        if output.is_dir():
+            output.rmdir()  # checked empty above
+        os.replace(tmp, output)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = user_error(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+    finally:
+        ray.shutdown()
+    note = "; ".join(filter(None, [f"{sink.lines:,} records to {output}", sink.summary()]))
+    print(f"ray: done: {len(paths)} file(s), {note}", file=sys.stderr)
+    return 0
+
+
+def user_error(exc: BaseException) -> SeqLSTMError | None:
+    """The SeqLSTMError an actor or a task raised. Ray re-raises it on the driver as a RayTaskError whose
+    chain no longer holds the original exception, only its traceback text, so it is found there."""
+    if isinstance(exc, SeqLSTMError):
+        return exc
+    found = re.findall(r"trainer\.core\.errors\.(\w+): (.+)", str(exc))
+    if not found:
+        return None
+    name, message = found[-1]
+    kind = getattr(errors, name, None)
+    return kind(message) if isinstance(kind, type) and issubclass(kind, SeqLSTMError) else None
