@@ -7,7 +7,7 @@ OpenAPI docs, JSON access logs on stderr, and a drain on SIGTERM (`serve.app`, `
 API on the standard library's server (`serve.stdlib_http`). Both share one micro-batcher
 (`serve.batcher`) and the request rules of `serve.api`.
 
-Every flag can also come from an environment variable (`SEQLSTM_MODEL`, `HOST`, `PORT`,
+Every flag can also come from an environment variable (`SEQLSTM_MODEL`, `SEQLSTM_HOST`, `PORT`,
 `SEQLSTM_<FLAG>`; see `--help`), read as if it were typed as the flag; a flag on the command line
 wins. Every numeric flag is range-checked before the model loads (`serve.options`). Binding
 anything but loopback prints one warning line on stderr.
@@ -35,7 +35,9 @@ TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
 def env_name(flag: str) -> str:
-    return {"--host": "HOST", "--port": "PORT"}.get(flag, "SEQLSTM_" + flag[2:].replace("-", "_").upper())
+    # PORT is what container platforms set; HOST is not read, because shells and CI images often set
+    # it to the machine's name, which would bind beyond loopback unasked (SEQLSTM_HOST instead).
+    return {"--port": "PORT"}.get(flag, "SEQLSTM_" + flag[2:].replace("-", "_").upper())
 
 
 def add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:

@@ -149,12 +149,14 @@ def serve(*args: object, input: bytes | None = None, timeout: int = 120) -> subp
 class Server:
     """`python -m serve http --port 0` as a subprocess, its stderr in `log`."""
 
-    def __init__(self, export_dir: Path, log: Path, *extra: str) -> None:
+    def __init__(self, export_dir: Path | None, log: Path, *extra: str, environ: dict[str, str] | None = None) -> None:
+        """`export_dir` None: no `--model` (it comes from `environ`'s SEQLSTM_MODEL)."""
         self.log_path = log
         self.log = open(log, "wb")
+        model = ["--model", str(export_dir)] if export_dir is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serve", "http", "--model", str(export_dir), "--port", "0", *extra],
-            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=self.log,
+            [sys.executable, "-m", "serve", "http", *model, "--port", "0", *extra],
+            cwd=REPO, env={**env(), **(environ or {})}, stdout=subprocess.PIPE, stderr=self.log,
         )
         banner: list[bytes] = []
         reader = threading.Thread(target=lambda: banner.append(self.proc.stdout.readline()))

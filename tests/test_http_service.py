@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import subprocess
 import sys
@@ -169,21 +168,15 @@ def test_health_live_ready_and_openapi(tagger: Server) -> None:
 
 
 def test_configuration_from_the_environment_and_flags_win(runs, tmp_path: Path) -> None:
-    os.environ["SEQLSTM_MODEL"] = str(runs["tagger"][1])
-    os.environ["SEQLSTM_MODEL_NAME"] = "from-env"
-    try:
-        srv = Server.__new__(Server)
-        srv.log_path = tmp_path / "server.log"
-        srv.log = open(srv.log_path, "wb")
-        srv.proc = subprocess.Popen([sys.executable, "-m", "serve", "http", "--port", "0"], cwd=REPO, env=env(),
-                                    stdout=subprocess.PIPE, stderr=srv.log)
-        srv.port = int(srv.proc.stdout.readline().decode().rsplit(":", 1)[1])
-    finally:
-        del os.environ["SEQLSTM_MODEL"], os.environ["SEQLSTM_MODEL_NAME"]
+    # HOST is ignored (shells set it to the machine's name); SEQLSTM_HOST is read.
+    environ = {"SEQLSTM_MODEL": str(runs["tagger"][1]), "SEQLSTM_MODEL_NAME": "from-env",
+               "HOST": "0.0.0.0", "SEQLSTM_HOST": "127.0.0.1"}
+    srv = Server(None, tmp_path / "server.log", environ=environ)
     try:
         assert srv.request("GET", "/v2/models/from-env")[0] == 200
     finally:
         srv.stop()
+    assert "reachable from other machines" not in srv.log_path.read_text()
     bad = subprocess.run([sys.executable, "-m", "serve", "http", "--model", str(runs["tagger"][1])], cwd=REPO,
                          env={**env(), "PORT": "70000"}, capture_output=True, timeout=60)
     assert "--port must be an integer from 0 to 65535; got 70000" in one_line_error(bad)
