@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -70,9 +71,9 @@ def standard_streams(stdin: bytes) -> Iterator[list]:
     try:
         for fd, file in enumerate(files):
             os.dup2(file.fileno(), fd)
-        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - closed in finally
-        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # closefd=False: fds 0-2 stay open
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
         yield files
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -89,6 +90,11 @@ def standard_streams(stdin: bytes) -> Iterator[list]:
 def read_back(file: IO[bytes]) -> bytes:
     file.seek(0)
     return file.read()
+
+
+def print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+                  line: str | None = None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _time_out(signum: int, frame: object) -> None:
@@ -115,7 +121,9 @@ def run_main(module: str, *args: object, input: bytes | None = None, env: dict[s
     signal.alarm(timeout)  # a command that should have failed at once but serves or trains instead
     try:
         os.environ.update(env or {})
-        with standard_streams(input or b"") as files:
+        with standard_streams(input or b"") as files, warnings.catch_warnings():
+            # A warning goes to stderr, as in the subprocess, not to pytest's record of warnings.
+            warnings.showwarning = print_warning
             try:
                 status = main(argv)
             except SystemExit as exc:  # --help
@@ -197,10 +205,12 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
 
 
 def run_export(data_dir: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m export ARGS`, or `python -c CODE ARGS` for a patched run of the same `main`."""
-    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "export", *args]
-    return subprocess.run(command, cwd=REPO, env={**os.environ, "DATA_DIR": str(data_dir)}, capture_output=True,
-                          text=True, timeout=300)
+    """`python -m export ARGS` in this process (`run_main`), or the subprocess `python -c CODE ARGS` for a
+    patched run of the same `main`."""
+    if code is None:
+        return run_main("export", *args, env={"DATA_DIR": str(data_dir)}, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, "DATA_DIR": str(data_dir)},
+                          capture_output=True, text=True, timeout=300)
 
 
 def export(artifact: Path, out: Path) -> Path:
