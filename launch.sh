@@ -74,7 +74,17 @@ run_tests() {
         --slow) shift; args=(-m "") ;;
         --fast) shift; args=(-m "not slow and not corpus and not trains") ;;
     esac
-    "$PY" -m pytest "${args[@]}" "$@"
+    # pytest-xdist, one worker per core, each test file whole on one worker (so a module's fixtures, the
+    # trained models among them, are built once). Not when the caller chooses (-n N, -n 0, -p no:xdist)
+    # or debugs (-x, -k, -s, --pdb, --lf, --sw): those run in one process, in order.
+    local parallel=(-n auto --dist loadfile) arg
+    for arg in "$@"; do
+        case "$arg" in
+            -n|-n*|--numprocesses*|no:xdist|-pno:xdist|-x|--exitfirst|-k|-k*|-s|--capture=no|--pdb|--lf|--last-failed|--sw|--stepwise)
+                parallel=() ;;
+        esac
+    done
+    "$PY" -m pytest "${args[@]}" "${parallel[@]}" "$@"
 }
 
 train() {

@@ -32,7 +32,7 @@ from trainer.core.config import check_value
 from trainer.core.errors import ArtifactError, DataError
 from trainer.core.fetch import sha256_file
 
-if TYPE_CHECKING:  # torch is imported only once the cheap argument checks have passed
+if TYPE_CHECKING:  # torch comes in with export.onnx_export, imported by `run` once --atol and --out are checked
     from trainer.artifact import Artifact
     from trainer.core.data import Dataset
 
@@ -81,13 +81,15 @@ def check_out_dir(out: Path, model: Path, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.atol is not None:
+        check_value("--atol", args.atol, float, {"gt": 0})
+    check_out_dir(args.out, args.model, args.force)
+
+    # Only now: importing torch takes seconds. The highest opset is the torch exporter's, so it is checked here.
     from export import onnx_export
 
     opset = onnx_export.DEFAULT_OPSET if args.opset is None else args.opset
     onnx_export.check_opset(opset)
-    if args.atol is not None:
-        check_value("--atol", args.atol, float, {"gt": 0})
-    check_out_dir(args.out, args.model, args.force)
 
     from export.validate import open_eval_data
     from trainer.artifact import load_artifact

@@ -32,7 +32,9 @@ from trainer.core.preprocess import Encoder, Vocabs, normalize_word, tokenize
 
 from export.onnx_export import declared_shapes
 
-PADDING_TOL = 1e-5  # the padding-invariance property in PRODUCT.md, float32
+# Padding invariance: a sentence's outputs alone and in a batch with longer ones (and longer words) differ
+# by at most this in float32, in torch and in onnxruntime; a bidirectional LSTM must not read padding.
+PADDING_TOL = 1e-5
 REAL_POOL = 500  # dev examples read for the real-data cases
 SAMPLE_SENTENCES = (
     "The committee approved the new budget on Tuesday after a long debate.",
@@ -156,7 +158,7 @@ def random_case(name: str, vocabs: Vocabs, rng: np.random.Generator, batch: int,
 # ---- running and comparing -----------------------------------------------------------------
 
 # One intra-op thread for torch and onnxruntime alike: LSTM steps are small, and both runtimes' spinning
-# thread pools made these runs 5-100x slower on a busy 2-core machine (measured), for little gain on an idle one.
+# thread pools slow these many small runs down badly on a busy machine (docs/BENCHMARKS.md section 9).
 def ort_session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1

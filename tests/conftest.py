@@ -2,6 +2,7 @@
 `tiny_artifact` writes a random-weight RUN_DIR/model in milliseconds, and `runs` exports one tiny
 model per task once per session, for tests that need no training. Plain helpers are in helpers.py."""
 
+import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +16,15 @@ from trainer.core.fetch import fetch
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`$DATA_DIR` or the repository's `./data`, holding verified `brown` and `rotten-tomatoes`."""
     path = Path(os.environ.get("DATA_DIR") or REPO / "data").resolve()
-    for name in ("brown", "rotten-tomatoes"):
-        fetch(name, path)
+    # Each pytest-xdist worker runs session fixtures itself: the first fetches, the others wait for it
+    # on a lock in the directory the workers' temporary directories share.
+    with open(tmp_path_factory.getbasetemp().parent / "seqlstm-fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in ("brown", "rotten-tomatoes"):
+            fetch(name, path)
     return path
 
 

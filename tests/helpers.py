@@ -5,16 +5,23 @@ never from each other.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import importlib
 import json
 import os
+import signal
 import socket
 import string
 import subprocess
 import sys
+import tempfile
 import threading
+import warnings
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -40,6 +47,98 @@ def one_line_error(result: subprocess.CompletedProcess, status: int = 2) -> str:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---- the command lines, run in this process ---------------------------------------------------
+
+class CommandTimeout(BaseException):
+    """An in-process command ran past its time; a BaseException so that `run_cli` does not turn it into
+    an exit status."""
+
+
+@contextlib.contextmanager
+def standard_streams(stdin: bytes) -> Iterator[list]:
+    """File descriptors 0, 1 and 2 and sys.stdin/stdout/stderr on three temporary files for the block,
+    the first holding `stdin`: what the commands check with os.fstat(0) or (1) sees files, as in a
+    subprocess whose streams are redirected, and whatever is written lands in the files."""
+    files = [tempfile.TemporaryFile() for _ in range(3)]
+    files[0].write(stdin)
+    files[0].seek(0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = [os.dup(fd) for fd in range(3)]
+    saved = sys.stdin, sys.stdout, sys.stderr
+    try:
+        for fd, file in enumerate(files):
+            os.dup2(file.fileno(), fd)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # closefd=False: fds 0-2 stay open
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
+        yield files
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(ValueError, OSError):
+                stream.flush()
+        for stream in (sys.stdin, sys.stdout, sys.stderr):
+            stream.close()
+        sys.stdin, sys.stdout, sys.stderr = saved
+        for fd, saved_fd in enumerate(saved_fds):
+            os.dup2(saved_fd, fd)
+            os.close(saved_fd)
+
+
+def read_back(file: IO[bytes]) -> bytes:
+    file.seek(0)
+    return file.read()
+
+
+def print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+                  line: str | None = None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _time_out(signum: int, frame: object) -> None:
+    raise CommandTimeout("an in-process command ran past its timeout")
+
+
+def run_main(module: str, *args: object, input: bytes | None = None, env: dict[str, str] | None = None,
+             timeout: int = 120, text: bool = True) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` (trainer, export or serve) in this process: `MODULE.__main__.main(argv)`
+    with its standard streams on files (`standard_streams`) and `env` added to os.environ, returning what
+    `subprocess.run(..., capture_output=True)` would. The same `main`, `run_cli`, exit statuses and
+    stderr lines as the subprocess, without a second or two of starting Python and importing torch
+    each time. A few tests per command still run the real subprocess (exit status through `sys.exit`,
+    signals, a torch-free interpreter). Off the main thread, where signal handlers cannot be set and
+    file descriptors would be shared, it runs the subprocess."""
+    argv = [str(a) for a in args]
+    command = [sys.executable, "-m", module, *argv]
+    if threading.current_thread() is not threading.main_thread():
+        return subprocess.run(command, cwd=REPO, env={**os.environ, **(env or {})}, input=input,
+                              capture_output=True, text=text, timeout=timeout)
+    main = importlib.import_module(f"{module}.__main__").main
+    saved_env = dict(os.environ)
+    previous = signal.signal(signal.SIGALRM, _time_out)
+    signal.alarm(timeout)  # a command that should have failed at once but serves or trains instead
+    try:
+        os.environ.update(env or {})
+        with standard_streams(input or b"") as files, warnings.catch_warnings():
+            # A warning goes to stderr, as in the subprocess, not to pytest's record of warnings.
+            warnings.showwarning = print_warning
+            try:
+                status = main(argv)
+            except SystemExit as exc:  # --help
+                status = exc.code
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stdout, stderr = (read_back(file) for file in files[1:])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    if text:
+        stdout, stderr = stdout.decode(), stderr.decode()
+    return subprocess.CompletedProcess(command, int(status or 0), stdout, stderr)
 
 
 # ---- tiny random-weight artifacts (no corpus) -------------------------------------------------
@@ -106,18 +205,17 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
 
 
 def run_export(data_dir: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m export ARGS`, or `python -c CODE ARGS` for a patched run of the same `main`."""
-    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "export", *args]
-    return subprocess.run(command, cwd=REPO, env={**os.environ, "DATA_DIR": str(data_dir)}, capture_output=True,
-                          text=True, timeout=300)
+    """`python -m export ARGS` in this process (`run_main`), or the subprocess `python -c CODE ARGS` for a
+    patched run of the same `main`."""
+    if code is None:
+        return run_main("export", *args, env={"DATA_DIR": str(data_dir)}, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, "DATA_DIR": str(data_dir)},
+                          capture_output=True, text=True, timeout=300)
 
 
 def export(artifact: Path, out: Path) -> Path:
-    """`python -m export` without --data; fails the test unless it succeeds."""
-    result = subprocess.run(
-        [sys.executable, "-m", "export", "--model", str(artifact), "--out", str(out), "--force"],
-        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
-    )
+    """`python -m export` without --data, in this process (`run_main`); fails the test unless it succeeds."""
+    result = run_main("export", "--model", artifact, "--out", out, "--force", timeout=300)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -139,11 +237,8 @@ LINES = [
 
 
 def serve(*args: object, input: bytes | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    """`python -m serve ARGS` with bytes in and out."""
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *map(str, args)],
-        cwd=REPO, env=env(), input=input, capture_output=True, timeout=timeout,
-    )
+    """`python -m serve ARGS` with bytes in and out, run in this process (`run_main`)."""
+    return run_main("serve", *args, input=input, timeout=timeout, text=False)
 
 
 class Server:

@@ -1,8 +1,11 @@
 """Every command line against a table of bad inputs (docs/RELIABILITY.md lists the classes).
 
-Each case runs the real command in a subprocess and must end the same way: exit status 2 (1 only for
-a failed validation), exactly one line on stderr starting `error:`, no traceback, and no input,
-model or export file changed or deleted. Cases run on tiny random-weight artifacts and their
+Each case runs the real command and must end the same way: exit status 2 (1 only for a failed
+validation), exactly one line on stderr starting `error:`, no traceback, and no input, model or
+export file changed or deleted. Most cases call the command's `main(argv)` in this process
+(`helpers.run_main`: the same parsing, checks and `run_cli`, without starting Python and importing
+torch 50 times); the `launch.sh` cases and one case per `python -m` command run as subprocesses,
+so the exit status is seen as the shell sees it. Cases run on tiny random-weight artifacts and their
 exports, so the table needs no corpus and no training.
 """
 
@@ -17,12 +20,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REPO, default_sigint
+from helpers import REPO, default_sigint, run_main
 
 INPUT_LINES = "The cat sat on the mat.\n\nA good movie, not bad at all!\n"
 
@@ -34,7 +36,7 @@ class Case:
     expect: str  # a substring of the one stderr line
     setup: Callable[[Path], None] | None = None  # mutates the workspace before the run
     status: int = 2
-    command: str = "python"  # or "launch.sh"
+    command: str = "in-process"  # `python -m` in this process (`run_main`), "python" (a subprocess) or "launch.sh"
 
 
 def edit_json(path: str, change: Callable[[dict], object]) -> Callable[[Path], None]:
@@ -83,9 +85,9 @@ MODEL_JSON = "run-export/model.json"
 
 CASES = [
     # ---- the command lines themselves
-    Case("trainer without a command", ["-m", "trainer"], "required: COMMAND"),
-    Case("export without arguments", ["-m", "export"], "required: --model, --out"),
-    Case("serve unknown command", ["-m", "serve", "fly"], "invalid choice: 'fly'"),
+    Case("trainer without a command", ["-m", "trainer"], "required: COMMAND", command="python"),
+    Case("export without arguments", ["-m", "export"], "required: --model, --out", command="python"),
+    Case("serve unknown command", ["-m", "serve", "fly"], "invalid choice: 'fly'", command="python"),
     Case("launch.sh --nproc without a value", ["train", "--nproc"], "--nproc needs a value", command="launch.sh"),
     Case("launch.sh --nproc 0", ["train", "--nproc", "0", "--"], "--nproc must be a positive integer",
          command="launch.sh"),
@@ -192,6 +194,9 @@ def run_case(case: Case, ws: Path) -> subprocess.CompletedProcess:
              "sentiment_model": ws / "sentiment-run" / "model", "sentiment_export": ws / "sentiment-run-export",
              "input": ws / "input.txt", "out": ws / "out.jsonl", "tmp": ws, "conllu": ws / "tiny.conllu"}
     argv = [arg.format(**names) for arg in case.argv]
+    if case.command == "in-process":
+        assert argv[0] == "-m", argv
+        return run_main(*argv[1:], env={"OMP_NUM_THREADS": "1"}, timeout=300)
     command = [str(REPO / "launch.sh"), *argv] if case.command == "launch.sh" else [sys.executable, *argv]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -205,8 +210,7 @@ class Outcome:
 
 @pytest.fixture(scope="module")
 def outcomes(workspace_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """Every case run once, each in its own copy of the workspace, as many at a time as there are cores:
-    the cases are independent, and most of each is interpreter start-up."""
+    """Every case run once, each in its own copy of the workspace."""
     root = tmp_path_factory.mktemp("cases")
 
     def run(index: int, case: Case) -> Outcome:
@@ -218,12 +222,7 @@ def outcomes(workspace_template: Path, tmp_path_factory: pytest.TempPathFactory)
         proc = run_case(case, ws)
         return Outcome(proc, snapshot(ws) != before)
 
-    # launch.sh runs its set-up check first, which must not race with another launch.sh.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        futures = {case.id: pool.submit(run, i, case) for i, case in enumerate(CASES) if case.command == "python"}
-    results = {case_id: future.result() for case_id, future in futures.items()}
-    results |= {case.id: run(i, case) for i, case in enumerate(CASES) if case.command != "python"}
-    return results
+    return {case.id: run(i, case) for i, case in enumerate(CASES)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

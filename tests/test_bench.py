@@ -8,6 +8,7 @@ short worst cases.
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -97,12 +98,14 @@ def test_inference_rows_compare_with_the_floor_and_model_only():
     assert sentiment[0]["of_floor"] == 10.0
 
 
-def test_preprocess_scale_cli_streams_2000_lines(tmp_path):
+def test_preprocess_scale_cli_streams_2000_lines(tmp_path, data_dir):
     lines = list(preprocess_scale.repeated(["a\n", "b\n", "c\n"], 7, seed=1))
     assert len(lines) == 7 and sorted(lines[:3]) == ["a\n", "b\n", "c\n"]
     out = tmp_path / "report.json"
+    # Rotten Tomatoes is the source of its lines and of the encoder's vocabulary.
     subprocess.run([sys.executable, "-m", "bench.preprocess_scale", "--lines", "2000", "--trace-lines", "200",
-                    "--out", str(tmp_path / "corpus"), "--json", str(out)], cwd=REPO, check=True, capture_output=True)
+                    "--out", str(tmp_path / "corpus"), "--json", str(out)], cwd=REPO, check=True, capture_output=True,
+                   env={**os.environ, "DATA_DIR": str(data_dir)})
     (row,) = json.loads(out.read_text())["results"]["table"]
     assert row["file_lines"] == 2000
     assert 1400 < row["reviews"] < 1800  # the train split keeps hash buckets 0-7 of 10

@@ -1,7 +1,8 @@
 """Every config value is checked where it is parsed: range, finiteness, choices, with one line naming the key.
 
-Most cases call the commands' own `parse_args` in-process (it reads no data); a few run the real
-commands by subprocess, checking the exit status, the one stderr line and that nothing was written.
+Most cases call the commands' own `parse_args` in-process (it reads no data); a few run the whole
+commands (`python -m trainer`, in this process through `helpers.run_main`, the first one also as a real
+subprocess), checking the exit status, the one stderr line and that nothing was written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_main
 
 import trainer.pretrain
 import trainer.train
@@ -27,8 +29,6 @@ from trainer.core.config import (
     model_config_from_dict,
 )
 from trainer.core.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
 
 BAD_TRAIN = {  # --task sentiment unless the key is a tagger's; the message's tail
     ("--hidden", "0"): "config key 'hidden' must be in [1, 65536]; got 0",
@@ -162,13 +162,18 @@ CLI_CASES = [  # the real commands, as users hit them: exit 2, one line, nothing
 ]
 
 
-@pytest.mark.parametrize("argv, expected", CLI_CASES)
-def test_bad_config_on_the_command_line_is_one_line_exit_2(argv: list[str], expected: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("argv, expected, real", [(*case, False) for case in CLI_CASES] + [(*CLI_CASES[0], True)])
+def test_bad_config_on_the_command_line_is_one_line_exit_2(argv: list[str], expected: str, real: bool,
+                                                           tmp_path: Path) -> None:
     (tmp_path / "file").write_text("precious")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "run")]
-    proc = subprocess.run([sys.executable, "-m", "trainer", *argv, "--data", "brown"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    argv += ["--data", "brown"]
+    if real:
+        proc = subprocess.run([sys.executable, "-m", "trainer", *argv], cwd=REPO, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    else:
+        proc = run_main("trainer", *argv)
     assert proc.returncode == 2 and proc.stderr == expected.replace("{tmp}", str(tmp_path)) + "\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "precious"

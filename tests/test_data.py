@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_main
 
 from trainer.core.corpora import brown_to_universal
 from trainer.core.data import SPLITS, Review, TaggedSentence, open_dataset, stats
@@ -19,7 +20,6 @@ from trainer.core.preprocess import UNIVERSAL_TAGS
 from trainer.core.errors import DataError
 from trainer.core.fetch import MARKER, SOURCES
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPEC_FORMS = "expected one of: brown, rotten-tomatoes, nltk-treebank, fasttext:PATH[,PATH_TEST], conllu:TRAIN[,DEV[,TEST]]"
 
@@ -31,6 +31,12 @@ NLTK_BROWN_UNIVERSAL = {"NOUN": 275558, "VERB": 182750, ".": 147565, "ADP": 1447
 
 
 def run_stats(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m trainer stats ARGS` in this process (`helpers.run_main`)."""
+    return run_main("trainer", "stats", *args, env=env)
+
+
+def run_stats_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real subprocess: nltk reads $NLTK_DATA once, when it is first imported."""
     return subprocess.run([sys.executable, "-m", "trainer", "stats", *args], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, **(env or {})})
 
@@ -315,7 +321,7 @@ def fake_nltk_data(root: Path) -> Path:
 
 def test_nltk_treebank_with_fake_nltk_data(tmp_path):
     env = {"NLTK_DATA": str(fake_nltk_data(tmp_path / "nltk_data"))}
-    proc = run_stats("--data", "nltk-treebank", env=env)
+    proc = run_stats_subprocess("--data", "nltk-treebank", env=env)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert {s: result[s]["sentences"] for s in SPLITS} == {"train": 8, "dev": 1, "test": 1}
@@ -330,7 +336,7 @@ def test_nltk_treebank_missing_data_is_one_line(tmp_path):
         pytest.skip("real nltk_data with treebank is installed")
     except LookupError:
         pass
-    proc = run_stats("--data", "nltk-treebank", env={"NLTK_DATA": str(tmp_path)})
+    proc = run_stats_subprocess("--data", "nltk-treebank", env={"NLTK_DATA": str(tmp_path)})
     assert_one_line_error(proc, "nltk-treebank needs NLTK's 'treebank' and 'universal_tagset' data",
                           "never calls nltk.download()")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SENTIMENT, TINY_TAGGER, trainer
+from helpers import TINY_SENTIMENT, TINY_TAGGER, run_main, trainer
 from safetensors.torch import load_file, save_file
 
 from trainer.artifact import save_artifact
@@ -34,7 +34,9 @@ def trained_runs(small_data: dict[str, str], tmp_path_factory: pytest.TempPathFa
 
 
 def evaluate(run: Path, spec: str, report: Path) -> tuple[dict, dict]:
-    proc = trainer("evaluate", "--model", str(run / "model"), "--data", spec, "--report", str(report))
+    """`python -m trainer evaluate` in this process (`helpers.run_main`): printed JSON, report JSON."""
+    proc = run_main("trainer", "evaluate", "--model", run / "model", "--data", spec, "--report", report)
+    assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(report.read_text())
 
 
@@ -77,10 +79,10 @@ def test_sentiment_report(trained_runs: dict, tmp_path: Path) -> None:
 def test_wrong_data_for_the_model_is_a_one_line_error(trained_runs: dict) -> None:
     run, _ = trained_runs["tagger"]
     _, sentiment_spec = trained_runs["sentiment"]
-    proc = trainer("evaluate", "--model", str(run / "model"), "--data", sentiment_spec, check=False)
+    proc = run_main("trainer", "evaluate", "--model", run / "model", "--data", sentiment_spec)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "is sentiment data but" in proc.stderr and "is a tagger model" in proc.stderr
-    missing = trainer("evaluate", "--model", str(run / "nothing"), "--data", sentiment_spec, check=False)
+    missing = run_main("trainer", "evaluate", "--model", run / "nothing", "--data", sentiment_spec)
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
     assert "no such model directory" in missing.stderr
 
@@ -144,7 +146,7 @@ def test_bad_arguments_are_one_line_errors_before_any_scoring(case: str, tiny_mo
     (tmp_path / "file").write_text("precious")
     extra, message = BAD_ARGUMENTS[case]
     extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
-    proc = trainer("evaluate", "--model", str(tiny_model), "--data", TINY_SPEC, *extra, check=False)
+    proc = run_main("trainer", "evaluate", "--model", tiny_model, "--data", TINY_SPEC, *extra)
     assert proc.returncode == 2 and proc.stderr == f"error: {message.replace('{tmp}', str(tmp_path))}\n"
     assert proc.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]
     assert (tmp_path / "file").read_text() == "precious"
@@ -154,6 +156,6 @@ def test_a_model_with_non_finite_weights_is_refused_not_scored(tiny_model: Path)
     state = load_file(str(tiny_model / "model.safetensors"))
     state["output.bias"][0] = float("nan")
     save_file(state, str(tiny_model / "model.safetensors"))
-    proc = trainer("evaluate", "--model", str(tiny_model), "--data", TINY_SPEC, check=False)
+    proc = run_main("trainer", "evaluate", "--model", tiny_model, "--data", TINY_SPEC)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"error: {tiny_model / 'model.safetensors'}: tensor 'output.bias' holds non-finite")

@@ -1,8 +1,9 @@
 """`python -m export`: ONNX parity with torch, dynamic shapes, the acceptance step, int8, bad input.
 
 Artifacts are conftest's `artifacts`: tiny random-weight models (parity needs no training) whose
-vocabularies come from a few hundred real Brown / Rotten Tomatoes training examples; the CLI runs as a
-subprocess.
+vocabularies come from a few hundred real Brown / Rotten Tomatoes training examples. The CLI runs in this
+process (`helpers.run_export`) and faults are injected with monkeypatch; tests/test_bad_inputs.py runs
+`python -m export` itself as a subprocess, to its exit status and through a SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from helpers import EXPORT_KINDS, REPO, load_json, run_export
+from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 from safetensors.torch import load_file, save_file
 
+from export import onnx_export, quantize
 from export.validate import validate
 from trainer.artifact import load_artifact
 from trainer.core.config import PreprocessConfig
@@ -180,30 +184,21 @@ def test_reference_evaluator_agrees_with_onnxruntime(kind: str, exports: dict) -
     assert {c["name"].split("-")[2] for c in recorded} == {"onnxruntime", "torch"} and all(c["passed"] for c in recorded)
 
 
-BREAK_ONE_WEIGHT = """
-import sys
-import numpy as np, onnx
-from onnx import numpy_helper
-from export import onnx_export
-from export.__main__ import main
+def test_a_broken_export_is_rejected_and_not_left_looking_valid(artifacts: dict, data_dir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    real_export = onnx_export.export_onnx
 
-real_export = onnx_export.export_onnx
+    def broken_export(artifact: Any, path: Path, opset: int) -> None:
+        """The real export, then one weight shifted by 0.01: a graph that no longer matches torch."""
+        real_export(artifact, path, opset)
+        model = onnx.load(str(path))
+        init = next(i for i in model.graph.initializer if i.name == "output.bias")
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.01), init.name))
+        onnx.save(model, str(path))
 
-def broken_export(artifact, path, opset):
-    real_export(artifact, path, opset)
-    model = onnx.load(str(path))
-    init = next(i for i in model.graph.initializer if i.name == "output.bias")
-    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.01), init.name))
-    onnx.save(model, str(path))
-
-onnx_export.export_onnx = broken_export
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_a_broken_export_is_rejected_and_not_left_looking_valid(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
+    monkeypatch.setattr(onnx_export, "export_onnx", broken_export)
     out = tmp_path / "broken"
-    proc = run_export(data_dir, "--model", str(artifacts["dual-tagger"]), "--out", str(out), code=BREAK_ONE_WEIGHT)
+    proc = run_export(data_dir, "--model", str(artifacts["dual-tagger"]), "--out", str(out))
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("error: ") and f"{out}.failed" in lines[0] and "Traceback" not in proc.stderr
@@ -254,24 +249,25 @@ def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: 
     assert session.run(None, encode(out, tokens))[0].shape == expected
 
 
-def test_int8_accuracy_drop_fails_the_export(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
-    code = ("import sys; import export.quantize as q; q.MAX_ACCURACY_DROP = -1.0\n"
-            "from export.__main__ import main; sys.exit(main(sys.argv[1:]))")
+def test_int8_accuracy_drop_fails_the_export(artifacts: dict, data_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP", -1.0)
     out = tmp_path / "int8"
     proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8",
-                      "--data", "rotten-tomatoes", code=code)
+                      "--data", "rotten-tomatoes")
     assert proc.returncode == 1 and "int8: dev accuracy" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and load_json(tmp_path / "int8.failed" / "validation.json")["int8"]["passed"] is False
 
 
-def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
-    code = ("import sys; import export.quantize as q\n"
-            "def broken(*args, **kwargs): raise Exception('Incomplete symbolic shape inference\\nmore detail')\n"
-            "q.quantize_dynamic = broken\n"
-            "from export.__main__ import main; sys.exit(main(sys.argv[1:]))")
+def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(artifacts: dict, data_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise Exception("Incomplete symbolic shape inference\nmore detail")
+
+    monkeypatch.setattr(quantize, "quantize_dynamic", broken)
     out = tmp_path / "int8"
     proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8",
-                      "--data", "rotten-tomatoes", code=code)
+                      "--data", "rotten-tomatoes")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (
         "error: int8: onnxruntime's quantization of model.onnx failed (Incomplete symbolic shape inference)")

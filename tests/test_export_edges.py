@@ -91,6 +91,27 @@ def test_out_overlapping_the_model_or_its_run_dir_is_refused(case: str, run_dir:
     assert load_artifact(model).task == "sentiment"
 
 
+TORCH_LOADED = """
+import sys
+from export.__main__ import main
+status = main(sys.argv[1:])
+print("torch" in sys.modules, status)
+"""
+
+
+@pytest.mark.parametrize("bad", [["--atol", "inf"], ["--out", "{run}/export"], ["--out", "{tmp}/file"]],
+                         ids=["atol", "out in the run dir", "out a file"])
+def test_bad_arguments_fail_before_torch_is_imported(bad: list[str], tmp_path: Path) -> None:
+    """Importing torch takes seconds; a mistyped flag should not wait for it."""
+    (tmp_path / "file").write_text("precious")
+    args = {"--model": str(tmp_path / "run" / "model"), "--out": str(tmp_path / "new-export")}
+    args[bad[0]] = bad[1].format(run=tmp_path / "run", tmp=tmp_path)
+    proc = run_export(tmp_path, *(part for pair in args.items() for part in pair), code=TORCH_LOADED)
+    assert proc.stdout.split() == ["False", "2"], proc.stderr
+    assert proc.stderr.startswith(f"error: {bad[0]} ") and proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 @pytest.fixture
 def previous(run_dir: Path, tmp_path: Path, data_dir: Path) -> Path:
     """A finished export at tmp_path/export, to be replaced (with --force) by a failing one."""

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_main
 
 from trainer.core import fetch as fetch_module
 from trainer.core.errors import FetchError
 from trainer.core.fetch import MARKER, SOURCES, fetch
-
-REPO = Path(__file__).resolve().parents[1]
 
 # A registry client stand-in: copies the archive named by argv[1] to the folder argv[2].
 COPY_CLIENT = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
@@ -130,8 +129,8 @@ def test_unknown_name(tmp_path):
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    """`python -m trainer ARGS` in this process (`helpers.run_main`)."""
+    return run_main("trainer", *args, env=env)
 
 
 def test_cli_fetch_prints_the_cached_path(data_dir):

@@ -23,6 +23,7 @@ def test_accelerate_cpu_launch_of_several_processes_is_refused() -> None:
     check_launch({})
 
 
+@pytest.mark.trains  # accelerate's launcher and two trainer processes, each importing torch: seconds, not a unit test
 def test_the_real_accelerate_cpu_launch_is_one_line(tmp_path: Path) -> None:
     conllu = REPO / "tests" / "fixtures" / "tiny.conllu"
     proc = subprocess.run(

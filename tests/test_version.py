@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 from safetensors import safe_open
 
-from helpers import REPO
+from helpers import REPO, run_main
 import trainer
 
 def test_the_version_is_the_installed_projects() -> None:
@@ -23,8 +21,7 @@ def test_every_artifact_records_the_version(tiny_artifact, tmp_path: Path) -> No
     with safe_open(str(model / "model.safetensors"), "np") as f:
         assert f.metadata()["seqlstm_version"] == trainer.__version__
     out = tmp_path / "export"
-    proc = subprocess.run([sys.executable, "-m", "export", "--model", str(model), "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_main("export", "--model", model, "--out", out)
     assert proc.returncode == 0, proc.stderr
     for name in ("model.json", "validation.json"):
         assert json.loads((out / name).read_text())["seqlstm_version"] == trainer.__version__

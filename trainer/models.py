@@ -112,7 +112,7 @@ class DualLSTMTagger(LSTMTagger):
     """Word embedding joined with a character BiLSTM's final states per word, then as LSTMTagger."""
 
     input_names = ("words", "lengths", "chars", "word_lengths")
-    CHAR_GROUPS = 4  # length groups of distinct words; 4 was fastest of 1, 2, 4, 6, 8 on Brown at batch 32
+    CHAR_GROUPS = 4  # length groups of distinct words: the fastest of 1, 2, 4, 6, 8 (docs/BENCHMARKS.md section 9)
 
     def __init__(self, config: TaggerConfig, vocabs: Vocabs) -> None:
         if vocabs.chars is None:
@@ -137,11 +137,12 @@ class DualLSTMTagger(LSTMTagger):
 
     def distinct_char_states(self, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """`char_states`, run once per distinct word: the same values, since no row's LSTM sees another
-        row or its own padding. On Brown at batch 32, 45% of a batch's words are repeats.
+        row or its own padding. A batch of sentences repeats many of its words.
 
         In eager torch the distinct words also run in CHAR_GROUPS groups of similar length, each padded
-        to its own longest word instead of the batch's (3.7x the real characters at batch 32). The
-        ONNX export keeps one group, a static graph: ONNX `Unique`, one char LSTM, a `Gather`.
+        to its own longest word instead of the batch's, which would be mostly padding (both figures in
+        docs/BENCHMARKS.md section 3). The ONNX export keeps one group, a static graph: ONNX `Unique`,
+        one char LSTM, a `Gather`.
         """
         keyed = torch.cat([lengths.unsqueeze(1), chars], dim=1)  # (N, 1 + W): equal rows, equal words
         distinct, inverse = torch.unique(keyed, dim=0, return_inverse=True)  # rows sorted, so by length

@@ -5,8 +5,8 @@ without AVX-512 (an AVX2-only AMD EPYC fails with "could not create a primitive 
 LSTM forward propagation primitive"). One tiny forward and backward per process tells. Where it
 fails, the LSTM kernels run in float32 inside the bf16 autocast region while embeddings and linear
 layers stay in bf16: the run goes on at the precision the CPU has (oneDNN's own fallback, turning
-it off for the LSTMs, measured 5x slower than float32 on such a CPU), says so in one line and
-records `lstm_precision` in metrics.json.
+it off for the LSTMs, is much slower than float32 on such a CPU: docs/BENCHMARKS.md section 9), says
+so in one line and records `lstm_precision` in metrics.json.
 """
 
 from __future__ import annotations

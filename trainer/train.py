@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from trainer.checkpoint import Checkpoint
     from trainer.evaluate import Split
 
-# Measured on 2 busy CPU cores: the tagger reaches ~97.6% dev accuracy in 3 epochs (~1,440 steps each,
-# 3-8k tokens/s), while sentiment keeps improving up to ~10 short epochs (~320 steps, ~10k tokens/s).
+# Where each task's dev score levels off (docs/BENCHMARKS.md section 9): the tagger's within 3 epochs,
+# sentiment's, whose epochs are short, only after about 10.
 TASK_EPOCHS = {"tagger": 4, "sentiment": 10}
 
 

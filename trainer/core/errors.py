@@ -1,8 +1,14 @@
-"""Small typed exceptions whose one-line message is what the user sees (see `trainer.__main__`)."""
+"""Small typed exceptions whose one-line message is what the user sees.
+
+Every command runs through `trainer.core.cli.run_cli`, which prints `error: <message>` on stderr and
+exits 1 for a `ValidationError` (then one indented line per failed check), 2 for any other
+`SeqLSTMError` (bad input, or training that cannot go on), and 130 or 143 on SIGINT or SIGTERM.
+Never a traceback.
+"""
 
 
 class SeqLSTMError(Exception):
-    """Base class: the CLI prints `error: <message>` and exits 2 instead of a traceback."""
+    """Base class: the CLI prints `error: <message>` and exits 2 (1 for a ValidationError)."""
 
 
 class DataError(SeqLSTMError):
@@ -22,7 +28,11 @@ class ArtifactError(SeqLSTMError):
 
 
 class ValidationError(SeqLSTMError):
-    """Exported model outputs disagree with torch beyond the tolerance."""
+    """A produced result failed its check, rather than the input being bad: an export that onnx.checker
+    rejects, that disagrees with torch beyond the tolerance, or whose int8 copy cannot be made or loses
+    too much dev accuracy; `serve predict --verify` finding the export is not its artifact's or differs
+    from torch. `failures` (when set) lists the failed checks; the CLI prints the message, then one
+    indented line per failure, and exits 1."""
 
 
 class TrainingError(SeqLSTMError):
