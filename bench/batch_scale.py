@@ -48,8 +48,12 @@ def build_export(work: Path) -> Path:
     artifact = work / "run" / "model"
     save_artifact(artifact, build_model(config, vocabs), config, preprocess, vocabs, {"task": "sentiment"})
     out = work / "export"
-    subprocess.run([sys.executable, "-m", "export", "--model", str(artifact), "--out", str(out), "--force"],
-                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "export", "--model", str(artifact), "--out", str(out), "--force"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -90,8 +94,16 @@ def run_commands(commands: list[list[str]]) -> tuple[float, dict[int, tuple[str,
     sampler = RssSampler()
     sampler.thread.start()
     start = time.perf_counter()
-    procs = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}) for c in commands]
+    procs = [
+        subprocess.Popen(
+            c,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        )
+        for c in commands
+    ]
     sampler.roots = [psutil.Process(p.pid) for p in procs]
     errors = [p.communicate()[1] for p in procs]
     seconds = time.perf_counter() - start
@@ -106,9 +118,15 @@ def run_commands(commands: list[list[str]]) -> tuple[float, dict[int, tuple[str,
 def measure(name: str, commands: list[list[str]], lines: int, workers: int, worker_tag: str) -> dict[str, Any]:
     seconds, peaks = run_commands(commands)
     rss = [rss for cmd, rss in peaks.values() if worker_tag in cmd]
-    return {"setup": name, "workers": workers, "lines": lines, "seconds": round(seconds, 2),
-            "lines_per_s": round(lines / seconds), "lines_per_s_per_worker": round(lines / seconds / workers),
-            "worker_rss_mib": round(max(rss) / 2**20) if rss else None}
+    return {
+        "setup": name,
+        "workers": workers,
+        "lines": lines,
+        "seconds": round(seconds, 2),
+        "lines_per_s": round(lines / seconds),
+        "lines_per_s_per_worker": round(lines / seconds / workers),
+        "worker_rss_mib": round(max(rss) / 2**20) if rss else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -120,29 +138,74 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(tmp)
         export, data = build_export(work), work / "in.txt"
         write_input(data, args.lines)
-        predict = [sys.executable, "-m", "serve", "predict", "--model", str(export), "--input", str(data),
-                   "--threads", "1", "--quiet"]
-        ray = [sys.executable, "-m", "serve", "ray", "--model", str(export), "--input", str(data),
-               "--threads-per-worker", "1"]
+        predict = [
+            sys.executable,
+            "-m",
+            "serve",
+            "predict",
+            "--model",
+            str(export),
+            "--input",
+            str(data),
+            "--threads",
+            "1",
+            "--quiet",
+        ]
+        ray = [
+            sys.executable,
+            "-m",
+            "serve",
+            "ray",
+            "--model",
+            str(export),
+            "--input",
+            str(data),
+            "--threads-per-worker",
+            "1",
+        ]
         rows = [
-            measure("predict, 1 process", [[*predict, "--output", str(work / "one.jsonl")]], args.lines, 1,
-                    "serve predict"),
-            measure("predict --shard i/2, 2 processes",
-                    [[*predict, "--output", str(work / f"shard{i}.jsonl"), "--shard", f"{i}/2"] for i in (1, 2)],
-                    args.lines, 2, "serve predict"),
-            measure("serve ray, 1 worker", [[*ray, "--output", str(work / "ray1"), "--workers", "1"]], args.lines, 1,
-                    "MapWorker"),
-            measure("serve ray, 2 workers", [[*ray, "--output", str(work / "ray2"), "--workers", "2"]], args.lines, 2,
-                    "MapWorker"),
+            measure(
+                "predict, 1 process", [[*predict, "--output", str(work / "one.jsonl")]], args.lines, 1, "serve predict"
+            ),
+            measure(
+                "predict --shard i/2, 2 processes",
+                [[*predict, "--output", str(work / f"shard{i}.jsonl"), "--shard", f"{i}/2"] for i in (1, 2)],
+                args.lines,
+                2,
+                "serve predict",
+            ),
+            measure(
+                "serve ray, 1 worker",
+                [[*ray, "--output", str(work / "ray1"), "--workers", "1"]],
+                args.lines,
+                1,
+                "MapWorker",
+            ),
+            measure(
+                "serve ray, 2 workers",
+                [[*ray, "--output", str(work / "ray2"), "--workers", "2"]],
+                args.lines,
+                2,
+                "MapWorker",
+            ),
         ]
         single = (work / "one.jsonl").read_bytes()
         for name in ("shard", "ray1", "ray2"):
             parts = sorted(work.glob("shard*.jsonl")) if name == "shard" else sorted((work / name).glob("part-*"))
             assert b"".join(p.read_bytes() for p in parts) == single, f"{name} output differs from 1 process"
-    results = {"lines": args.lines, "input": "rotten-tomatoes test split, cycled", "model": "SentimentConfig()",
-               "table": rows, "outputs_identical": True}
-    return publish("batch_scale", args, results, ["setup", "workers", "seconds", "lines_per_s",
-                                                   "lines_per_s_per_worker", "worker_rss_mib"])
+    results = {
+        "lines": args.lines,
+        "input": "rotten-tomatoes test split, cycled",
+        "model": "SentimentConfig()",
+        "table": rows,
+        "outputs_identical": True,
+    }
+    return publish(
+        "batch_scale",
+        args,
+        results,
+        ["setup", "workers", "seconds", "lines_per_s", "lines_per_s_per_worker", "worker_rss_mib"],
+    )
 
 
 if __name__ == "__main__":

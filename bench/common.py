@@ -105,8 +105,10 @@ def publish(name: str, args: argparse.Namespace, results: dict[str, Any], column
 
 
 def print_machine(info: dict[str, Any]) -> None:
-    print(f"machine: {info['cpu_model']}, {info['cpus_usable']} usable CPUs, load {info['load_avg_1_5_15']}, "
-          f"torch {info.get('torch')}, onnxruntime {info.get('onnxruntime')}, {info['date_utc']}")
+    print(
+        f"machine: {info['cpu_model']}, {info['cpus_usable']} usable CPUs, load {info['load_avg_1_5_15']}, "
+        f"torch {info.get('torch')}, onnxruntime {info.get('onnxruntime')}, {info['date_utc']}"
+    )
 
 
 @contextmanager

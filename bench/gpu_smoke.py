@@ -30,12 +30,36 @@ def sh(*args: object) -> subprocess.CompletedProcess:
 
 
 def train(out: Path, gpus: int, precision: str, steps: int) -> dict[str, Any]:
-    sh(REPO / "launch.sh", "train", "--nproc", gpus, "--mixed-precision", precision, "--", "--task", "tagger",
-       "--data", "brown", "--out", out, "--max_steps", steps, "--eval_every", steps, "--save_every", steps)
+    sh(
+        REPO / "launch.sh",
+        "train",
+        "--nproc",
+        gpus,
+        "--mixed-precision",
+        precision,
+        "--",
+        "--task",
+        "tagger",
+        "--data",
+        "brown",
+        "--out",
+        out,
+        "--max_steps",
+        steps,
+        "--eval_every",
+        steps,
+        "--save_every",
+        steps,
+    )
     metrics = json.loads((out / "model" / "metrics.json").read_text())
-    return {"gpus": gpus, "mixed_precision": precision, "lstm_precision": metrics.get("lstm_precision"),
-            "steps": metrics["steps"], "train_tokens_per_s": metrics["train_tokens_per_s"],
-            "dev_accuracy": metrics["dev"]["accuracy"]}
+    return {
+        "gpus": gpus,
+        "mixed_precision": precision,
+        "lstm_precision": metrics.get("lstm_precision"),
+        "steps": metrics["steps"],
+        "train_tokens_per_s": metrics["train_tokens_per_s"],
+        "dev_accuracy": metrics["dev"]["accuracy"],
+    }
 
 
 def held_out(path: Path, count: int = 2000) -> Path:
@@ -52,12 +76,29 @@ def run(args: argparse.Namespace, gpus: int) -> dict[str, Any]:
     rows = [train(root / f"{p}-{n}", n, p, args.steps) for p in ("no", "fp16", "bf16") for n in counts]
     model, export = root / "no-1" / "model", root / "export"
     exported = sh(sys.executable, "-m", "export", "--model", model, "--out", export, "--data", "brown").stdout
-    verify = sh(sys.executable, "-m", "serve", "predict", "--model", export, "--input", held_out(root / "held.txt"),
-                "--output", root / "pred.jsonl", "--verify", model).stderr
+    verify = sh(
+        sys.executable,
+        "-m",
+        "serve",
+        "predict",
+        "--model",
+        export,
+        "--input",
+        held_out(root / "held.txt"),
+        "--output",
+        root / "pred.jsonl",
+        "--verify",
+        model,
+    ).stderr
     sh(sys.executable, "-m", "serve", "bench", "--model", export, "--json", root / "bench.json")
     bench = json.loads((root / "bench.json").read_text())
-    return {"table": rows, "export": exported.strip(), "verify": verify.strip().splitlines()[-1],
-            "serve_bench": bench, "validation": json.loads((export / "validation.json").read_text())["passed"]}
+    return {
+        "table": rows,
+        "export": exported.strip(),
+        "verify": verify.strip().splitlines()[-1],
+        "serve_bench": bench,
+        "validation": json.loads((export / "validation.json").read_text())["passed"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_smoke: no CUDA device on this machine; nothing to run")
         return 0
     results = run(args, torch.cuda.device_count())
-    publish("gpu_smoke", args, results, ["gpus", "mixed_precision", "lstm_precision", "steps",
-                                         "train_tokens_per_s", "dev_accuracy"])
+    publish(
+        "gpu_smoke",
+        args,
+        results,
+        ["gpus", "mixed_precision", "lstm_precision", "steps", "train_tokens_per_s", "dev_accuracy"],
+    )
     return 0
 
 

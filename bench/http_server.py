@@ -49,11 +49,20 @@ def build_export(workdir: Path) -> Path:
     vocabs = build_vocabs(tokens, SENTIMENT_LABELS, preprocess, chars=False)
     torch.manual_seed(0)
     artifact = workdir / "run" / "model"
-    save_artifact(artifact, build_model(config, vocabs), config, preprocess, vocabs,
-                  {"task": "sentiment", "data": "rotten-tomatoes"})
+    save_artifact(
+        artifact,
+        build_model(config, vocabs),
+        config,
+        preprocess,
+        vocabs,
+        {"task": "sentiment", "data": "rotten-tomatoes"},
+    )
     out = workdir / "export"
-    subprocess.run([sys.executable, "-m", "export", "--model", str(artifact), "--out", str(out), "--force"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "export", "--model", str(artifact), "--out", str(out), "--force"],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -74,8 +83,11 @@ def model_only(export: Path, texts: list[str], seconds: float) -> dict:
 
 
 def start_server(export: Path, kind: str, log: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "http", "--model", str(export), "--port", "0",
-                             "--server", kind], stdout=subprocess.PIPE, stderr=log.open("wb"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serve", "http", "--model", str(export), "--port", "0", "--server", kind],
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+    )
     banner = proc.stdout.readline().decode()
     if "http://" not in banner:
         proc.kill()
@@ -85,12 +97,21 @@ def start_server(export: Path, kind: str, log: Path) -> tuple[subprocess.Popen, 
 
 def request_bytes(text: str) -> bytes:
     body = json.dumps({"texts": [text]}).encode()
-    return b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-        len(body), body)
+    return (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
 
 
-async def client(port: int, requests: list[bytes], start: int, stop_at: float, budget: list[int],
-                 latencies: list[float], errors: list[str]) -> None:
+async def client(
+    port: int,
+    requests: list[bytes],
+    start: int,
+    stop_at: float,
+    budget: list[int],
+    latencies: list[float],
+    errors: list[str],
+) -> None:
     reader = writer = None
     for request in itertools.islice(itertools.cycle(requests), start, None):
         if time.perf_counter() >= stop_at or budget[0] <= 0:
@@ -128,13 +149,21 @@ async def load(port: int, requests: list[bytes], clients: int, seconds: float, m
     errors: list[str] = []
     budget = [max_requests]
     began = time.perf_counter()
-    await asyncio.gather(*(client(port, requests, i * 7, began + seconds, budget, latencies, errors)
-                           for i in range(clients)))
+    await asyncio.gather(
+        *(client(port, requests, i * 7, began + seconds, budget, latencies, errors) for i in range(clients))
+    )
     elapsed = time.perf_counter() - began
     ms = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
-            "requests_per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "errors": len(errors), "error_kinds": sorted(set(errors))[:5]}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "seconds": round(elapsed, 2),
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors))[:5],
+    }
 
 
 def bench_server(export: Path, kind: str, requests: list[bytes], args: argparse.Namespace, workdir: Path) -> list:
@@ -143,11 +172,15 @@ def bench_server(export: Path, kind: str, requests: list[bytes], args: argparse.
         levels = []
         for clients in LEVELS:
             asyncio.run(load(port, requests, clients, args.warmup, args.max_requests))  # warm-up, not counted
-            levels.append({"server": kind, **asyncio.run(load(port, requests, clients, args.seconds,
-                                                              args.max_requests))})
-            print(f"{kind:6} {clients:3} clients: {levels[-1]['requests_per_s']:8.1f} req/s, "
-                  f"p50 {levels[-1]['p50_ms']:.1f} ms, p99 {levels[-1]['p99_ms']:.1f} ms, "
-                  f"{levels[-1]['errors']} errors", flush=True)
+            levels.append(
+                {"server": kind, **asyncio.run(load(port, requests, clients, args.seconds, args.max_requests))}
+            )
+            print(
+                f"{kind:6} {clients:3} clients: {levels[-1]['requests_per_s']:8.1f} req/s, "
+                f"p50 {levels[-1]['p50_ms']:.1f} ms, p99 {levels[-1]['p99_ms']:.1f} ms, "
+                f"{levels[-1]['errors']} errors",
+                flush=True,
+            )
         return levels
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -182,8 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-seconds", type=float, default=3.0, help="model-only time (default: 3)")
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    results = publish("http_server", args, run(args),
-                      ["server", "clients", "requests", "requests_per_s", "p50_ms", "p99_ms", "errors"])["results"]
+    results = publish(
+        "http_server",
+        args,
+        run(args),
+        ["server", "clients", "requests", "requests_per_s", "p50_ms", "p99_ms", "errors"],
+    )["results"]
     for name, value in results["targets"].items():
         print(f"{name}: {value:.2f}")
     return 0

@@ -18,8 +18,9 @@ def load(model_dir: Path) -> tuple[Artifact, Encoder]:
 
 
 @torch.inference_mode()
-def logits(artifact: Artifact, encoder: Encoder, token_lists: Sequence[Sequence[str]],
-           batch_size: int = 256) -> list[np.ndarray]:
+def logits(
+    artifact: Artifact, encoder: Encoder, token_lists: Sequence[Sequence[str]], batch_size: int = 256
+) -> list[np.ndarray]:
     """One logits array per input, in input order: (T, n_tags) for a tagger, a 0-d logit for sentiment.
 
     Inputs are sorted by length before batching so batches carry little padding; padding does not

@@ -133,13 +133,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="directory for the generated files (default: a new temp dir)")
     parser.add_argument("--bz2", action="store_true", help="also measure a .bz2-compressed copy")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
-    parser.add_argument("--trace-lines", type=int, default=100_000,
-                        help="reviews streamed under tracemalloc (slow; 0 skips it; default: 100,000)")
+    parser.add_argument(
+        "--trace-lines",
+        type=int,
+        default=100_000,
+        help="reviews streamed under tracemalloc (slow; 0 skips it; default: 100,000)",
+    )
     parser.add_argument("--seed", type=int, default=1234)
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    publish("preprocess_scale", args, run(args), ["file", "file_mb", "file_lines", "reviews", "tokens", "lines_per_s",
-                                                   "tokens_per_s", "rss_before_mb", "peak_rss_mb", "tracemalloc_peak_mb"])
+    publish(
+        "preprocess_scale",
+        args,
+        run(args),
+        [
+            "file",
+            "file_mb",
+            "file_lines",
+            "reviews",
+            "tokens",
+            "lines_per_s",
+            "tokens_per_s",
+            "rss_before_mb",
+            "peak_rss_mb",
+            "tracemalloc_peak_mb",
+        ],
+    )
     return 0
 
 

@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-test", type=int, help="use only the first N test reviews (smoke tests)")
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    publish("sentiment_accuracy", args, run(args), ["classifier", "accuracy", "ci95", "documents", "train_s", "predict_s"])
+    publish(
+        "sentiment_accuracy", args, run(args), ["classifier", "accuracy", "ci95", "documents", "train_s", "predict_s"]
+    )
     return 0
 
 

@@ -30,8 +30,9 @@ def train_words(train: Sequence[TaggedSentence], config: PreprocessConfig) -> se
     return {normalize_word(w, config) for s in train for w in s.words}
 
 
-def score(gold: Sequence[TaggedSentence], predicted: Sequence[Sequence[str]], known: set[str],
-          config: PreprocessConfig) -> dict[str, float | int]:
+def score(
+    gold: Sequence[TaggedSentence], predicted: Sequence[Sequence[str]], known: set[str], config: PreprocessConfig
+) -> dict[str, float | int]:
     """Token accuracy overall and on OOV tokens (normalized word not in `known`)."""
     right = total = oov_right = oov_total = 0
     for sentence, tags in zip(gold, predicted, strict=True):
@@ -50,8 +51,9 @@ def score(gold: Sequence[TaggedSentence], predicted: Sequence[Sequence[str]], kn
     }
 
 
-def perceptron(train: Sequence[TaggedSentence], test: Sequence[TaggedSentence], nr_iter: int = 5,
-               seed: int = 1234) -> tuple[list[list[str]], dict[str, float]]:
+def perceptron(
+    train: Sequence[TaggedSentence], test: Sequence[TaggedSentence], nr_iter: int = 5, seed: int = 1234
+) -> tuple[list[list[str]], dict[str, float]]:
     """Train NLTK's averaged perceptron from scratch (no nltk_data) and tag the test sentences."""
     from nltk.tag.perceptron import PerceptronTagger
 

@@ -60,8 +60,15 @@ def speed(name: str, texts: list[str], ours: Tokenize, nltk: Tokenize, repeats: 
     tokens = sum(len(nltk(text)) for text in texts)
     differ = sum(ours(text) != nltk(text) for text in texts)
     nltk_s, ours_s = best_seconds(nltk, texts, repeats), best_seconds(ours, texts, repeats)
-    return {"case": name, "texts": len(texts), "tokens": tokens, "differ": differ,
-            "nltk_tokens_per_s": tokens / nltk_s, "ours_tokens_per_s": tokens / ours_s, "speedup": nltk_s / ours_s}
+    return {
+        "case": name,
+        "texts": len(texts),
+        "tokens": tokens,
+        "differ": differ,
+        "nltk_tokens_per_s": tokens / nltk_s,
+        "ours_tokens_per_s": tokens / ours_s,
+        "speedup": nltk_s / ours_s,
+    }
 
 
 def worst_case(name: str, prefix: str, unit: str, lengths: Sequence[int], ours: Tokenize, nltk: Tokenize) -> dict:
@@ -97,11 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", default="1000,10000,100000", help="worst-case input lengths in characters")
     add_json_arg(parser)
     args = parser.parse_args(argv)
-    results = publish("tokenize", args, run(args), ["case", "texts", "tokens", "differ", "nltk_tokens_per_s",
-                                                     "ours_tokens_per_s", "speedup"])["results"]
+    results = publish(
+        "tokenize",
+        args,
+        run(args),
+        ["case", "texts", "tokens", "differ", "nltk_tokens_per_s", "ours_tokens_per_s", "speedup"],
+    )["results"]
     lengths = results["lengths"]
-    columns = ["case", *(f"ours_ms_{n}" for n in lengths), *(f"nltk_ms_{n}" for n in lengths),
-               *(f"growth_to_{n}" for n in lengths[1:]), "differ"]
+    columns = [
+        "case",
+        *(f"ours_ms_{n}" for n in lengths),
+        *(f"nltk_ms_{n}" for n in lengths),
+        *(f"growth_to_{n}" for n in lengths[1:]),
+        "differ",
+    ]
     print(table(results["worst_cases"], columns))
     return 0
 

@@ -44,8 +44,16 @@ TRAIN_OVER_FORWARD = 3  # forward + backward (two products per forward one: inpu
 class TutorialTagger(nn.Module):
     """The tutorial's exercise model: per-word char LSTM final state + word embedding -> LSTM -> tags."""
 
-    def __init__(self, n_words: int, n_chars: int, n_tags: int, word_dim: int = 100, word_hidden: int = 128,
-                 char_dim: int = 30, char_hidden: int = 50) -> None:
+    def __init__(
+        self,
+        n_words: int,
+        n_chars: int,
+        n_tags: int,
+        word_dim: int = 100,
+        word_hidden: int = 128,
+        char_dim: int = 30,
+        char_hidden: int = 50,
+    ) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(n_words, word_dim)
         self.char_embeddings = nn.Embedding(n_chars, char_dim)
@@ -68,8 +76,9 @@ def tutorial_flops_per_token(chars_per_word: float, n_tags: int = 12) -> float:
     return lstm_step_flops(100 + 50, 128) + 2 * 128 * n_tags + chars_per_word * lstm_step_flops(30, 50)
 
 
-def tutorial_tokens_per_s(sentences: Sequence[TaggedSentence], steps: int, threads: int, warmup: int = 5,
-                          seed: int = 1234) -> dict[str, float | int]:
+def tutorial_tokens_per_s(
+    sentences: Sequence[TaggedSentence], steps: int, threads: int, warmup: int = 5, seed: int = 1234
+) -> dict[str, float | int]:
     """Train the tutorial model one sentence per step; tokens/s over `steps` sentences after `warmup`."""
     torch.manual_seed(seed)
     words = {w: i for i, w in enumerate(sorted({w for s in sentences for w in s.words}))}
@@ -79,8 +88,14 @@ def tutorial_tokens_per_s(sentences: Sequence[TaggedSentence], steps: int, threa
     optimizer = torch.optim.Adam(model.parameters())
     loss_function = nn.NLLLoss()
     chosen = list(itertools.islice(itertools.cycle(sentences), warmup + steps))
-    prepared = [(torch.tensor([words[w] for w in s.words]), [torch.tensor([chars[c] for c in w]) for w in s.words],
-                 torch.tensor([tags[t] for t in s.tags])) for s in chosen]
+    prepared = [
+        (
+            torch.tensor([words[w] for w in s.words]),
+            [torch.tensor([chars[c] for c in w]) for w in s.words],
+            torch.tensor([tags[t] for t in s.tags]),
+        )
+        for s in chosen
+    ]
 
     def step(word_ids: torch.Tensor, char_ids: list[torch.Tensor], targets: torch.Tensor) -> None:
         model.zero_grad()
@@ -95,21 +110,39 @@ def tutorial_tokens_per_s(sentences: Sequence[TaggedSentence], steps: int, threa
             for item in prepared[warmup:]:
                 step(*item)
     tokens = sum(len(s.words) for s in chosen[warmup:])
-    return {"sentences": steps, "tokens": tokens, "seconds": t["s"], "tokens_per_s": tokens / t["s"],
-            "torch_threads": threads}
+    return {
+        "sentences": steps,
+        "tokens": tokens,
+        "seconds": t["s"],
+        "tokens_per_s": tokens / t["s"],
+        "torch_threads": threads,
+    }
 
 
 def trainer_command(out: Path, data: str, steps: int, nproc: int, extra: Sequence[str]) -> list[str]:
     """The product's training command, on `nproc` CPU processes through torch.distributed.run."""
-    args = ["-m", "trainer", "train", "--task", "tagger", "--data", data, "--out", str(out),
-            "--max_steps", str(steps), *extra]
+    args = [
+        "-m",
+        "trainer",
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--max_steps",
+        str(steps),
+        *extra,
+    ]
     if nproc == 1:
         return [sys.executable, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--standalone", *args]
 
 
-def trainer_tokens_per_s(out: Path, data: str, steps: int, nproc: int, extra: Sequence[str],
-                         threads: int | None = None) -> dict:
+def trainer_tokens_per_s(
+    out: Path, data: str, steps: int, nproc: int, extra: Sequence[str], threads: int | None = None
+) -> dict:
     """Run our trainer into `out` for `steps` steps and read the throughput it reports in metrics.json.
 
     `threads` sets OMP_NUM_THREADS (torch's intra-op threads); torchrun sets 1 per process itself.
@@ -121,8 +154,14 @@ def trainer_tokens_per_s(out: Path, data: str, steps: int, nproc: int, extra: Se
     if done.returncode != 0:
         sys.exit(f"error: `{' '.join(command)}` failed ({done.returncode}):\n{done.stderr[-2000:]}")
     metrics = json.loads((out / "model" / "metrics.json").read_text(encoding="utf-8"))
-    return {"processes": nproc, "steps": metrics.get("steps"), "world_size": metrics.get("world_size"),
-            "tokens_per_s": metrics["train_tokens_per_s"], "wall_s": t["s"], "command": " ".join(command)}
+    return {
+        "processes": nproc,
+        "steps": metrics.get("steps"),
+        "world_size": metrics.get("world_size"),
+        "tokens_per_s": metrics["train_tokens_per_s"],
+        "wall_s": t["s"],
+        "command": " ".join(command),
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -135,24 +174,42 @@ def run(args: argparse.Namespace) -> dict:
     tutorial = []
     for threads in (1, 2) if args.tutorial_sentences else ():
         tutorial.append(tutorial_tokens_per_s(train, args.tutorial_sentences, threads))
-        rows.append({"trainer": f"tutorial loop, {threads} thread(s)", **tutorial[-1],
-                     "train_flops_per_token": TRAIN_OVER_FORWARD * tutorial_flops_per_token(chars)})
+        rows.append(
+            {
+                "trainer": f"tutorial loop, {threads} thread(s)",
+                **tutorial[-1],
+                "train_flops_per_token": TRAIN_OVER_FORWARD * tutorial_flops_per_token(chars),
+            }
+        )
     results["tutorial"] = tutorial
     # (name, processes, OMP threads per process, model-shape arguments, the config they give)
     runs = [(f"ours, {n} process(es)", n, None, [], TaggerConfig()) for n in args.nproc]
     if 1 in args.nproc:
         runs.append(("ours, 1 process, 1 thread", 1, 1, [], TaggerConfig()))
     if args.unidirectional:
-        runs.append(("ours, 1 process, unidirectional", 1, None, ["--bidirectional", "false"],
-                     TaggerConfig(bidirectional=False)))
+        runs.append(
+            (
+                "ours, 1 process, unidirectional",
+                1,
+                None,
+                ["--bidirectional", "false"],
+                TaggerConfig(bidirectional=False),
+            )
+        )
     results["ours"] = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         for i, (name, nproc, threads, shape, config) in enumerate(runs):
-            result = trainer_tokens_per_s(Path(tmp) / f"run{i}", args.data, args.steps, nproc,
-                                          shape + args.trainer_arg, threads)
+            result = trainer_tokens_per_s(
+                Path(tmp) / f"run{i}", args.data, args.steps, nproc, shape + args.trainer_arg, threads
+            )
             results["ours"].append({"name": name, "omp_threads": threads, **result})
-            rows.append({"trainer": name, **result,
-                         "train_flops_per_token": TRAIN_OVER_FORWARD * flops_per_token(config, 12, chars)})
+            rows.append(
+                {
+                    "trainer": name,
+                    **result,
+                    "train_flops_per_token": TRAIN_OVER_FORWARD * flops_per_token(config, 12, chars),
+                }
+            )
     base = max((t["tokens_per_s"] for t in tutorial), default=None)
     for row in rows:
         row["x_tutorial"] = row["tokens_per_s"] / base if base else None
@@ -165,16 +222,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="brown", help="a tagger --data spec (default: brown)")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps of our trainer per run (default: 200)")
-    parser.add_argument("--nproc", type=int, nargs="*", default=[1, 2],
-                        help="process counts for our trainer (default: 1 2)")
-    parser.add_argument("--tutorial-sentences", type=int, default=1000,
-                        help="timed sentences (= steps) of the tutorial loop; 0 skips it (default: 1000)")
-    parser.add_argument("--no-unidirectional", dest="unidirectional", action="store_false",
-                        help="skip the extra 1-process run of ours with --bidirectional false")
-    parser.add_argument("--trainer-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for every `trainer train` run, repeatable; FLOP floors assume the "
-                             "default model shape "
-                             "(e.g. --trainer-arg=--batch_size --trainer-arg=64)")
+    parser.add_argument(
+        "--nproc", type=int, nargs="*", default=[1, 2], help="process counts for our trainer (default: 1 2)"
+    )
+    parser.add_argument(
+        "--tutorial-sentences",
+        type=int,
+        default=1000,
+        help="timed sentences (= steps) of the tutorial loop; 0 skips it (default: 1000)",
+    )
+    parser.add_argument(
+        "--no-unidirectional",
+        dest="unidirectional",
+        action="store_false",
+        help="skip the extra 1-process run of ours with --bidirectional false",
+    )
+    parser.add_argument(
+        "--trainer-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every `trainer train` run, repeatable; FLOP floors assume the "
+        "default model shape "
+        "(e.g. --trainer-arg=--batch_size --trainer-arg=64)",
+    )
     parser.add_argument("--limit-train", type=int, help="use only the first N train sentences for the tutorial loop")
     add_json_arg(parser)
     args = parser.parse_args(argv)

@@ -48,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     parser.add_argument("--atol", type=float, default=None, help="parity tolerance (default: the model config's atol)")
     parser.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx, accepted by dev accuracy")
-    parser.add_argument("--data", metavar="SPEC",
-                        help="data for real-sentence cases and int8 scoring (without it those cases are skipped)")
+    parser.add_argument(
+        "--data",
+        metavar="SPEC",
+        help="data for real-sentence cases and int8 scoring (without it those cases are skipped)",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
     return parser
 
@@ -110,8 +113,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: int, atol: float,
-                dataset: Dataset | None, data_note: dict) -> None:
+def export_into(
+    tmp: Path,
+    args: argparse.Namespace,
+    artifact: Artifact,
+    opset: int,
+    atol: float,
+    dataset: Dataset | None,
+    data_note: dict,
+) -> None:
     """Export and check into `tmp`, then move it to --out (or to --out.failed)."""
     from export.validate import ExportValidationError
     from trainer.artifact import replace_dir, write_json
@@ -131,19 +141,30 @@ def export_into(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: 
     replace_dir(tmp, out)
     if failed.exists():
         shutil.rmtree(failed)  # a stale failure next to a good export would only mislead
-    print(f"exported {out / 'model.onnx'} (opset {opset}, {report['exporter']} exporter): "
-          f"{report['checks']} checks passed, max abs diff {report['max_abs_diff']:.2g} vs atol {atol:g}; "
-          f"{len(report['test_vectors'])} test vectors")
+    print(
+        f"exported {out / 'model.onnx'} (opset {opset}, {report['exporter']} exporter): "
+        f"{report['checks']} checks passed, max abs diff {report['max_abs_diff']:.2g} vs atol {atol:g}; "
+        f"{len(report['test_vectors'])} test vectors"
+    )
     if not data_note["used"]:
         print(f"real-data cases skipped: {data_note['reason']}")
     if args.quantize:
         int8 = report["int8"]
-        print(f"int8 {out / 'model.int8.onnx'}: dev accuracy {int8['int8_accuracy']:.4f} "
-              f"(fp32 {int8['fp32_accuracy']:.4f}, agreement {int8['argmax_agreement']:.4f})")
+        print(
+            f"int8 {out / 'model.int8.onnx'}: dev accuracy {int8['int8_accuracy']:.4f} "
+            f"(fp32 {int8['fp32_accuracy']:.4f}, agreement {int8['argmax_agreement']:.4f})"
+        )
 
 
-def export_and_check(tmp: Path, args: argparse.Namespace, artifact: Artifact, opset: int, atol: float,
-                     dataset: Dataset | None, data_note: dict) -> tuple[dict, dict]:
+def export_and_check(
+    tmp: Path,
+    args: argparse.Namespace,
+    artifact: Artifact,
+    opset: int,
+    atol: float,
+    dataset: Dataset | None,
+    data_note: dict,
+) -> tuple[dict, dict]:
     """model.onnx, test_vectors.json (and model.int8.onnx) in `tmp`; (validation report, model.json)."""
     from export import onnx_export
     from export.validate import real_sentences, validate
@@ -168,8 +189,9 @@ def export_and_check(tmp: Path, args: argparse.Namespace, artifact: Artifact, op
         int8_path = tmp / "model.int8.onnx"
         quantize_int8(onnx_path, int8_path)
         add_checks(report, *onnx_export.metadata_check(int8_path, meta))  # quantization keeps metadata_props
-        report["int8"] = int8 = compare_int8(onnx_path, int8_path, artifact.task,
-                                             Encoder(artifact.vocabs, artifact.preprocess), dataset.examples("dev"))
+        report["int8"] = int8 = compare_int8(
+            onnx_path, int8_path, artifact.task, Encoder(artifact.vocabs, artifact.preprocess), dataset.examples("dev")
+        )
         if not int8["passed"]:
             report["passed"] = False
             report["failures"].append(int8["failure"])

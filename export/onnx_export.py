@@ -80,14 +80,22 @@ def export_onnx(artifact: Artifact, path: Path, opset: int) -> None:
         warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
         with torch.no_grad():
             torch.onnx.export(
-                model, args, str(path), dynamo=False, opset_version=opset,
-                input_names=names, output_names=list(model.output_names), dynamic_axes=axes,
+                model,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=names,
+                output_names=list(model.output_names),
+                dynamic_axes=axes,
             )
     set_metadata(path, metadata_props(description(artifact)))
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ValidationError(f"{path.name}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]})") from None
+        raise ValidationError(
+            f"{path.name}: the exported graph fails onnx.checker ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def set_metadata(path: Path, props: dict[str, str]) -> None:
@@ -165,4 +173,3 @@ def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> 
         "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": opset, "exporter": EXPORTER},
         "atol": atol,
     }
-

@@ -107,6 +107,8 @@ def compare_int8(fp32: Path, int8: Path, task: str, encoder: Encoder, examples: 
         "passed": passed,
     }
     if not passed:
-        result["failure"] = (f"int8: dev accuracy {acc_int8:.4f} vs fp32 {acc_fp32:.4f}, more than the allowed "
-                             f"drop of {MAX_ACCURACY_DROP:g} ({count} dev {unit})")
+        result["failure"] = (
+            f"int8: dev accuracy {acc_int8:.4f} vs fp32 {acc_fp32:.4f}, more than the allowed "
+            f"drop of {MAX_ACCURACY_DROP:g} ({count} dev {unit})"
+        )
     return result

@@ -67,6 +67,7 @@ class ExportValidationError(ValidationError):
 
 # ---- data ----------------------------------------------------------------------------------
 
+
 def example_tokens(example: Any) -> list[str]:
     """Tagger sentences come tokenized; reviews go through the shared tokenizer, as in serving."""
     return list(example.words) if isinstance(example, TaggedSentence) else tokenize(example.text)
@@ -96,6 +97,7 @@ def real_sentences(dataset: Dataset) -> list[list[str]]:
 
 
 # ---- inputs --------------------------------------------------------------------------------
+
 
 def word_of_length(n: int) -> str:
     return "".join(ALPHABET[(n + i) % len(ALPHABET)] for i in range(n)).capitalize()
@@ -157,6 +159,7 @@ def random_case(name: str, vocabs: Vocabs, rng: np.random.Generator, batch: int,
 
 # ---- running and comparing -----------------------------------------------------------------
 
+
 # One intra-op thread for torch and onnxruntime alike: LSTM steps are small, and both runtimes' spinning
 # thread pools slow these many small runs down badly on a busy machine (docs/BENCHMARKS.md section 9).
 def ort_session(path: Path) -> ort.InferenceSession:
@@ -208,8 +211,16 @@ def fits(declared: list[int | str], shape: tuple[int, ...]) -> bool:
     return len(declared) == len(shape) and all(isinstance(d, str) or d == s for d, s in zip(declared, shape))
 
 
-def compare(name: str, kind: str, expected: Arrays, actual: Arrays, lengths: np.ndarray, task: str,
-            atol: float, declared: dict[str, list] | None = None) -> tuple[dict, list[str]]:
+def compare(
+    name: str,
+    kind: str,
+    expected: Arrays,
+    actual: Arrays,
+    lengths: np.ndarray,
+    task: str,
+    atol: float,
+    declared: dict[str, list] | None = None,
+) -> tuple[dict, list[str]]:
     """Names, then shapes (against torch and the graph's declared shapes), then values."""
     failures: list[str] = []
     outputs: dict[str, dict] = {}
@@ -231,16 +242,24 @@ def compare(name: str, kind: str, expected: Arrays, actual: Arrays, lengths: np.
     return {"name": name, "kind": kind, "outputs": outputs, "passed": not failures}, failures
 
 
-def run_case(case: Case, expected: Runner, actual: Runner, task: str, atol: float,
-             declared: dict[str, list] | None = None, kind: str = "parity") -> tuple[dict, list[str]]:
+def run_case(
+    case: Case,
+    expected: Runner,
+    actual: Runner,
+    task: str,
+    atol: float,
+    declared: dict[str, list] | None = None,
+    kind: str = "parity",
+) -> tuple[dict, list[str]]:
     try:
         got = actual(case.arrays)
     except Exception as exc:  # onnxruntime raises untyped errors; a crash is a failed case, not a traceback
         record = {"name": case.name, "kind": kind, "outputs": {}, "passed": False}
         failures = [f"{case.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
     else:
-        record, failures = compare(case.name, kind, expected(case.arrays), got, case.arrays["lengths"], task,
-                                   atol, declared)
+        record, failures = compare(
+            case.name, kind, expected(case.arrays), got, case.arrays["lengths"], task, atol, declared
+        )
     record["inputs"] = {k: list(v.shape) for k, v in case.arrays.items()}
     return record, failures
 
@@ -263,13 +282,19 @@ def padding_check(label: str, run: Runner, encoder: Encoder, task: str) -> tuple
         record = {"name": name, "kind": "padding", "inputs": shapes, "outputs": {}, "passed": False}
         return record, [f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
     passed = worst <= PADDING_TOL
-    record = {"name": name, "kind": "padding", "inputs": shapes, "passed": passed,
-              "outputs": {"logits": {"max_abs_diff": worst if np.isfinite(worst) else None, "atol": PADDING_TOL}}}
+    record = {
+        "name": name,
+        "kind": "padding",
+        "inputs": shapes,
+        "passed": passed,
+        "outputs": {"logits": {"max_abs_diff": worst if np.isfinite(worst) else None, "atol": PADDING_TOL}},
+    }
     return record, [] if passed else [f"{name}: max abs diff {worst:.3g} vs atol {PADDING_TOL:g} (alone vs batched)"]
 
 
-def reference_checks(path: Path, cases: list[Case], runners: dict[str, Runner], task: str,
-                     atol: float) -> tuple[list[dict], list[str]]:
+def reference_checks(
+    path: Path, cases: list[Case], runners: dict[str, Runner], task: str, atol: float
+) -> tuple[list[dict], list[str]]:
     """onnx's ReferenceEvaluator, an independent reading of the graph, against onnxruntime and torch."""
     reference = session_runner(ReferenceEvaluator(str(path)))
     records, failures = [], []
@@ -303,7 +328,10 @@ def validate(artifact: Artifact, path: Path, atol: float, real: Sequence[list[st
         record, found = padding_check(label, run, encoder, task)
         records.append(record)
         failures += found
-    small = [cases[0], Case("text-b3-t8", encoder.batch([encoder.encode(tokenize(s)[:8]) for s in SAMPLE_SENTENCES[:3]]))]
+    small = [
+        cases[0],
+        Case("text-b3-t8", encoder.batch([encoder.encode(tokenize(s)[:8]) for s in SAMPLE_SENTENCES[:3]])),
+    ]
     found_records, found = reference_checks(path, small, {"onnxruntime": ort_run, "torch": torch_run}, task, atol)
     records += found_records
     failures += found

@@ -29,7 +29,14 @@ from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder, normalize_word, tokenize
 
 from export.validate import (
-    SAMPLE_SENTENCES, Case, example_tokens, ort_session, run_case, session_runner, torch_runner, unknown_words,
+    SAMPLE_SENTENCES,
+    Case,
+    example_tokens,
+    ort_session,
+    run_case,
+    session_runner,
+    torch_runner,
+    unknown_words,
     word_of_length,
 )
 
@@ -52,8 +59,9 @@ class Source:
 def real_sources(dataset: Dataset | None) -> tuple[list[Source], dict[str, Any]]:
     """Test-split examples (the first REAL_VECTORS non-empty ones), or the sample sentences without data."""
     if dataset is None:
-        sources = [Source(f"sample-{i}", {"kind": "sample"}, text, tokenize(text))
-                   for i, text in enumerate(SAMPLE_SENTENCES)]
+        sources = [
+            Source(f"sample-{i}", {"kind": "sample"}, text, tokenize(text)) for i, text in enumerate(SAMPLE_SENTENCES)
+        ]
         return sources, {"used": False}
     split = "test" if "test" in dataset.splits else "dev"
     sources: list[Source] = []
@@ -89,10 +97,15 @@ def vector(source: Source, encoder: Encoder, logits: np.ndarray, task: str, labe
     """One test_vectors.json entry from its source and onnxruntime's logits for it (batch row 0)."""
     kept = encoder.truncate(source.tokens)
     encoded = encoder.encode(kept)
-    out: dict[str, Any] = {"name": source.name, "source": source.origin, "text": source.text,
-                           "tokens": source.tokens, "truncated": len(kept) < len(source.tokens),
-                           "words": [normalize_word(t, encoder.config) for t in kept],
-                           "word_ids": encoded.words.tolist()}
+    out: dict[str, Any] = {
+        "name": source.name,
+        "source": source.origin,
+        "text": source.text,
+        "tokens": source.tokens,
+        "truncated": len(kept) < len(source.tokens),
+        "words": [normalize_word(t, encoder.config) for t in kept],
+        "word_ids": encoded.words.tolist(),
+    }
     if encoded.chars is not None:
         out["chars"] = [row[:n].tolist() for row, n in zip(encoded.chars, encoded.word_lengths)]
         out["word_lengths"] = encoded.word_lengths.tolist()
@@ -107,8 +120,9 @@ def vector(source: Source, encoder: Encoder, logits: np.ndarray, task: str, labe
     return out
 
 
-def build_vectors(artifact: Artifact, onnx_path: Path, dataset: Dataset | None,
-                  atol: float) -> tuple[dict[str, Any], list[dict], list[str]]:
+def build_vectors(
+    artifact: Artifact, onnx_path: Path, dataset: Dataset | None, atol: float
+) -> tuple[dict[str, Any], list[dict], list[str]]:
     """(test_vectors.json, one validation record per vector, failure lines): onnxruntime vs torch per vector."""
     encoder = Encoder(artifact.vocabs, artifact.preprocess)
     torch_run, ort_run = torch_runner(artifact.model.eval()), session_runner(ort_session(onnx_path))
@@ -122,8 +136,9 @@ def build_vectors(artifact: Artifact, onnx_path: Path, dataset: Dataset | None,
             got.update(ort_run(feeds))
             return got
 
-        record, found = run_case(Case(f"vector-{source.name}", arrays), torch_run, run_ort, artifact.task, atol,
-                                 kind="vectors")
+        record, found = run_case(
+            Case(f"vector-{source.name}", arrays), torch_run, run_ort, artifact.task, atol, kind="vectors"
+        )
         records.append(record)
         failures += found
         if got:

@@ -66,14 +66,20 @@ def decode_json(body: bytes) -> Any:
 def check_unicode(where: str, text: str) -> None:
     found = SURROGATE.search(text)
     if found:
-        raise ApiError(400, f"{where} is not valid Unicode: a lone surrogate U+{ord(found.group()):04X} "
-                            f"at character {found.start()}")
+        raise ApiError(
+            400,
+            f"{where} is not valid Unicode: a lone surrogate U+{ord(found.group()):04X} at character {found.start()}",
+        )
 
 
 def limits(model: ServingModel) -> dict[str, int]:
     """What `GET /metadata` says a request may hold."""
-    return {"max_body_bytes": MAX_BODY_BYTES, "max_texts": MAX_TEXTS, "max_text_chars": MAX_TEXT_CHARS,
-            "max_tokens": model.max_tokens}
+    return {
+        "max_body_bytes": MAX_BODY_BYTES,
+        "max_texts": MAX_TEXTS,
+        "max_text_chars": MAX_TEXT_CHARS,
+        "max_tokens": model.max_tokens,
+    }
 
 
 def encode_json(body: Any) -> bytes:
@@ -86,7 +92,7 @@ def parse_request(body: bytes, model: ServingModel) -> list[Item]:
     data = decode_json(body)
     if not isinstance(data, dict) or len(data) != 1 or not set(data) <= {"texts", "tokens"}:
         raise ApiError(400, 'expected a JSON object with exactly one key, "texts" or "tokens"')
-    (key, value), = data.items()
+    ((key, value),) = data.items()
     if not isinstance(value, list):
         raise ApiError(400, f'"{key}" must be a list')
     return prepare_items(key, value, model)

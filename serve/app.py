@@ -30,7 +30,15 @@ from starlette.requests import ClientDisconnect
 
 from serve import v2
 from serve.api import (
-    DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS, ApiError, content_length, encode_json, limits, parse_request,
+    DRAIN_LIMIT_BYTES,
+    MAX_BODY_BYTES,
+    MAX_TEXT_CHARS,
+    MAX_TEXTS,
+    ApiError,
+    content_length,
+    encode_json,
+    limits,
+    parse_request,
 )
 from serve.batcher import MicroBatcher
 from serve.metrics import METRICS_CONTENT_TYPE, AccessLog, Metrics
@@ -117,13 +125,28 @@ async def parse(parse_fn: Callable[[bytes, ServingModel], T], body: bytes, model
 
 def create_app(service: Service) -> Any:
     """The FastAPI app wrapped in the access-log and metrics middleware."""
-    app = FastAPI(title="seqlstm", summary=f"{service.model.task} model {service.model_name}",
-                  version=service.model.onnx_sha256[:12])
+    app = FastAPI(
+        title="seqlstm",
+        summary=f"{service.model.task} model {service.model_name}",
+        version=service.model.onnx_sha256[:12],
+    )
     model, batcher = service.model, service.batcher
 
-    @app.post("/predict", response_model=None, responses={200: {"model": PredictResponse}, **ERRORS},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                  "oneOf": [PredictTexts.model_json_schema(), PredictTokens.model_json_schema()]}}}}})
+    @app.post(
+        "/predict",
+        response_model=None,
+        responses={200: {"model": PredictResponse}, **ERRORS},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"oneOf": [PredictTexts.model_json_schema(), PredictTokens.model_json_schema()]}
+                    }
+                },
+            }
+        },
+    )
     async def predict(request: Request) -> Response:
         """The same objects `python -m serve predict` writes, one per input, in order."""
         items = await parse(parse_request, await read_body(request), model)
@@ -182,8 +205,10 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def gone(request: Request, exc: ClientDisconnect) -> Response:
-        print(f"{request.client.host if request.client else '-'} - client went away before its request was read",
-              file=sys.stderr)
+        print(
+            f"{request.client.host if request.client else '-'} - client went away before its request was read",
+            file=sys.stderr,
+        )
         return json_response({"error": "client went away"}, 400)
 
     @app.exception_handler(Exception)

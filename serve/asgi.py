@@ -39,12 +39,19 @@ def ignore_signal(signum: int, frame: Any) -> None:
     """Receives the signal uvicorn re-raises after its drain: the drain was the answer to it."""
 
 
-def serve(service: Service, sock: socket.socket, *, limit_concurrency: int, keep_alive_s: float,
-          drain_timeout_s: float) -> None:
+def serve(
+    service: Service, sock: socket.socket, *, limit_concurrency: int, keep_alive_s: float, drain_timeout_s: float
+) -> None:
     config = uvicorn.Config(
-        create_app(service), limit_concurrency=limit_concurrency, timeout_keep_alive=keep_alive_s,
-        timeout_graceful_shutdown=drain_timeout_s, access_log=False, log_level="warning", lifespan="off",
-        server_header=False, http="h11",  # the parser the tests cover, whether or not httptools is installed
+        create_app(service),
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=keep_alive_s,
+        timeout_graceful_shutdown=drain_timeout_s,
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+        server_header=False,
+        http="h11",  # the parser the tests cover, whether or not httptools is installed
     )
     server = DrainingServer(config, service)
     previous = {sig: signal.signal(sig, ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

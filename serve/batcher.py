@@ -39,8 +39,15 @@ class MicroBatcher:
 
     POLL_S = 0.25  # how often a waiting request checks that the worker is still alive
 
-    def __init__(self, model: ServingModel, batch_size: int, max_wait_s: float, timeout_s: float = 30.0,
-                 max_queue: int = 1024, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: ServingModel,
+        batch_size: int,
+        max_wait_s: float,
+        timeout_s: float = 30.0,
+        max_queue: int = 1024,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.model, self.batch_size, self.max_wait_s, self.timeout_s = model, batch_size, max_wait_s, timeout_s
         self.max_queue, self.on_batch = max_queue, on_batch
         self.jobs: queue.Queue[Job] = queue.Queue()
@@ -62,8 +69,11 @@ class MicroBatcher:
             raise ApiError(503, reason)
         with self._lock:
             if self.pending >= self.max_queue:
-                raise ApiError(503, f"{self.pending} requests are already waiting for the model "
-                                    f"(--max-queue {self.max_queue}); retry later")
+                raise ApiError(
+                    503,
+                    f"{self.pending} requests are already waiting for the model "
+                    f"(--max-queue {self.max_queue}); retry later",
+                )
             self.pending += 1
         job = Job(items)
         job.future.add_done_callback(self._answered)

@@ -145,8 +145,12 @@ def end_to_end(model: ServingModel, texts: list[str], batch_size: int, min_secon
             units_per_pass = sum(i.size for i in items) if model.task == "tagger" else sum(1 for i in items if i.size)
     raw = units_per_pass * passes / raw_seconds
     model_only = measure(model.run, make_batches(model, items, batch_size), min_seconds)["throughput"]
-    return {"batch_size": batch_size, "raw_text_throughput": raw, "model_only_throughput": model_only,
-            "ratio": raw / model_only}
+    return {
+        "batch_size": batch_size,
+        "raw_text_throughput": raw,
+        "model_only_throughput": model_only,
+        "ratio": raw / model_only,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     texts = load_texts(args, model)
     backends: dict[str, Runner] = {"onnx-fp32": model.run}
     if "int8" in model.meta:
-        backends["onnx-int8"] = ServingModel(args.model, int8=True, threads=args.threads, optimization=args.optimization).run
+        backends["onnx-int8"] = ServingModel(
+            args.model, int8=True, threads=args.threads, optimization=args.optimization
+        ).run
     if args.torch is not None:
         backends["torch-eager"] = torch_runner(args.torch, args.threads)
     items = [model.prepare_text(text) for text in texts]
@@ -189,8 +195,9 @@ def format_table(report: dict[str, Any]) -> str:
     unit = report["unit"]
     lines = [f"{'backend':<12} {'batch':>5} {unit:>14} {'p50 ms':>9} {'p95 ms':>9}"]
     for r in report["results"]:
-        lines.append(f"{r['backend']:<12} {r['batch_size']:>5} {r['throughput']:>14,.0f} "
-                     f"{r['p50_ms']:>9.2f} {r['p95_ms']:>9.2f}")
+        lines.append(
+            f"{r['backend']:<12} {r['batch_size']:>5} {r['throughput']:>14,.0f} {r['p50_ms']:>9.2f} {r['p95_ms']:>9.2f}"
+        )
     e2e = report["end_to_end"]
     lines.append(
         f"end to end at batch {e2e['batch_size']}: {e2e['raw_text_throughput']:,.0f} {unit} from raw text vs "

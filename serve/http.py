@@ -56,21 +56,43 @@ def add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(parser, "--model", required=True, type=Path, metavar="EXPORT_DIR")
-    add(parser, "--server", choices=("asgi", "stdlib"), default="asgi",
-        help="asgi: FastAPI on uvicorn (needs the server extra); stdlib: the JSON API only, HTTP/1.0, no drain")
+    add(
+        parser,
+        "--server",
+        choices=("asgi", "stdlib"),
+        default="asgi",
+        help="asgi: FastAPI on uvicorn (needs the server extra); stdlib: the JSON API only, HTTP/1.0, no drain",
+    )
     add(parser, "--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     add(parser, "--port", type=int, default=8080, help="0 picks a free port (printed on startup)")
     add(parser, "--model-name", default=None, help="the name in /v2/models/NAME (default: the export's folder name)")
     add(parser, "--batch-size", type=int, default=64, help="most items run through the model at once")
     add(parser, "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    add(parser, "--request-timeout", type=float, default=30.0, metavar="SECONDS",
-        help="a request with no result by then gets 503")
+    add(
+        parser,
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request with no result by then gets 503",
+    )
     add(parser, "--max-queue", type=int, default=1024, help="requests waiting for the model; past it 503")
-    add(parser, "--limit-concurrency", type=int, default=512,
-        help="asgi: open connections or running requests; past it 503")
+    add(
+        parser,
+        "--limit-concurrency",
+        type=int,
+        default=512,
+        help="asgi: open connections or running requests; past it 503",
+    )
     add(parser, "--keep-alive", type=float, default=5.0, metavar="SECONDS", help="asgi: idle keep-alive timeout")
-    add(parser, "--drain-timeout", type=float, default=30.0, metavar="SECONDS",
-        help="asgi: on SIGTERM, how long requests already received may run before they are cancelled")
+    add(
+        parser,
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="asgi: on SIGTERM, how long requests already received may run before they are cancelled",
+    )
     add(parser, "--int8", action="store_true", help="use model.int8.onnx")
     add(parser, "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     add(parser, "--optimization", choices=sorted(OPT_LEVELS), default="all")
@@ -124,13 +146,24 @@ def run(args: argparse.Namespace) -> int:
     from serve.metrics import Metrics
 
     metrics = Metrics()
-    batcher = MicroBatcher(model, args.batch_size, args.max_wait_ms / 1000, args.request_timeout, args.max_queue,
-                           on_batch=metrics.batch_size.observe)
+    batcher = MicroBatcher(
+        model,
+        args.batch_size,
+        args.max_wait_ms / 1000,
+        args.request_timeout,
+        args.max_queue,
+        on_batch=metrics.batch_size.observe,
+    )
     service = Service(model, batcher, metrics, args.model_name or Path(args.model).resolve().name)
     sock = listen(args.host, args.port)
     announce(args.host, sock.getsockname(), model)
-    asgi.serve(service, sock, limit_concurrency=args.limit_concurrency, keep_alive_s=args.keep_alive,
-               drain_timeout_s=args.drain_timeout)
+    asgi.serve(
+        service,
+        sock,
+        limit_concurrency=args.limit_concurrency,
+        keep_alive_s=args.keep_alive,
+        drain_timeout_s=args.drain_timeout,
+    )
     return 0
 
 

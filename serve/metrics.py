@@ -28,14 +28,26 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("seqlstm_http_requests", "HTTP requests answered, by method, route and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("seqlstm_http_request_duration_seconds", "Time from request to full reply",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("seqlstm_batch_size", "Items per model run of the micro-batcher",
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("seqlstm_queue_depth", "Requests waiting for or in the model",
-                                 registry=self.registry)
+        self.requests = Counter(
+            "seqlstm_http_requests",
+            "HTTP requests answered, by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "seqlstm_http_request_duration_seconds",
+            "Time from request to full reply",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "seqlstm_batch_size",
+            "Items per model run of the micro-batcher",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge("seqlstm_queue_depth", "Requests waiting for or in the model", registry=self.registry)
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)
@@ -71,15 +83,27 @@ class AccessLog:
             if started_reply:
                 raise
             status = 503
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/json"), (b"connection", b"close")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+                }
+            )
             await send({"type": "http.response.body", "body": CANCELLED_BODY})
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "other")
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(route).observe(seconds)
-            line = json.dumps({"time": round(time.time(), 3), "method": scope["method"], "path": scope["path"],
-                               "status": status, "latency_ms": round(seconds * 1000, 3),
-                               "client": (scope.get("client") or ("",))[0]})
+            line = json.dumps(
+                {
+                    "time": round(time.time(), 3),
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "client": (scope.get("client") or ("",))[0],
+                }
+            )
             print(line, file=self.stream or sys.stderr)

@@ -54,8 +54,10 @@ def read_model_json(export_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: expected a JSON object")
     version = meta.get("export_format_version")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
-        raise ArtifactError(f"{path}: export_format_version {short(version)} is not supported "
-                            f"(this build reads {', '.join(map(str, READABLE_VERSIONS))})")
+        raise ArtifactError(
+            f"{path}: export_format_version {short(version)} is not supported "
+            f"(this build reads {', '.join(map(str, READABLE_VERSIONS))})"
+        )
     missing = [k for k in REQUIRED_KEYS + (REQUIRED_SINCE_2 if version >= 2 else ()) if k not in meta]
     if missing:
         raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
@@ -88,9 +90,14 @@ def check_provenance(path: Path, meta: dict[str, Any]) -> None:
     if not isinstance(meta["seqlstm_version"], str) or not meta["seqlstm_version"]:
         raise ArtifactError(f"{path}: seqlstm_version must be a non-empty string; got {short(meta['seqlstm_version'])}")
     tokenizer = meta["tokenizer"]
-    if not isinstance(tokenizer, dict) or not tokenizer or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in tokenizer.items()):
-        raise ArtifactError(f"{path}: tokenizer must be an object of strings (name, rules, ...); got {short(tokenizer)}")
+    if (
+        not isinstance(tokenizer, dict)
+        or not tokenizer
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in tokenizer.items())
+    ):
+        raise ArtifactError(
+            f"{path}: tokenizer must be an object of strings (name, rules, ...); got {short(tokenizer)}"
+        )
 
 
 def check_preprocess(path: Path, data: Any) -> None:
@@ -145,8 +152,9 @@ def check_vocab(path: Path, vocab: Any, task: str) -> None:
         check_strings(path, "vocab.chars", vocab["chars"], specials=True)
     # One logit, sigmoid = P(label 1): the names and their order are what `predict` reports.
     if task == "sentiment" and vocab["labels"] != list(SENTIMENT_LABELS):
-        raise ArtifactError(f"{path}: vocab.labels of a sentiment model must be {list(SENTIMENT_LABELS)}; "
-                            f"got {short(vocab['labels'])}")
+        raise ArtifactError(
+            f"{path}: vocab.labels of a sentiment model must be {list(SENTIMENT_LABELS)}; got {short(vocab['labels'])}"
+        )
 
 
 def check_file_entry(path: Path, key: str, entry: Any) -> None:
@@ -167,15 +175,17 @@ def contained_file(directory: Path, name: Any, where: str) -> Path:
         raise ArtifactError(f"{where} must be a file name inside the export directory; got {short(name)}")
     separators = {"/", "\\", os.sep, os.altsep} - {None}
     if any(sep in name for sep in separators):
-        raise ArtifactError(f"{where} must be a plain file name inside the export directory, without "
-                            f"directories; got {short(name)}")
+        raise ArtifactError(
+            f"{where} must be a plain file name inside the export directory, without directories; got {short(name)}"
+        )
     candidate = directory / name
     try:
         resolved, root = candidate.resolve(), directory.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
         raise ArtifactError(f"{where} {short(name)} cannot be resolved ({exc})") from None
     if root not in resolved.parents:
-        raise ArtifactError(f"{where} {short(name)} resolves to {resolved}, outside the export directory "
-                            "(a symlink pointing out is not followed)")
+        raise ArtifactError(
+            f"{where} {short(name)} resolves to {resolved}, outside the export directory "
+            "(a symlink pointing out is not followed)"
+        )
     return candidate
-

@@ -30,8 +30,10 @@ NORMALIZATION = ("lowercase", "digits_to_zero", "max_tokens", "max_word_len")  #
 INPUT_MEANINGS = {
     "words": "int64 (batch, time): vocab.words id of each normalized token, right-padded with pad_id",
     "lengths": "int64 (batch,): real tokens per row, >= 1; positions t >= lengths[b] are padding",
-    "chars": ("int64 (batch, time, word): vocab.chars id of each of the first max_word_len characters "
-              "(code points, original case) of each token, right-padded with pad_id"),
+    "chars": (
+        "int64 (batch, time, word): vocab.chars id of each of the first max_word_len characters "
+        "(code points, original case) of each token, right-padded with pad_id"
+    ),
     "word_lengths": "int64 (batch, time): characters per token after the max_word_len cut; 0 at padding",
 }
 
@@ -54,10 +56,20 @@ def input_names(vocab: Mapping[str, Any]) -> list[str]:
 
 def postprocess(task: str) -> dict[str, Any]:
     if task == "tagger":
-        return {"output": "logits", "op": "argmax", "axis": -1, "label": "labels[argmax]",
-                "positions": "t < lengths[b]; later positions are padding and undefined"}
-    return {"output": "logits", "op": "sigmoid", "round": PROB_DECIMALS, "threshold": THRESHOLD,
-            "label": "labels[1] if round(sigmoid(logit), round) >= threshold else labels[0]"}
+        return {
+            "output": "logits",
+            "op": "argmax",
+            "axis": -1,
+            "label": "labels[argmax]",
+            "positions": "t < lengths[b]; later positions are padding and undefined",
+        }
+    return {
+        "output": "logits",
+        "op": "sigmoid",
+        "round": PROB_DECIMALS,
+        "threshold": THRESHOLD,
+        "label": "labels[1] if round(sigmoid(logit), round) >= threshold else labels[0]",
+    }
 
 
 def vocab_sha256(vocab: Mapping[str, Any]) -> str:
@@ -83,8 +95,10 @@ def metadata_props(meta: Mapping[str, Any]) -> dict[str, str]:
         "export_format_version": meta["export_format_version"],
         "version": meta["seqlstm_version"],
     }
-    return {PREFIX + key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            for key, value in values.items()}
+    return {
+        PREFIX + key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        for key, value in values.items()
+    }
 
 
 def check_metadata_props(where: Path, onnx_name: str, meta: Mapping[str, Any], props: Mapping[str, str]) -> None:
@@ -95,8 +109,10 @@ def check_metadata_props(where: Path, onnx_name: str, meta: Mapping[str, Any], p
         if want != got:
             said = "has no such key" if want is None else f"gives {clip(want)}"
             found = "lacks it" if got is None else f"holds {clip(got)}"
-            raise ArtifactError(f"{where}: {onnx_name} metadata_props {key} {found}, but model.json {said} "
-                                "(the graph and model.json come from different exports; re-run `python -m export`)")
+            raise ArtifactError(
+                f"{where}: {onnx_name} metadata_props {key} {found}, but model.json {said} "
+                "(the graph and model.json come from different exports; re-run `python -m export`)"
+            )
 
 
 def clip(text: str) -> str:

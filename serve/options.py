@@ -69,5 +69,7 @@ def exposure_warning(requested: str, bound: str) -> str | None:
     if address is not None and address.is_loopback:
         return None
     where = "every network interface" if address is None or address.is_unspecified else bound
-    return (f"warning: --host {requested!r} listens on {where}, reachable from other machines, "
-            "and the API has no authentication (--host 127.0.0.1 keeps it local)")
+    return (
+        f"warning: --host {requested!r} listens on {where}, reachable from other machines, "
+        "and the API has no authentication (--host 127.0.0.1 keeps it local)"
+    )

@@ -30,8 +30,12 @@ from typing import IO
 from trainer.core.errors import DataError
 
 STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
-KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-         (stat.S_ISSOCK, "a socket"))
+KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,10 @@ def _refuse_input(flag: str, name: str, target: os.stat_result | None, input_nam
         return  # a terminal or a socket may well be stdin and stdout at once
     source = _stat(input_name, 0)
     if source is not None and (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
-        raise DataError(f"{flag} {name}: is the same file as --input {input_name}; writing there would "
-                        "replace the input or feed back into it (choose another name)")
+        raise DataError(
+            f"{flag} {name}: is the same file as --input {input_name}; writing there would "
+            "replace the input or feed back into it (choose another name)"
+        )
 
 
 def check_output(name: str, flag: str = "--output", input_name: str | None = None) -> Target:
@@ -80,8 +86,10 @@ def check_output(name: str, flag: str = "--output", input_name: str | None = Non
             _refuse_input(flag, name, target, input_name)
             return Target("stream", path)
         if stat.S_ISLNK(link.st_mode):
-            raise DataError(f"{flag} {name}: is a symbolic link; the output would replace the link, not "
-                            f"{os.readlink(path)}: name the file itself or remove the link")
+            raise DataError(
+                f"{flag} {name}: is a symbolic link; the output would replace the link, not "
+                f"{os.readlink(path)}: name the file itself or remove the link"
+            )
         for test, kind in KINDS:
             if test(link.st_mode):
                 hint = " (to discard the output, use `-` and redirect it)" if stat.S_ISCHR(link.st_mode) else ""

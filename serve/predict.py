@@ -61,20 +61,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretokenized", action="store_true", help="split lines on whitespace (tagger only)")
     parser.add_argument("--verify", type=Path, metavar="RUN_DIR/model", help="also run torch and compare (needs torch)")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx (export --quantize int8)")
-    parser.add_argument("--input-format", choices=("text", "jsonl"), default="text",
-                        help="text: one input per line; jsonl: one JSON object per line, other fields copied")
-    parser.add_argument("--text-field", default="text",
-                        help="jsonl: the field to predict on: a string, or a list of token strings (tagger)")
-    parser.add_argument("--errors", choices=("strict", "replace", "skip"), default="strict",
-                        help="a bad record: stop naming FILE:LINE, replace non-UTF-8 bytes with U+FFFD, "
-                             "or skip it (counted in the summary line)")
+    parser.add_argument(
+        "--input-format",
+        choices=("text", "jsonl"),
+        default="text",
+        help="text: one input per line; jsonl: one JSON object per line, other fields copied",
+    )
+    parser.add_argument(
+        "--text-field",
+        default="text",
+        help="jsonl: the field to predict on: a string, or a list of token strings (tagger)",
+    )
+    parser.add_argument(
+        "--errors",
+        choices=("strict", "replace", "skip"),
+        default="strict",
+        help="a bad record: stop naming FILE:LINE, replace non-UTF-8 bytes with U+FFFD, "
+        "or skip it (counted in the summary line)",
+    )
     parser.add_argument("--shard", metavar="I/N", help="only the I-th of N byte ranges of a plain --input file")
-    parser.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
-                        help="seconds between progress lines when stderr is not a terminal")
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between progress lines when stderr is not a terminal",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
-    parser.add_argument("--optimization", choices=sorted(OPT_LEVELS), default="all",
-                        help="onnxruntime graph optimization level")
+    parser.add_argument(
+        "--optimization", choices=sorted(OPT_LEVELS), default="all", help="onnxruntime graph optimization level"
+    )
 
 
 class Verifier:
@@ -127,8 +144,10 @@ class Verifier:
 
     def summary(self) -> str:
         unit = "tokens" if self.task == "tagger" else "reviews"
-        text = (f"logits: max abs diff {self.max_diff:.3g} vs atol {self.atol:g}; "
-                f"{self.disagreements} argmax disagreement(s) in {self.units} {unit}")
+        text = (
+            f"logits: max abs diff {self.max_diff:.3g} vs atol {self.atol:g}; "
+            f"{self.disagreements} argmax disagreement(s) in {self.units} {unit}"
+        )
         return text + (f"; {self.bad_shapes} batch(es) with mismatched output shapes" if self.bad_shapes else "")
 
     def finish(self) -> None:
@@ -164,8 +183,9 @@ def run(args: argparse.Namespace) -> int:
     if parser.replaced:
         warnings.append(f"{parser.replaced} line(s) had non-UTF-8 bytes, replaced by U+FFFD")
     if truncated:
-        warnings.append(f"{truncated} line(s) longer than max_tokens={model.max_tokens} were truncated "
-                        '(marked "truncated": true)')
+        warnings.append(
+            f'{truncated} line(s) longer than max_tokens={model.max_tokens} were truncated (marked "truncated": true)'
+        )
     for warning in warnings:
         print(f"predict: {warning}", file=sys.stderr)
     if verifier is not None:
@@ -179,8 +199,9 @@ class Pipeline:
     """Two stages: the main thread reads, parses and tokenizes chunk k+1 while a worker thread runs and
     writes chunk k (onnxruntime releases the GIL). One chunk in flight keeps the output in order."""
 
-    def __init__(self, model: ServingModel, parser: RecordParser, args: argparse.Namespace,
-                 verifier: Verifier | None) -> None:
+    def __init__(
+        self, model: ServingModel, parser: RecordParser, args: argparse.Namespace, verifier: Verifier | None
+    ) -> None:
         self.model, self.parser, self.batch_size = model, parser, args.batch_size
         self.observer = verifier.check if verifier else None
         self.pretokenized = args.pretokenized

@@ -26,8 +26,16 @@ def duration(seconds: float) -> str:
 class Progress:
     """`update(lines, done_bytes)` after each chunk; `finish(note)` prints the summary line."""
 
-    def __init__(self, prefix: str, total_bytes: int | None, *, every: float = 30.0, quiet: bool = False,
-                 stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        total_bytes: int | None,
+        *,
+        every: float = 30.0,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.prefix, self.total, self.every, self.quiet = prefix, total_bytes, every, quiet
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()

@@ -49,12 +49,25 @@ INSTALL = "serve ray needs Ray Data, which is not installed here: pip install 's
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, metavar="EXPORT_DIR")
-    parser.add_argument("--input", required=True, nargs="+", metavar="PATH_OR_GLOB",
-                        help="files (plain, .gz, .bz2, .xz) or glob patterns, one input per line")
-    parser.add_argument("--output", required=True, type=Path, metavar="DIR",
-                        help="a new (or empty) directory for part-NNNNN.jsonl files")
-    parser.add_argument("--address", help="a Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
-                                          "default: a private local instance on 127.0.0.1")
+    parser.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH_OR_GLOB",
+        help="files (plain, .gz, .bz2, .xz) or glob patterns, one input per line",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="a new (or empty) directory for part-NNNNN.jsonl files",
+    )
+    parser.add_argument(
+        "--address",
+        help="a Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+        "default: a private local instance on 127.0.0.1",
+    )
     parser.add_argument("--workers", type=int, default=1, help="model actors (each loads the model once)")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="CPUs and onnxruntime threads per actor")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -119,8 +132,9 @@ class Predictor:
 
     def __init__(self, export_dir: str, threads: int, options: dict[str, Any]) -> None:
         self.model = ServingModel(Path(export_dir), threads=threads)
-        self.parser = RecordParser(options["input_format"], options["text_field"], options["errors"],
-                                   tokens_ok=self.model.task == "tagger")
+        self.parser = RecordParser(
+            options["input_format"], options["text_field"], options["errors"], tokens_ok=self.model.task == "tagger"
+        )
         self.batch_size, self.pretokenized = options["batch_size"], options["pretokenized"]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
@@ -131,9 +145,14 @@ class Predictor:
             skips.append("" if record is not None else next(iter(self.parser.skipped - before)))
             records.append(record)
         kept = [r for r in records if r is not None]
-        items = [self.model.prepare_tokens(r.value) if isinstance(r.value, list)
-                 else self.model.prepare_tokens(r.value.split()) if self.pretokenized
-                 else self.model.prepare_text(r.value) for r in kept]
+        items = [
+            self.model.prepare_tokens(r.value)
+            if isinstance(r.value, list)
+            else self.model.prepare_tokens(r.value.split())
+            if self.pretokenized
+            else self.model.prepare_text(r.value)
+            for r in kept
+        ]
         results = iter(self.model.predict(items, self.batch_size))
         for record in records:
             lines.append("" if record is None else output_line(record, next(results)))
@@ -156,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves this machine
     local = args.address is None
     cpus = args.workers * args.threads_per_worker + 1  # the actors, plus one for reads and writes
-    init: dict[str, Any] = ({"num_cpus": cpus, "_node_ip_address": "127.0.0.1", "include_dashboard": False}
-                            if local else {"address": args.address})
+    init: dict[str, Any] = (
+        {"num_cpus": cpus, "_node_ip_address": "127.0.0.1", "include_dashboard": False}
+        if local
+        else {"address": args.address}
+    )
     ray.init(**init, logging_level=logging.ERROR, log_to_driver=False)
     # Ray Data logs the plan, and a failed task at length; the failure is reported below in one line.
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
@@ -169,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
         options = {k: getattr(args, k) for k in ("input_format", "text_field", "errors", "batch_size", "pretokenized")}
         dataset = ray.data.read_datasource(LineSource(splits(paths)), num_cpus=0.25)
         dataset = dataset.map_batches(
-            Predictor, batch_size=BLOCK_LINES, compute=ray.data.ActorPoolStrategy(size=args.workers),
+            Predictor,
+            batch_size=BLOCK_LINES,
+            compute=ray.data.ActorPoolStrategy(size=args.workers),
             num_cpus=args.threads_per_worker,
             fn_constructor_args=(str(args.model.absolute()), args.threads_per_worker, options),
         )

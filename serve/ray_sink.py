@@ -25,14 +25,21 @@ class LineSource(Datasource):
     def estimate_inmemory_data_size(self) -> int:
         return sum(os.path.getsize(path) // (shard.count if shard else 1) for path, shard in self.splits)
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context: Any = None) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
         # One task per split whatever `parallelism` asks: the splits are the unit that keeps line order.
         return [
-            ReadTask(lambda path=path, shard=shard: read_split(path, shard),
-                     BlockMetadata(num_rows=None, size_bytes=os.path.getsize(path) // (shard.count if shard else 1),
-                                   exec_stats=None, input_files=(path,)),
-                     per_task_row_limit=per_task_row_limit)
+            ReadTask(
+                lambda path=path, shard=shard: read_split(path, shard),
+                BlockMetadata(
+                    num_rows=None,
+                    size_bytes=os.path.getsize(path) // (shard.count if shard else 1),
+                    exec_stats=None,
+                    input_files=(path,),
+                ),
+                per_task_row_limit=per_task_row_limit,
+            )
             for path, shard in self.splits
         ]
 

@@ -181,8 +181,9 @@ class BadRecord(Exception):
 class RecordParser:
     """Raw lines -> `Record`s under one `--input-format`, `--text-field` and `--errors` policy."""
 
-    def __init__(self, fmt: str = "text", text_field: str = "text", errors: str = "strict",
-                 tokens_ok: bool = True) -> None:
+    def __init__(
+        self, fmt: str = "text", text_field: str = "text", errors: str = "strict", tokens_ok: bool = True
+    ) -> None:
         if fmt not in ("text", "jsonl"):
             raise ConfigError(f"--input-format must be text or jsonl; got {fmt!r}")
         if errors not in ("strict", "replace", "skip"):
@@ -210,8 +211,9 @@ class RecordParser:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             if self.errors != "replace":
-                raise BadRecord("not UTF-8", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
-                                             f"{exc.start + 1})") from None
+                raise BadRecord(
+                    "not UTF-8", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                ) from None
             self.replaced += 1
             text = raw.decode("utf-8", errors="replace")
         return Record(text) if self.fmt == "text" else self._json(text)
@@ -226,18 +228,28 @@ class RecordParser:
         if not isinstance(record, dict):
             raise BadRecord("not a JSON object", f"expected a JSON object; got {type(record).__name__}")
         if self.field not in record:
-            raise BadRecord(f"no field {self.field!r}",
-                            f"no field {self.field!r} (--text-field; fields: {', '.join(map(repr, record)) or 'none'})")
+            raise BadRecord(
+                f"no field {self.field!r}",
+                f"no field {self.field!r} (--text-field; fields: {', '.join(map(repr, record)) or 'none'})",
+            )
         value = record.pop(self.field)
-        if not (isinstance(value, str) or (self.tokens_ok and isinstance(value, list)
-                                           and all(isinstance(t, str) for t in value))):
-            expected = "a string or a list of strings" if self.tokens_ok else "a string (a sentiment model reads raw text)"
-            raise BadRecord(f"field {self.field!r} of the wrong type",
-                            f"field {self.field!r} must be {expected}; got {json.dumps(value)[:40]}")
+        if not (
+            isinstance(value, str)
+            or (self.tokens_ok and isinstance(value, list) and all(isinstance(t, str) for t in value))
+        ):
+            expected = (
+                "a string or a list of strings" if self.tokens_ok else "a string (a sentiment model reads raw text)"
+            )
+            raise BadRecord(
+                f"field {self.field!r} of the wrong type",
+                f"field {self.field!r} must be {expected}; got {json.dumps(value)[:40]}",
+            )
         clash = [name for name in RESULT_FIELDS if name in record]
         if clash:
-            raise BadRecord(f"field {clash[0]!r} clashes with a result",
-                            f"field {clash[0]!r} would be overwritten by the prediction (rename it)")
+            raise BadRecord(
+                f"field {clash[0]!r} clashes with a result",
+                f"field {clash[0]!r} would be overwritten by the prediction (rename it)",
+            )
         return Record(value, record)
 
     def summary(self) -> str:

@@ -137,11 +137,15 @@ class ServingModel:
         expected = (1, 1, len(self.labels)) if self.task == "tagger" else (1,)
         if logits.ndim != len(expected):
             layout = "(batch, time, labels)" if self.task == "tagger" else "(batch,)"
-            raise ArtifactError(f"{where}: task {self.task!r} needs logits shaped {layout}, but {onnx_name} "
-                                f"returns shape {logits.shape} (task does not match the graph)")
+            raise ArtifactError(
+                f"{where}: task {self.task!r} needs logits shaped {layout}, but {onnx_name} "
+                f"returns shape {logits.shape} (task does not match the graph)"
+            )
         if logits.shape != expected:
-            raise ArtifactError(f"{where}: vocab.labels has {len(self.labels)} entries, but {onnx_name} "
-                                f"returns {logits.shape[-1]} logits per token")
+            raise ArtifactError(
+                f"{where}: vocab.labels has {len(self.labels)} entries, but {onnx_name} "
+                f"returns {logits.shape[-1]} logits per token"
+            )
         for name, vocab in (("words", self.vocabs.words), ("chars", self.vocabs.chars)):
             if vocab is not None:
                 self._check_vocab_size(name, len(vocab))
@@ -153,12 +157,16 @@ class ServingModel:
     def _check_vocab_size(self, name: str, size: int) -> None:
         """The embedding must take the vocabulary's last id, and (where that is checked) no more."""
         if not self._accepts(name, size - 1):
-            raise ArtifactError(f"{self.model_json}: vocab.{name} has {size} entries, more than "
-                                f"{self.onnx_path.name}'s {name[:-1]} embedding has rows")
+            raise ArtifactError(
+                f"{self.model_json}: vocab.{name} has {size} entries, more than "
+                f"{self.onnx_path.name}'s {name[:-1]} embedding has rows"
+            )
         # Only the CPU kernel bounds-checks Gather indices; on CUDA an id past the end is no error.
         if self.providers[0] == "CPUExecutionProvider" and self._accepts(name, size):
-            raise ArtifactError(f"{self.model_json}: vocab.{name} has {size} entries, fewer than "
-                                f"{self.onnx_path.name}'s {name[:-1]} embedding has rows (not this model's vocabulary)")
+            raise ArtifactError(
+                f"{self.model_json}: vocab.{name} has {size} entries, fewer than "
+                f"{self.onnx_path.name}'s {name[:-1]} embedding has rows (not this model's vocabulary)"
+            )
 
     def _accepts(self, name: str, index: int) -> bool:
         """Whether the graph runs on one token whose word (or character) id is `index`."""

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from serve.api import DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, ApiError, content_length, encode_json, limits, parse_request
 from serve.batcher import MicroBatcher
 from serve.runtime import ServingModel
+
 ROUTES = {"/health": "GET", "/metadata": "GET", "/predict": "POST"}
 
 

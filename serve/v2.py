@@ -61,8 +61,10 @@ def tensors(model: ServingModel) -> tuple[list[dict[str, Any]], list[dict[str, A
         inputs.append({"name": "tokens", "datatype": "BYTES", "shape": [-1, -1]})
         outputs = [{"name": name, "datatype": "BYTES", "shape": [-1, -1]} for name in ("tokens", "tags")]
     else:
-        outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                   {"name": "prob_positive", "datatype": "FP32", "shape": [-1]}]
+        outputs = [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "prob_positive", "datatype": "FP32", "shape": [-1]},
+        ]
     return inputs, outputs
 
 
@@ -82,13 +84,19 @@ def parse_infer(body: bytes, model: ServingModel) -> tuple[list[Item], list[str]
     inputs, outputs = tensors(model)
     names = [t["name"] for t in inputs]
     if not isinstance(tensor, dict) or tensor.get("name") not in names:
-        raise ApiError(400, f"inputs[0].name must be one of {names}; got {str(tensor.get('name') if isinstance(tensor, dict) else tensor)[:40]!r}")
+        raise ApiError(
+            400,
+            f"inputs[0].name must be one of {names}; got {str(tensor.get('name') if isinstance(tensor, dict) else tensor)[:40]!r}",
+        )
     if tensor.get("datatype") != "BYTES":
-        raise ApiError(400, f"inputs[0].datatype must be \"BYTES\"; got {str(tensor.get('datatype'))[:20]!r}")
+        raise ApiError(400, f'inputs[0].datatype must be "BYTES"; got {str(tensor.get("datatype"))[:20]!r}')
     shape, values = tensor.get("shape"), tensor.get("data")
     dims = 2 if tensor["name"] == "tokens" else 1
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-            and (len(shape) == dims or (dims == 1 and len(shape) == 2 and shape[1] == 1))):
+    if not (
+        isinstance(shape, list)
+        and all(isinstance(d, int) and d >= 0 for d in shape)
+        and (len(shape) == dims or (dims == 1 and len(shape) == 2 and shape[1] == 1))
+    ):
         wanted = "[N, T]" if dims == 2 else "[N] or [N, 1]"
         raise ApiError(400, f"inputs[0].shape must be {wanted}, non-negative integers; got {str(shape)[:40]}")
     if not isinstance(values, list):
@@ -124,11 +132,14 @@ def output_tensors(model: ServingModel, results: list[dict[str, Any]], names: li
     n = len(results)
     if model.task == "tagger":
         width = max((len(r["tags"]) for r in results), default=0)
-        columns = {name: [x for r in results for x in r[name] + [""] * (width - len(r[name]))]
-                   for name in ("tokens", "tags")}
+        columns = {
+            name: [x for r in results for x in r[name] + [""] * (width - len(r[name]))] for name in ("tokens", "tags")
+        }
         return [{"name": name, "datatype": "BYTES", "shape": [n, width], "data": columns[name]} for name in names]
-    columns = {"label": [r["label"] or "" for r in results],
-               "prob_positive": [-1.0 if r["prob_positive"] is None else r["prob_positive"] for r in results]}
+    columns = {
+        "label": [r["label"] or "" for r in results],
+        "prob_positive": [-1.0 if r["prob_positive"] is None else r["prob_positive"] for r in results],
+    }
     types = {"label": "BYTES", "prob_positive": "FP32"}
     return [{"name": name, "datatype": types[name], "shape": [n], "data": columns[name]} for name in names]
 
@@ -140,8 +151,9 @@ def _version() -> str:
         return "unknown"
 
 
-def router(service: Service, read_body: Callable[[Request], Awaitable[bytes]],
-           parse: Callable[..., Awaitable[Any]]) -> APIRouter:
+def router(
+    service: Service, read_body: Callable[[Request], Awaitable[bytes]], parse: Callable[..., Awaitable[Any]]
+) -> APIRouter:
     """The /v2 routes; `read_body` and `parse` are the JSON API's (body rules, where parsing runs)."""
     api = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
     model = service.model
@@ -170,8 +182,9 @@ def router(service: Service, read_body: Callable[[Request], Awaitable[bytes]],
     @api.get("/models/{name}", response_model=None)
     async def model_metadata(name: str) -> Response:
         check_name(name)
-        return reply({"name": name, "versions": [], "platform": "onnxruntime_onnx", "inputs": inputs,
-                      "outputs": outputs})
+        return reply(
+            {"name": name, "versions": [], "platform": "onnxruntime_onnx", "inputs": inputs, "outputs": outputs}
+        )
 
     @api.get("/models/{name}/ready", response_model=None)
     async def model_ready(name: str) -> Response:
@@ -179,9 +192,17 @@ def router(service: Service, read_body: Callable[[Request], Awaitable[bytes]],
         ok = service.not_ready() is None
         return reply({"name": name, "ready": ok}, 200 if ok else 400)
 
-    @api.post("/models/{name}/infer", response_model=None, responses={200: {"model": InferResponse}},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": InferRequest.model_json_schema()}}}})
+    @api.post(
+        "/models/{name}/infer",
+        response_model=None,
+        responses={200: {"model": InferResponse}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+            }
+        },
+    )
     async def infer(name: str, request: Request) -> Response:
         check_name(name)
         items, names, request_id = await parse(parse_infer, await read_body(request), model)

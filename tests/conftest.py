@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    EXPORT_KINDS, LINES, REPO, TINY_CONFIGS, export, write_corpus_artifact, write_small_data, write_tiny_artifact,
+    EXPORT_KINDS,
+    LINES,
+    REPO,
+    TINY_CONFIGS,
+    export,
+    write_corpus_artifact,
+    write_small_data,
+    write_tiny_artifact,
 )
 
 from trainer.core.fetch import fetch

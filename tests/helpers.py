@@ -51,6 +51,7 @@ def load_json(path: Path) -> dict:
 
 # ---- the command lines, run in this process ---------------------------------------------------
 
+
 class CommandTimeout(BaseException):
     """An in-process command ran past its time; a BaseException so that `run_cli` does not turn it into
     an exit status."""
@@ -92,8 +93,14 @@ def read_back(file: IO[bytes]) -> bytes:
     return file.read()
 
 
-def print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
-                  line: str | None = None) -> None:
+def print_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
@@ -101,8 +108,14 @@ def _time_out(signum: int, frame: object) -> None:
     raise CommandTimeout("an in-process command ran past its timeout")
 
 
-def run_main(module: str, *args: object, input: bytes | None = None, env: dict[str, str] | None = None,
-             timeout: int = 120, text: bool = True) -> subprocess.CompletedProcess:
+def run_main(
+    module: str,
+    *args: object,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: int = 120,
+    text: bool = True,
+) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` (trainer, export or serve) in this process: `MODULE.__main__.main(argv)`
     with its standard streams on files (`standard_streams`) and `env` added to os.environ, returning what
     `subprocess.run(..., capture_output=True)` would. The same `main`, `run_cli`, exit statuses and
@@ -113,8 +126,15 @@ def run_main(module: str, *args: object, input: bytes | None = None, env: dict[s
     argv = [str(a) for a in args]
     command = [sys.executable, "-m", module, *argv]
     if threading.current_thread() is not threading.main_thread():
-        return subprocess.run(command, cwd=REPO, env={**os.environ, **(env or {})}, input=input,
-                              capture_output=True, text=text, timeout=timeout)
+        return subprocess.run(
+            command,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            input=input,
+            capture_output=True,
+            text=text,
+            timeout=timeout,
+        )
     main = importlib.import_module(f"{module}.__main__").main
     saved_env = dict(os.environ)
     previous = signal.signal(signal.SIGALRM, _time_out)
@@ -166,8 +186,7 @@ def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
     labels = Vocab.labels(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
     vocabs = Vocabs(Vocab(TINY_WORDS), labels, chars)
     model = build_model(TINY_CONFIGS[task], vocabs)
-    save_artifact(path, model, TINY_CONFIGS[task], PreprocessConfig(max_tokens=TINY_MAX_TOKENS), vocabs,
-                  {"task": task})
+    save_artifact(path, model, TINY_CONFIGS[task], PreprocessConfig(max_tokens=TINY_MAX_TOKENS), vocabs, {"task": task})
     return path
 
 
@@ -178,8 +197,10 @@ EXPORT_KINDS = {
     "dual-tagger": ("brown", TaggerConfig(word_dim=12, word_hidden=10, char_dim=8, char_hidden=6)),
     "word-tagger": ("brown", TaggerConfig(char_encoder=False, word_dim=12, word_hidden=10, layers=2)),
     "sentiment": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2)),
-    "sentiment-bi-max": ("rotten-tomatoes",
-                         SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True, pooling="max")),
+    "sentiment-bi-max": (
+        "rotten-tomatoes",
+        SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True, pooling="max"),
+    ),
 }
 
 
@@ -209,8 +230,14 @@ def run_export(data_dir: Path, *args: str, code: str | None = None) -> subproces
     patched run of the same `main`."""
     if code is None:
         return run_main("export", *args, env={"DATA_DIR": str(data_dir)}, timeout=300)
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, "DATA_DIR": str(data_dir)},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env={**os.environ, "DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def export(artifact: Path, out: Path) -> Path:
@@ -251,7 +278,10 @@ class Server:
         model = ["--model", str(export_dir)] if export_dir is not None else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serve", "http", *model, "--port", "0", *extra],
-            cwd=REPO, env={**env(), **(environ or {})}, stdout=subprocess.PIPE, stderr=self.log,
+            cwd=REPO,
+            env={**env(), **(environ or {})},
+            stdout=subprocess.PIPE,
+            stderr=self.log,
         )
         banner: list[bytes] = []
         reader = threading.Thread(target=lambda: banner.append(self.proc.stdout.readline()))
@@ -260,8 +290,15 @@ class Server:
         assert banner and b"http://" in banner[0], f"no startup line: {banner} {log.read_text()}"
         self.port = int(banner[0].decode().rsplit(":", 1)[1])
 
-    def request(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -293,8 +330,20 @@ def raw_exchange(port: int, data: bytes) -> bytes:
 
 TINY_TAGGER = ["--word_dim", "16", "--word_hidden", "16", "--char_dim", "8", "--char_hidden", "8"]
 TINY_SENTIMENT = ["--embed_dim", "16", "--hidden", "16", "--layers", "1"]
-TO_UPOS = {"NOUN": "NOUN", "VERB": "VERB", "ADJ": "ADJ", "ADV": "ADV", "ADP": "ADP", "CONJ": "CCONJ", "DET": "DET",
-           "NUM": "NUM", "PRON": "PRON", "PRT": "PART", ".": "PUNCT", "X": "X"}
+TO_UPOS = {
+    "NOUN": "NOUN",
+    "VERB": "VERB",
+    "ADJ": "ADJ",
+    "ADV": "ADV",
+    "ADP": "ADP",
+    "CONJ": "CCONJ",
+    "DET": "DET",
+    "NUM": "NUM",
+    "PRON": "PRON",
+    "PRT": "PART",
+    ".": "PUNCT",
+    "X": "X",
+}
 
 
 def write_small_data(data_dir: Path, out: Path) -> dict[str, str]:
@@ -320,17 +369,25 @@ def write_small_data(data_dir: Path, out: Path) -> dict[str, str]:
                 for _, review in zip(range(count), reviews.examples(split), strict=False):
                     text = " ".join(review.text.split())  # one review per line
                     f.write(f"__label__{2 if review.label == 'positive' else 1} {text}\n")
-    return {"tagger": "conllu:" + ",".join(paths),
-            "sentiment": f"fasttext:{out / 'train.fasttext'},{out / 'test.fasttext'}"}
+    return {
+        "tagger": "conllu:" + ",".join(paths),
+        "sentiment": f"fasttext:{out / 'train.fasttext'},{out / 'test.fasttext'}",
+    }
 
 
-def trainer(*args: str, env: dict[str, str] | None = None, check: bool = True,
-            module: str | None = "trainer") -> subprocess.CompletedProcess:
+def trainer(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, module: str | None = "trainer"
+) -> subprocess.CompletedProcess:
     """`python -m trainer ARGS` (or another module, e.g. torch.distributed.run; None: `python ARGS`) from the
     repository root, with one OpenMP thread: tiny models gain nothing from more on a busy machine."""
-    proc = subprocess.run([sys.executable, *(["-m", module] if module else []), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, *(["-m", module] if module else []), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc
@@ -352,6 +409,7 @@ def default_sigint() -> None:
 
 
 # ---- serve http in-process (a stand-in model behind the real server) ---------------------------
+
 
 class InProcessServer:
     """A real `serve http` server on 127.0.0.1 in a thread of this process, around `batcher`:

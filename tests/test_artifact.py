@@ -39,7 +39,12 @@ def test_round_trip_rebuilds_the_same_model(artifact: Path) -> None:
     torch.manual_seed(0)
     original = build_model(CONFIG, VOCABS).state_dict()
     assert all(torch.equal(original[k], v) for k, v in loaded.model.state_dict().items())
-    assert sorted(p.name for p in artifact.iterdir()) == ["config.json", "metrics.json", "model.safetensors", "vocab.json"]
+    assert sorted(p.name for p in artifact.iterdir()) == [
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "vocab.json",
+    ]
     assert not list(artifact.parent.glob(".model.*")), "temporary directories left behind"
 
 
@@ -69,10 +74,12 @@ def grow_the_vocab(path: Path) -> None:
 
 def edit_json(name: str, change: Callable[[Any], Any]) -> Callable[[Path], None]:
     """A breakage that edits one JSON file of the artifact in place (`change`'s return value is ignored)."""
+
     def breakage(path: Path) -> None:
         data = json.loads((path / name).read_text())
         change(data)
         (path / name).write_text(json.dumps(data))
+
     return breakage
 
 
@@ -89,6 +96,7 @@ def poison_weight(value: float) -> Callable[[Path], None]:
         state = load_file(str(path / "model.safetensors"))
         state["output.weight"][0, 0] = value
         save_file(state, str(path / "model.safetensors"))
+
     return breakage
 
 
@@ -99,8 +107,10 @@ BREAKAGES = {
     "corrupt weights": (lambda p: (p / "model.safetensors").write_bytes(b"\x00garbage"), "corrupt safetensors"),
     "corrupt config": (lambda p: (p / "config.json").write_text("{not json"), "config.json: corrupt JSON"),
     "unknown version": (break_config_version, "format_version 7 is not supported"),
-    "version true": (edit_json("config.json", lambda m: m.__setitem__("format_version", True)),
-                     "format_version True is not supported"),
+    "version true": (
+        edit_json("config.json", lambda m: m.__setitem__("format_version", True)),
+        "format_version True is not supported",
+    ),
     "unknown key": (set_model_key("wat", 1), "unknown config key 'wat'"),
     "missing weight": (drop_a_weight, r"does not match config.json/vocab.json \(missing: output.bias\)"),
     "vocab/weights mismatch": (grow_the_vocab, r"shape mismatch: word_embedding.weight"),
@@ -112,22 +122,34 @@ BREAKAGES = {
     "huge hidden": (set_model_key("word_hidden", 10**9), r"config key 'word_hidden' must be in \[1, 65536\]"),
     # allowed, but 68 GB of weights that the file does not hold: compared before anything is allocated
     "large hidden": (set_model_key("word_hidden", 65536), "shape mismatch: "),
-    "bad max_tokens": (edit_json("config.json", lambda m: m["preprocess"].__setitem__("max_tokens", 0)),
-                       r"key 'preprocess': config key 'max_tokens' must be in \[1, "),
+    "bad max_tokens": (
+        edit_json("config.json", lambda m: m["preprocess"].__setitem__("max_tokens", 0)),
+        r"key 'preprocess': config key 'max_tokens' must be in \[1, ",
+    ),
     "config not an object": (replace_json("config.json", []), "config.json: expected a JSON object; got list"),
-    "model not an object": (edit_json("config.json", lambda m: m.__setitem__("model", [])),
-                            "config.json, key 'model': expected a JSON object of config keys; got list"),
+    "model not an object": (
+        edit_json("config.json", lambda m: m.__setitem__("model", [])),
+        "config.json, key 'model': expected a JSON object of config keys; got list",
+    ),
     "task missing": (edit_json("config.json", lambda m: m.pop("task")), "config.json: key 'task' is missing"),
-    "task unknown": (edit_json("config.json", lambda m: m.__setitem__("task", ["tagger"])),
-                     "config.json: key 'task' must be one of tagger, sentiment; got \\['tagger'\\]"),
-    "extra top-level key": (edit_json("config.json", lambda m: m.__setitem__("data", "fasttext:/etc/passwd")),
-                            "config.json: unknown key 'data'"),
+    "task unknown": (
+        edit_json("config.json", lambda m: m.__setitem__("task", ["tagger"])),
+        "config.json: key 'task' must be one of tagger, sentiment; got \\['tagger'\\]",
+    ),
+    "extra top-level key": (
+        edit_json("config.json", lambda m: m.__setitem__("data", "fasttext:/etc/passwd")),
+        "config.json: unknown key 'data'",
+    ),
     # vocab.json
     "vocab a list": (replace_json("vocab.json", []), "vocab.json: expected a JSON object; got list"),
-    "vocab entry not a string": (edit_json("vocab.json", lambda v: v["words"].append(5)),
-                                 "vocab.json: key 'words' must be a list of strings"),
-    "vocab entry a list": (edit_json("vocab.json", lambda v: v["chars"].append(["x"])),
-                           "vocab.json: key 'chars' must be a list of strings"),
+    "vocab entry not a string": (
+        edit_json("vocab.json", lambda v: v["words"].append(5)),
+        "vocab.json: key 'words' must be a list of strings",
+    ),
+    "vocab entry a list": (
+        edit_json("vocab.json", lambda v: v["chars"].append(["x"])),
+        "vocab.json: key 'chars' must be a list of strings",
+    ),
     "vocab no specials": (edit_json("vocab.json", lambda v: v["words"].pop(0)), "key 'words' must start with '<pad>'"),
     "vocab duplicates": (edit_json("vocab.json", lambda v: v["words"].append("the")), "key 'words' has duplicate"),
     "chars missing": (edit_json("vocab.json", lambda v: v.pop("chars")), "vocab.json: key 'chars' is missing"),
@@ -159,8 +181,9 @@ def test_sentiment_labels_must_be_the_bce_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", "\udcff"])
-def test_garbage_metrics_json_is_ignored_with_a_warning(artifact: Path, garbage: str,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_garbage_metrics_json_is_ignored_with_a_warning(
+    artifact: Path, garbage: str, capsys: pytest.CaptureFixture
+) -> None:
     (artifact / "metrics.json").write_bytes(garbage.encode("utf-8", "surrogateescape"))
     loaded = load_artifact(artifact)
     assert loaded.metrics == {} and loaded.config == CONFIG
@@ -184,7 +207,8 @@ def snapshot(path: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("fault", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
 @pytest.mark.parametrize("where", ["save_file", "write_json"])
 def test_a_failed_save_keeps_the_previous_artifact_and_no_temporaries(
-        artifact: Path, monkeypatch: pytest.MonkeyPatch, where: str, fault: BaseException) -> None:
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, where: str, fault: BaseException
+) -> None:
     before = snapshot(artifact)
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -198,7 +222,8 @@ def test_a_failed_save_keeps_the_previous_artifact_and_no_temporaries(
 
 
 def test_replace_dir_puts_the_old_directory_back_when_the_final_rename_fails(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     final, new = tmp_path / "final", tmp_path / "new"
     final.mkdir()
     (final / "old.txt").write_text("old")

@@ -20,8 +20,9 @@ from serve.progress import Progress
 from serve.records import Input, parse_shard
 
 # Lines of very different lengths, CRLF endings, a blank line, and no newline at the end.
-SHARD_TEXT = ("The cat sat on the mat.\r\n" "A good movie, not bad at all!\n" "\n" + "dog " * 40 + "\n"
-              "x\n" "Über café déjà vu.\r\n" "the end")
+SHARD_TEXT = (
+    "The cat sat on the mat.\r\nA good movie, not bad at all!\n\n" + "dog " * 40 + "\nx\nÜber café déjà vu.\r\nthe end"
+)
 
 
 def predict(export_dir: Path, path: Path, *args: object) -> bytes:
@@ -31,11 +32,14 @@ def predict(export_dir: Path, path: Path, *args: object) -> bytes:
 
 
 @pytest.mark.parametrize("task", TINY_CONFIGS)
-def test_jsonl_fields_are_copied_and_results_match_text_input(runs, lines_file: Path, tmp_path: Path,
-                                                              task: str) -> None:
+def test_jsonl_fields_are_copied_and_results_match_text_input(
+    runs, lines_file: Path, tmp_path: Path, task: str
+) -> None:
     export_dir = runs[task][1]
-    records = [{"id": i, "text": line, "meta": {"src": "ü", "n": [1, 2.5, None]}, "ok": i % 2 == 0}
-               for i, line in enumerate(LINES)]
+    records = [
+        {"id": i, "text": line, "meta": {"src": "ü", "n": [1, 2.5, None]}, "ok": i % 2 == 0}
+        for i, line in enumerate(LINES)
+    ]
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     plain = [json.loads(line) for line in predict(export_dir, lines_file).decode().splitlines()]
@@ -54,8 +58,19 @@ def test_jsonl_token_lists_for_the_tagger_and_not_for_sentiment(runs, tmp_path: 
     first, second = map(json.loads, out.splitlines())
     assert first["id"] == "a" and first["tokens"] == ["The", "cat", "didn't", "sit"] and len(first["tags"]) == 4
     assert second == {"id": "b", "tokens": [], "tags": []}
-    result = serve("predict", "--model", runs["sentiment"][1], "--input", path, "--output", "-",
-                   "--input-format", "jsonl", "--text-field", "tokens")
+    result = serve(
+        "predict",
+        "--model",
+        runs["sentiment"][1],
+        "--input",
+        path,
+        "--output",
+        "-",
+        "--input-format",
+        "jsonl",
+        "--text-field",
+        "tokens",
+    )
     message = one_line_error(result)
     assert f"{path}:1: field 'tokens' must be a string (a sentiment model reads raw text)" in message
 
@@ -86,16 +101,17 @@ def test_bad_records_stop_naming_the_line_or_are_skipped_and_counted(runs, tmp_p
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1, 10]
     summary = result.stderr.decode().strip().splitlines()[-1]
     assert summary.startswith("predict: done: 10 lines in ")
-    assert summary.endswith("; skipped 8 (2 field 'text' of the wrong type, 1 not JSON, 1 not a JSON object, "
-                            "1 no field 'text', 1 blank line, 1 not UTF-8, 1 field 'label' clashes with a result)")
+    assert summary.endswith(
+        "; skipped 8 (2 field 'text' of the wrong type, 1 not JSON, 1 not a JSON object, "
+        "1 no field 'text', 1 blank line, 1 not UTF-8, 1 field 'label' clashes with a result)"
+    )
     # Skipping drops data, so it is said even under --quiet.
     quiet = serve(*base, "--errors", "skip", "--quiet")
     assert quiet.stderr.decode().count("\n") == 1 and "skipped 8" in quiet.stderr.decode()
 
 
 @pytest.mark.parametrize("suffix,compress", [(".gz", gzip.compress), (".bz2", bz2.compress)])
-def test_compressed_input_gives_the_same_output(runs, lines_file: Path, tmp_path: Path, suffix: str,
-                                                compress) -> None:
+def test_compressed_input_gives_the_same_output(runs, lines_file: Path, tmp_path: Path, suffix: str, compress) -> None:
     packed = tmp_path / f"in.txt{suffix}"
     packed.write_bytes(compress(lines_file.read_bytes()))
     export_dir = runs["tagger"][1]
@@ -117,8 +133,11 @@ def read_shards(path: Path, count: int) -> list[list[bytes]]:
     return shards
 
 
-@pytest.mark.parametrize("text", [SHARD_TEXT, SHARD_TEXT + "\n", "", "\n", "one line, no newline"],
-                         ids=["no-final-newline", "final-newline", "empty", "one-newline", "one-line"])
+@pytest.mark.parametrize(
+    "text",
+    [SHARD_TEXT, SHARD_TEXT + "\n", "", "\n", "one line, no newline"],
+    ids=["no-final-newline", "final-newline", "empty", "one-newline", "one-line"],
+)
 def test_shards_hold_every_line_once_in_order_for_any_count(tmp_path: Path, text: str) -> None:
     path = tmp_path / "in.txt"
     path.write_bytes(text.encode())

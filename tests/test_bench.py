@@ -36,8 +36,12 @@ def test_flops_per_token_matches_a_hand_count():
 
 def test_executed_flops_count_padding_and_each_distinct_word_once():
     ab, abcd, pad = [2, 3, 0, 0], [2, 3, 4, 5], [0, 0, 0, 0]
-    arrays = {"words": np.array([[5, 5, 6], [5, 0, 0]]), "lengths": np.array([3, 1]),
-              "chars": np.array([[ab, ab, abcd], [ab, pad, pad]]), "word_lengths": np.array([[2, 2, 4], [2, 0, 0]])}
+    arrays = {
+        "words": np.array([[5, 5, 6], [5, 0, 0]]),
+        "lengths": np.array([3, 1]),
+        "chars": np.array([[ab, ab, abcd], [ab, pad, pad]]),
+        "word_lengths": np.array([[2, 2, 4], [2, 0, 0]]),
+    }
     config = TaggerConfig()
     words = 2 * 3 * flops.flops_per_token(config, 12)  # every padded position runs the word LSTM
     chars = 3 * 4 * flops.stack_flops(config.char_dim, config.char_hidden, 1, True)  # "ab", "abcd", padding: W=4 steps
@@ -89,8 +93,12 @@ def test_inference_rows_compare_with_the_floor_and_model_only():
     measured = {"backend": "onnx-fp32", "batch_size": 64, "throughput": 500.0, "p95_ms": 9.0}
     bench = {"task": "tagger", "results": [measured]}
     e2e = {"batch_size": 64, "throughput": 400.0}
-    limits = {"floor_tokens_per_s": 1000.0, "tokens_per_text": 20.0, "flops_per_token": 10.0,
-              "executed_flops_per_token": {64: 15.0}}
+    limits = {
+        "floor_tokens_per_s": 1000.0,
+        "tokens_per_text": 20.0,
+        "flops_per_token": 10.0,
+        "executed_flops_per_token": {64: 15.0},
+    }
     rows = inference.rows(bench, e2e, limits)
     assert [r["of_floor"] for r in rows] == [0.5, 0.4] and rows[0]["padding_x"] == 1.5
     assert inference.model_only_ratio(bench, e2e) == 0.8
@@ -103,9 +111,25 @@ def test_preprocess_scale_cli_streams_2000_lines(tmp_path, data_dir):
     assert len(lines) == 7 and sorted(lines[:3]) == ["a\n", "b\n", "c\n"]
     out = tmp_path / "report.json"
     # Rotten Tomatoes is the source of its lines and of the encoder's vocabulary.
-    subprocess.run([sys.executable, "-m", "bench.preprocess_scale", "--lines", "2000", "--trace-lines", "200",
-                    "--out", str(tmp_path / "corpus"), "--json", str(out)], cwd=REPO, check=True, capture_output=True,
-                   env={**os.environ, "DATA_DIR": str(data_dir)})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.preprocess_scale",
+            "--lines",
+            "2000",
+            "--trace-lines",
+            "200",
+            "--out",
+            str(tmp_path / "corpus"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DATA_DIR": str(data_dir)},
+    )
     (row,) = json.loads(out.read_text())["results"]["table"]
     assert row["file_lines"] == 2000
     assert 1400 < row["reviews"] < 1800  # the train split keeps hash buckets 0-7 of 10
@@ -117,8 +141,12 @@ def test_preprocess_scale_cli_streams_2000_lines(tmp_path, data_dir):
 def test_tokenize_cli_compares_with_nltk_on_both_test_splits_and_worst_cases(tmp_path, data_dir):
     assert tokenize.build(".", " ", 10) == ". " + " " * 8 and len(tokenize.build("", "(]", 11)) == 10
     out = tmp_path / "report.json"
-    subprocess.run([sys.executable, "-m", "bench.tokenize", "--repeats", "1", "--lengths", "100,1000",
-                    "--json", str(out)], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.tokenize", "--repeats", "1", "--lengths", "100,1000", "--json", str(out)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     results = json.loads(out.read_text())["results"]
     assert [row["case"] for row in results["table"]] == ["rotten-tomatoes test", "brown test"]
     assert all(row["differ"] == 0 and row["tokens"] > row["texts"] and row["speedup"] > 0 for row in results["table"])

@@ -26,8 +26,15 @@ from trainer import checkpoint as ckpt
 from trainer.core.errors import ArtifactError
 from trainer.plots import end_torn_line, read_events
 
-FILES = ["best.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng-0.json",
-         "scheduler.json", "trainer_state.json"]
+FILES = [
+    "best.safetensors",
+    "model.safetensors",
+    "optimizer.json",
+    "optimizer.safetensors",
+    "rng-0.json",
+    "scheduler.json",
+    "trainer_state.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,22 @@ def data(small_data: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def args(data: dict[str, str]) -> list[str]:
     """Dropout on, so that a resume is exact only if the random states come back."""
-    return ["train", "--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--dropout", "0.3",
-            "--batch_size", "8", "--save_every", "2", "--eval_every", "2"]
+    return [
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        *TINY_TAGGER,
+        "--dropout",
+        "0.3",
+        "--batch_size",
+        "8",
+        "--save_every",
+        "2",
+        "--eval_every",
+        "2",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +117,9 @@ def test_a_checkpoint_is_safetensors_and_json_with_a_manifest(base: Path) -> Non
 @pytest.mark.parametrize("name", FILES)
 # The fallback cases resume and train to the end: slow, so CI (--slow) runs them and the default run does not.
 @pytest.mark.parametrize("older", ["none", pytest.param("whole", marks=pytest.mark.slow)])
-def test_a_crafted_pickle_in_any_checkpoint_file_runs_nothing(base: Path, args: list[str], tmp_path: Path,
-                                                              name: str, older: str) -> None:
+def test_a_crafted_pickle_in_any_checkpoint_file_runs_nothing(
+    base: Path, args: list[str], tmp_path: Path, name: str, older: str
+) -> None:
     """Each file of the newest checkpoint replaced by a pickle that would create `marker` if loaded.
     With no older checkpoint the manifest is even made to match (the format check must hold on its own):
     a one-line error. With an older whole one (manifest left as is): one warning line, resumed from it."""
@@ -114,19 +136,21 @@ def test_a_crafted_pickle_in_any_checkpoint_file_runs_nothing(base: Path, args: 
     if older == "none":
         assert proc.returncode == 2 and messages(proc.stderr) == proc.stderr.splitlines()
         [line] = messages(proc.stderr)
-        assert line.startswith(f"error: --resume auto: no whole checkpoint in {run / 'checkpoints'}: "
-                               f"checkpoint {newest} is damaged ({name}")
+        assert line.startswith(
+            f"error: --resume auto: no whole checkpoint in {run / 'checkpoints'}: "
+            f"checkpoint {newest} is damaged ({name}"
+        )
         assert not (run / "model").exists()
     else:
         assert proc.returncode == 0, proc.stderr[-2000:]
         [line] = messages(proc.stderr)
         assert line.startswith(f"train: checkpoint {newest} is damaged ({name}") and line.endswith(
-            "); resuming from step-2")
+            "); resuming from step-2"
+        )
         assert json.loads((run / "model" / "metrics.json").read_text())["steps"] == 2
 
 
-def test_resume_passes_over_a_truncated_checkpoint_and_is_exact(base: Path, args: list[str],
-                                                                tmp_path: Path) -> None:
+def test_resume_passes_over_a_truncated_checkpoint_and_is_exact(base: Path, args: list[str], tmp_path: Path) -> None:
     """step-4's weights cut short: resumed from step-2, the new step-4 replaces the damaged one and
     equals the uninterrupted run's step-4 byte for byte (weights, optimizer, scheduler, RNG)."""
     run = copy_run(base, tmp_path)
@@ -134,8 +158,10 @@ def test_resume_passes_over_a_truncated_checkpoint_and_is_exact(base: Path, args
     weights.write_bytes(weights.read_bytes()[:1000])
     proc = trainer(*args, "--max_steps", "6", "--session_steps", "2", "--out", str(run), "--resume", "auto")
     size = (base / "checkpoints" / "step-4" / "model.safetensors").stat().st_size
-    assert messages(proc.stderr) == [f"train: checkpoint {run / 'checkpoints' / 'step-4'} is damaged "
-                                     f"(model.safetensors: size 1000 != {size}); resuming from step-2"]
+    assert messages(proc.stderr) == [
+        f"train: checkpoint {run / 'checkpoints' / 'step-4'} is damaged "
+        f"(model.safetensors: size 1000 != {size}); resuming from step-2"
+    ]
     assert sorted(os.listdir(run / "checkpoints")) == ["step-2", "step-4"]
     for name in FILES[:-1]:
         assert (run / "checkpoints/step-4" / name).read_bytes() == (base / "checkpoints/step-4" / name).read_bytes()
@@ -187,18 +213,25 @@ def test_a_save_interrupted_at_any_point_leaves_no_temporary(base: Path, args: l
         "try:\n"
         "    t.main(sys.argv[1:])\n"
         "except KeyboardInterrupt:\n"
-        "    sys.exit(3)\n")
-    proc = subprocess.run([sys.executable, "-c", script, *args[1:], "--max_steps", "6", "--out", str(run),
-                           "--resume", "auto"], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+        "    sys.exit(3)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args[1:], "--max_steps", "6", "--out", str(run), "--resume", "auto"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert sorted(os.listdir(run / "checkpoints")) == ["step-2", "step-4"]
     for name in FILES:
         assert (run / "checkpoints/step-4" / name).read_bytes() == (base / "checkpoints/step-4" / name).read_bytes()
 
 
-def test_a_kill_during_rotation_leaves_no_half_deleted_checkpoint(base: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kill_during_rotation_leaves_no_half_deleted_checkpoint(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = copy_run(base, tmp_path) / "checkpoints"
 
     rmtree = shutil.rmtree
@@ -230,29 +263,66 @@ def crafted_file(folder: Path, name: str, data: bytes) -> None:
     set_manifest_entry(folder, name)
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda f: (f / "scheduler.json").write_text("{}"), "scheduler.json: size 2 != "),
-    (lambda f: (f / "rng-0.json").write_text(" " * (f / "rng-0.json").stat().st_size),
-     "rng-0.json: sha256 differs from the manifest"),
-    (lambda f: (f / "best.safetensors").unlink(), "best.safetensors is missing"),
-    (lambda f: (f / ckpt.STATE_FILE).write_text('{"format_version": 1, "fi'), "trainer_state.json is not valid JSON"),
-    (lambda f: (f / ckpt.STATE_FILE).write_bytes(b"\xff\xfe"), "trainer_state.json is not valid JSON"),
-    (lambda f: crafted_file(f, "scheduler.json", b"\x80\x04K\x01."), "scheduler.json is not valid JSON"),
-    (lambda f: crafted_file(f, "model.safetensors", b"PK\x03\x04torch-zip"), "model.safetensors is not valid safetensors"),
-    (partial(rewrite_state, change=lambda s: s["files"].update({"../../x.json": s["files"]["rng-0.json"]})),
-     "trainer_state.json: the manifest names files this format does not have: ../../x.json"),
-    (partial(rewrite_state, change=lambda s: s.update(world_size=2)), "trainer_state.json: the manifest lacks rng-1.json"),
-    (partial(rewrite_state, change=lambda s: s.pop("format_version")),
-     "trainer_state.json has no format_version 1 manifest (older checkpoints held pickles"),
-    (partial(rewrite_state, change=lambda s: s.update(accelerator_step="4")),
-     "trainer_state.json: bad or missing 'accelerator_step'"),
-    (partial(rewrite_state, change=lambda s: s["files"].update({"optimizer.json": {"bytes": 1}})),
-     "trainer_state.json: the manifest entry of optimizer.json is not {bytes, sha256}"),
-    (lambda f: crafted_file(f, "optimizer.safetensors", save({"exp_avg": torch.zeros(1)})),
-     "optimizer.safetensors: key 'exp_avg' is not <param index>.<name>"),
-], ids=["truncated", "overwritten", "missing", "torn-manifest", "binary-manifest", "pickle-as-json",
-        "torch-zip-as-safetensors", "path-in-manifest", "rng-file-lacking", "old-format", "bad-counter",
-        "bad-entry", "bad-optimizer-key"])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda f: (f / "scheduler.json").write_text("{}"), "scheduler.json: size 2 != "),
+        (
+            lambda f: (f / "rng-0.json").write_text(" " * (f / "rng-0.json").stat().st_size),
+            "rng-0.json: sha256 differs from the manifest",
+        ),
+        (lambda f: (f / "best.safetensors").unlink(), "best.safetensors is missing"),
+        (
+            lambda f: (f / ckpt.STATE_FILE).write_text('{"format_version": 1, "fi'),
+            "trainer_state.json is not valid JSON",
+        ),
+        (lambda f: (f / ckpt.STATE_FILE).write_bytes(b"\xff\xfe"), "trainer_state.json is not valid JSON"),
+        (lambda f: crafted_file(f, "scheduler.json", b"\x80\x04K\x01."), "scheduler.json is not valid JSON"),
+        (
+            lambda f: crafted_file(f, "model.safetensors", b"PK\x03\x04torch-zip"),
+            "model.safetensors is not valid safetensors",
+        ),
+        (
+            partial(rewrite_state, change=lambda s: s["files"].update({"../../x.json": s["files"]["rng-0.json"]})),
+            "trainer_state.json: the manifest names files this format does not have: ../../x.json",
+        ),
+        (
+            partial(rewrite_state, change=lambda s: s.update(world_size=2)),
+            "trainer_state.json: the manifest lacks rng-1.json",
+        ),
+        (
+            partial(rewrite_state, change=lambda s: s.pop("format_version")),
+            "trainer_state.json has no format_version 1 manifest (older checkpoints held pickles",
+        ),
+        (
+            partial(rewrite_state, change=lambda s: s.update(accelerator_step="4")),
+            "trainer_state.json: bad or missing 'accelerator_step'",
+        ),
+        (
+            partial(rewrite_state, change=lambda s: s["files"].update({"optimizer.json": {"bytes": 1}})),
+            "trainer_state.json: the manifest entry of optimizer.json is not {bytes, sha256}",
+        ),
+        (
+            lambda f: crafted_file(f, "optimizer.safetensors", save({"exp_avg": torch.zeros(1)})),
+            "optimizer.safetensors: key 'exp_avg' is not <param index>.<name>",
+        ),
+    ],
+    ids=[
+        "truncated",
+        "overwritten",
+        "missing",
+        "torn-manifest",
+        "binary-manifest",
+        "pickle-as-json",
+        "torch-zip-as-safetensors",
+        "path-in-manifest",
+        "rng-file-lacking",
+        "old-format",
+        "bad-counter",
+        "bad-entry",
+        "bad-optimizer-key",
+    ],
+)
 def test_damage_is_named(base: Path, tmp_path: Path, damage: Callable[[Path], object], expected: str) -> None:
     folder = copy_run(base, tmp_path) / "checkpoints" / "step-4"
     ckpt.read_checkpoint(folder)
@@ -263,8 +333,9 @@ def test_damage_is_named(base: Path, tmp_path: Path, damage: Callable[[Path], ob
     assert "\n" not in str(caught.value)
 
 
-def tiny_training_state() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR,
-                                   torch.amp.GradScaler]:
+def tiny_training_state() -> tuple[
+    torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler
+]:
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.8, 0.9))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
@@ -292,17 +363,24 @@ def test_state_round_trips_and_a_crafted_state_cannot_set_other_attributes(tmp_p
     assert all(torch.equal(a, b) for a, b in zip(fresh[0].state_dict().values(), model.state_dict().values()))
     groups = fresh[1].state_dict()["param_groups"]
     assert groups == expected[1]["param_groups"] and groups[0]["betas"] == (0.8, 0.9)
-    assert all(torch.equal(fresh[1].state_dict()["state"][i][k], v)
-               for i, state in expected[1]["state"].items() for k, v in state.items())
+    assert all(
+        torch.equal(fresh[1].state_dict()["state"][i][k], v)
+        for i, state in expected[1]["state"].items()
+        for k, v in state.items()
+    )
     assert {k: v for k, v in fresh[2].state_dict().items() if k != "lr_lambdas"} == {
-        k: v for k, v in expected[2].items() if k != "lr_lambdas"}
+        k: v for k, v in expected[2].items() if k != "lr_lambdas"
+    }
     assert fresh[3].state_dict() == expected[3] and expected[3]["_growth_tracker"] == 3
 
     torch.manual_seed(6)
     assert ckpt.restore(ckpt.read_checkpoint(tmp_path), *tiny_training_state(), rank=1) is False
     assert not torch.equal(torch.rand(3), expected[0])  # a rank the checkpoint lacks keeps its own random state
-    crafted_file(tmp_path, "scheduler.json", json.dumps({**json.loads((tmp_path / "scheduler.json").read_text()),
-                                                         "optimizer": "x"}).encode())
+    crafted_file(
+        tmp_path,
+        "scheduler.json",
+        json.dumps({**json.loads((tmp_path / "scheduler.json").read_text()), "optimizer": "x"}).encode(),
+    )
     with pytest.raises(ArtifactError, match=r"does not fit this run: scheduler.json: expected the keys"):
         ckpt.restore(ckpt.read_checkpoint(tmp_path), *tiny_training_state(), rank=0)
 
@@ -321,9 +399,29 @@ def test_a_torn_last_line_is_skipped_and_ended(tmp_path: Path) -> None:
 def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> None:
     """World size 2 with dropout: each process gets its own random stream back from its own rng-<rank>.json,
     so step-8 after a resume at step 4 equals the uninterrupted run's byte for byte."""
-    common = ["--standalone", "--nproc-per-node", "2", "-m", "trainer", "train", "--task", "tagger",
-              "--data", data["tagger"], *TINY_TAGGER, "--dropout", "0.3", "--batch_size", "4", "--max_steps", "8",
-              "--save_every", "4", "--eval_every", "4"]
+    common = [
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "trainer",
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        *TINY_TAGGER,
+        "--dropout",
+        "0.3",
+        "--batch_size",
+        "4",
+        "--max_steps",
+        "8",
+        "--save_every",
+        "4",
+        "--eval_every",
+        "4",
+    ]
     straight = tmp_path / "straight"
     trainer(*common, "--out", str(straight), module="torch.distributed.run")
     resumed = Path(shutil.copytree(straight, tmp_path / "resumed"))
@@ -331,6 +429,10 @@ def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> N
     shutil.rmtree(resumed / "model")
     trainer(*common, "--out", str(resumed), "--resume", "auto", module="torch.distributed.run")
     for name in ["model.safetensors", "best.safetensors", "optimizer.safetensors", "rng-0.json", "rng-1.json"]:
-        assert (resumed / "checkpoints/step-8" / name).read_bytes() == (straight / "checkpoints/step-8" / name).read_bytes()
-    assert (json.loads((resumed / "checkpoints/step-8/rng-0.json").read_text())["torch"]
-            != json.loads((resumed / "checkpoints/step-8/rng-1.json").read_text())["torch"])
+        assert (resumed / "checkpoints/step-8" / name).read_bytes() == (
+            straight / "checkpoints/step-8" / name
+        ).read_bytes()
+    assert (
+        json.loads((resumed / "checkpoints/step-8/rng-0.json").read_text())["torch"]
+        != json.loads((resumed / "checkpoints/step-8/rng-1.json").read_text())["torch"]
+    )

@@ -82,11 +82,36 @@ def test_the_same_checks_apply_to_a_config_file(tmp_path: Path) -> None:
 
 
 def test_good_values_at_the_edges_are_accepted(tmp_path: Path) -> None:
-    edges = ["--dropout", "0", "--clip_grad_norm", "0", "--patience", "0", "--layers", "64", "--threads", "1024",
-             "--weight_decay", "0", "--mixed_precision", "no", "--max_tokens", "1", "--seed", "0"]
+    edges = [
+        "--dropout",
+        "0",
+        "--clip_grad_norm",
+        "0",
+        "--patience",
+        "0",
+        "--layers",
+        "64",
+        "--threads",
+        "1024",
+        "--weight_decay",
+        "0",
+        "--mixed_precision",
+        "no",
+        "--max_tokens",
+        "1",
+        "--seed",
+        "0",
+    ]
     _, model, preprocess, train = trainer.train.parse_args(
-        ["--task", "sentiment", "--data", "unused", "--out", str(tmp_path / "run"), *edges])
-    assert (model.dropout, model.layers, train.clip_grad_norm, train.threads, preprocess.max_tokens) == (0, 64, 0, 1024, 1)
+        ["--task", "sentiment", "--data", "unused", "--out", str(tmp_path / "run"), *edges]
+    )
+    assert (model.dropout, model.layers, train.clip_grad_norm, train.threads, preprocess.max_tokens) == (
+        0,
+        64,
+        0,
+        1024,
+        1,
+    )
 
 
 def test_defaults_pass_their_own_checks() -> None:
@@ -140,8 +165,10 @@ def test_pretrain_rejects_each_bad_value(override: tuple[str, str], tmp_path: Pa
 def test_out_must_be_a_directory_that_can_be_made(module: object, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("precious")
     task = ["--task", "tagger"] if module is trainer.train else []
-    for out, message in ((tmp_path / "file", "exists and is not a directory"),
-                         (tmp_path / "file" / "run", f"{tmp_path / 'file'} is not a directory")):
+    for out, message in (
+        (tmp_path / "file", "exists and is not a directory"),
+        (tmp_path / "file" / "run", f"{tmp_path / 'file'} is not a directory"),
+    ):
         with pytest.raises(ConfigError, match=f"^--out {out}: {message}$"):
             module.parse_args([*task, "--data", "unused", "--out", str(out)])
     assert (tmp_path / "file").read_text() == "precious"
@@ -163,16 +190,23 @@ CLI_CASES = [  # the real commands, as users hit them: exit 2, one line, nothing
 
 
 @pytest.mark.parametrize("argv, expected, real", [(*case, False) for case in CLI_CASES] + [(*CLI_CASES[0], True)])
-def test_bad_config_on_the_command_line_is_one_line_exit_2(argv: list[str], expected: str, real: bool,
-                                                           tmp_path: Path) -> None:
+def test_bad_config_on_the_command_line_is_one_line_exit_2(
+    argv: list[str], expected: str, real: bool, tmp_path: Path
+) -> None:
     (tmp_path / "file").write_text("precious")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "run")]
     argv += ["--data", "brown"]
     if real:
-        proc = subprocess.run([sys.executable, "-m", "trainer", *argv], cwd=REPO, capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-m", "trainer", *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
     else:
         proc = run_main("trainer", *argv)
     assert proc.returncode == 2 and proc.stderr == expected.replace("{tmp}", str(tmp_path)) + "\n"

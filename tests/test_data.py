@@ -21,13 +21,39 @@ from trainer.core.errors import DataError
 from trainer.core.fetch import MARKER, SOURCES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SPEC_FORMS = "expected one of: brown, rotten-tomatoes, nltk-treebank, fasttext:PATH[,PATH_TEST], conllu:TRAIN[,DEV[,TEST]]"
+SPEC_FORMS = (
+    "expected one of: brown, rotten-tomatoes, nltk-treebank, fasttext:PATH[,PATH_TEST], conllu:TRAIN[,DEV[,TEST]]"
+)
 
-BROWN_UNIVERSAL = {"NOUN": 275652, "VERB": 182751, ".": 147565, "ADP": 144766, "DET": 139289, "ADJ": 83731,
-                   "ADV": 56287, "PRON": 51696, "CONJ": 38151, "PRT": 24413, "NUM": 14879, "X": 2012}
+BROWN_UNIVERSAL = {
+    "NOUN": 275652,
+    "VERB": 182751,
+    ".": 147565,
+    "ADP": 144766,
+    "DET": 139289,
+    "ADJ": 83731,
+    "ADV": 56287,
+    "PRON": 51696,
+    "CONJ": 38151,
+    "PRT": 24413,
+    "NUM": 14879,
+    "X": 2012,
+}
 # NLTK's own brown → universal map (it sends most `+` contractions to PRT); ours must stay close.
-NLTK_BROWN_UNIVERSAL = {"NOUN": 275558, "VERB": 182750, ".": 147565, "ADP": 144766, "DET": 137019, "ADJ": 83721,
-                        "ADV": 56239, "PRON": 49334, "CONJ": 38151, "PRT": 29829, "NUM": 14874, "X": 1386}
+NLTK_BROWN_UNIVERSAL = {
+    "NOUN": 275558,
+    "VERB": 182750,
+    ".": 147565,
+    "ADP": 144766,
+    "DET": 137019,
+    "ADJ": 83721,
+    "ADV": 56239,
+    "PRON": 49334,
+    "CONJ": 38151,
+    "PRT": 29829,
+    "NUM": 14874,
+    "X": 1386,
+}
 
 
 def run_stats(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -37,8 +63,13 @@ def run_stats(*args: str, env: dict | None = None) -> subprocess.CompletedProces
 
 def run_stats_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The real subprocess: nltk reads $NLTK_DATA once, when it is first imported."""
-    return subprocess.run([sys.executable, "-m", "trainer", "stats", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", "stats", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -52,6 +83,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 
 
 # ---- brown ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def brown_stats(data_dir: Path) -> dict:
@@ -91,12 +123,33 @@ def test_brown_examples_keep_words_and_case(data_dir):
     assert "Atlanta's" in first.words and first.tags[first.words.index("Atlanta's")] == "NOUN"
 
 
-@pytest.mark.parametrize("tag, universal", [
-    ("at", "DET"), ("vbd", "VERB"), ("np$", "NOUN"), ("bez*", "VERB"), ("fw-in", "X"), ("FW-NN-TL", "X"),
-    ("nn-tl", "NOUN"), ("jj-tl-hl", "ADJ"), ("ppss+md", "PRON"), ("to", "PRT"), ("pp$", "DET"), ("pp$$", "PRON"),
-    ("wp$", "PRON"), ("md*", "VERB"), ("nn-tl+bez", "NOUN"), ("*", "ADV"), ("``", "."), ("--", "."), ("nil", "X"),
-    ("cd$", "NUM"), ("np+bez-nc", "NOUN"), ("NN-HL", "NOUN"),
-])
+@pytest.mark.parametrize(
+    "tag, universal",
+    [
+        ("at", "DET"),
+        ("vbd", "VERB"),
+        ("np$", "NOUN"),
+        ("bez*", "VERB"),
+        ("fw-in", "X"),
+        ("FW-NN-TL", "X"),
+        ("nn-tl", "NOUN"),
+        ("jj-tl-hl", "ADJ"),
+        ("ppss+md", "PRON"),
+        ("to", "PRT"),
+        ("pp$", "DET"),
+        ("pp$$", "PRON"),
+        ("wp$", "PRON"),
+        ("md*", "VERB"),
+        ("nn-tl+bez", "NOUN"),
+        ("*", "ADV"),
+        ("``", "."),
+        ("--", "."),
+        ("nil", "X"),
+        ("cd$", "NUM"),
+        ("np+bez-nc", "NOUN"),
+        ("NN-HL", "NOUN"),
+    ],
+)
 def test_brown_tag_map(tag, universal):
     assert brown_to_universal(tag) == universal
 
@@ -132,6 +185,7 @@ def test_brown_non_utf8_names_file_and_line(tmp_path):
 
 # ---- rotten-tomatoes --------------------------------------------------------------------------
 
+
 def test_rotten_tomatoes_stats_cli(data_dir):
     proc = run_stats("--data", "rotten-tomatoes", env={"DATA_DIR": str(data_dir)})
     assert proc.returncode == 0, proc.stderr
@@ -153,6 +207,7 @@ def test_rotten_tomatoes_split_follows_the_text_hash(data_dir):
 
 
 # ---- fasttext ---------------------------------------------------------------------------------
+
 
 def write_fasttext(path: Path, lines: list[bytes]) -> Path:
     data = b"".join(line + b"\n" for line in lines)
@@ -205,16 +260,25 @@ def test_fasttext_is_streamed(tmp_path):
 
 def test_fasttext_malformed_line_cli(tmp_path):
     long_text = "x" * 200
-    path = write_fasttext(tmp_path / "bad.txt", [b"__label__1 fine", b"__label__2 fine too", f"__label__3 {long_text}".encode()])
+    path = write_fasttext(
+        tmp_path / "bad.txt", [b"__label__1 fine", b"__label__2 fine too", f"__label__3 {long_text}".encode()]
+    )
     proc = run_stats("--data", f"fasttext:{path}")
-    line = assert_one_line_error(proc, f"{path}:3: expected '__label__1 <text>' or '__label__2 <text>', got '__label__3 xxx")
+    line = assert_one_line_error(
+        proc, f"{path}:3: expected '__label__1 <text>' or '__label__2 <text>', got '__label__3 xxx"
+    )
     assert len(line) < len(str(path)) + 160  # the bad text is shortened
 
 
-@pytest.mark.parametrize("bad, why", [
-    (b"__label__1", "expected '__label__1 <text>'"), (b"__label__2    ", "expected '__label__1 <text>'"),
-    (b"label 1 text", "expected '__label__1 <text>'"), (b"__label__1 caf\xe9", "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (b"__label__1", "expected '__label__1 <text>'"),
+        (b"__label__2    ", "expected '__label__1 <text>'"),
+        (b"label 1 text", "expected '__label__1 <text>'"),
+        (b"__label__1 caf\xe9", "not valid UTF-8"),
+    ],
+)
 def test_fasttext_bad_lines(tmp_path, bad, why):
     path = write_fasttext(tmp_path / "bad.txt.bz2", [b"__label__1 ok", bad])
     with pytest.raises(DataError, match=f"^{path}:2: {why}"):
@@ -247,8 +311,10 @@ def test_corrupt_bz2_is_a_data_error(tmp_path):
 
 TINY_CONLLU = [
     TaggedSentence(("I", "ca", "n't", "go", "."), ("PRON", "VERB", "PRT", "VERB", ".")),
-    TaggedSentence(("Paris", "and", "three", "big", "dogs", "because", "of", "the", "%", "wow", "very"),
-                   ("NOUN", "CONJ", "NUM", "ADJ", "NOUN", "CONJ", "ADP", "DET", ".", "X", "ADV")),
+    TaggedSentence(
+        ("Paris", "and", "three", "big", "dogs", "because", "of", "the", "%", "wow", "very"),
+        ("NOUN", "CONJ", "NUM", "ADJ", "NOUN", "CONJ", "ADP", "DET", ".", "X", "ADV"),
+    ),
 ]
 
 
@@ -261,8 +327,11 @@ def test_conllu_train_dev_test_files():
 
 def test_conllu_carves_missing_dev_and_test_from_train(tmp_path):
     path = tmp_path / "many.conllu"
-    path.write_text("".join(f"1\tword{i}\t_\tNOUN\t_\t_\t0\troot\t_\t_\n2\t.\t_\tPUNCT\t_\t_\t1\tpunct\t_\t_\n\n"
-                            for i in range(100)))
+    path.write_text(
+        "".join(
+            f"1\tword{i}\t_\tNOUN\t_\t_\t0\troot\t_\t_\n2\t.\t_\tPUNCT\t_\t_\t1\tpunct\t_\t_\n\n" for i in range(100)
+        )
+    )
     dataset = open_dataset(f"conllu:{path}")
     splits = {s: list(dataset.examples(s)) for s in SPLITS}
     assert sum(len(v) for v in splits.values()) == 100 and all(splits.values())
@@ -277,14 +346,20 @@ def test_conllu_stats_cli():
     proc = run_stats("--data", f"conllu:{FIXTURES / 'tiny.conllu'},{FIXTURES / 'tiny.conllu'}")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["dev"] == {"sentences": 2, "tokens": 16, "labels": dict(Counter(
-        TINY_CONLLU[0].tags + TINY_CONLLU[1].tags).most_common())}
+    assert result["dev"] == {
+        "sentences": 2,
+        "tokens": 16,
+        "labels": dict(Counter(TINY_CONLLU[0].tags + TINY_CONLLU[1].tags).most_common()),
+    }
 
 
-@pytest.mark.parametrize("line, why", [
-    ("1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_", "expected 10 tab-separated CoNLL-U columns, got 9"),
-    ("1\tI\tI\tPRONOUN\tPRP\t_\t2\tnsubj\t_\t_", "UPOS: expected one of NOUN PROPN"),
-])
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_", "expected 10 tab-separated CoNLL-U columns, got 9"),
+        ("1\tI\tI\tPRONOUN\tPRP\t_\t2\tnsubj\t_\t_", "UPOS: expected one of NOUN PROPN"),
+    ],
+)
 def test_conllu_bad_line_cli(tmp_path, line, why):
     path = tmp_path / "bad.conllu"
     path.write_text(f"# sent_id = 1\n1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n\n{line}\n\n")
@@ -292,6 +367,7 @@ def test_conllu_bad_line_cli(tmp_path, line, why):
 
 
 # ---- nltk-treebank ----------------------------------------------------------------------------
+
 
 def test_nltk_treebank_real_data():
     try:
@@ -312,7 +388,8 @@ def fake_nltk_data(root: Path) -> Path:
     for i in range(10):
         (corpus / f"wsj_{i + 1:04d}.mrg").write_text(
             f"( (S (NP-SBJ (NNP Doc{i}) ) (VP (VBD said) (SBAR (-NONE- 0) (S (NP-SBJ (-NONE- *T*-1) ) "
-            f"(VP (VBZ works) ))) ) (. .) ))\n")
+            f"(VP (VBZ works) ))) ) (. .) ))\n"
+        )
     mapping = root / "taggers" / "universal_tagset"
     mapping.mkdir(parents=True)
     (mapping / "en-ptb.map").write_text("NNP\tNOUN\nVBD\tVERB\nVBZ\tVERB\n.\t.\n-NONE-\tX\n")
@@ -337,17 +414,26 @@ def test_nltk_treebank_missing_data_is_one_line(tmp_path):
     except LookupError:
         pass
     proc = run_stats_subprocess("--data", "nltk-treebank", env={"NLTK_DATA": str(tmp_path)})
-    assert_one_line_error(proc, "nltk-treebank needs NLTK's 'treebank' and 'universal_tagset' data",
-                          "never calls nltk.download()")
+    assert_one_line_error(
+        proc, "nltk-treebank needs NLTK's 'treebank' and 'universal_tagset' data", "never calls nltk.download()"
+    )
 
 
 # ---- specs ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec, why", [
-    ("imdb", "unknown data spec"), ("brown:extra", "takes no arguments"), ("fasttext", "needs file paths"),
-    ("fasttext:", "non-empty"), ("fasttext:a,", "non-empty"), ("conllu:a,b,c,d", "1 to 3"),
-    ("fasttext:/no/such/file.txt", "no such file: /no/such/file.txt"),
-])
+
+@pytest.mark.parametrize(
+    "spec, why",
+    [
+        ("imdb", "unknown data spec"),
+        ("brown:extra", "takes no arguments"),
+        ("fasttext", "needs file paths"),
+        ("fasttext:", "non-empty"),
+        ("fasttext:a,", "non-empty"),
+        ("conllu:a,b,c,d", "1 to 3"),
+        ("fasttext:/no/such/file.txt", "no such file: /no/such/file.txt"),
+    ],
+)
 def test_bad_spec_cli(spec, why):
     assert_one_line_error(run_stats("--data", spec), f"--data {spec!r}: ", why, SPEC_FORMS)
 

@@ -53,32 +53,70 @@ def session(script: Path, prefix: Path, processes: int, *args: str) -> subproces
     path = {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if processes == 1:
         return trainer(str(script), str(prefix), "train", *args, module=None, env=path)
-    return trainer("--standalone", "--nproc-per-node", str(processes), str(script), str(prefix), "train", *args,
-                   module="torch.distributed.run", env=path)
+    return trainer(
+        "--standalone",
+        "--nproc-per-node",
+        str(processes),
+        str(script),
+        str(prefix),
+        "train",
+        *args,
+        module="torch.distributed.run",
+        env=path,
+    )
 
 
 def seen(prefix: Path) -> Counter:
     """Every example trained on by every process of one session, as a multiset."""
-    return Counter(row for path in prefix.parent.glob(f"{prefix.name}.seen-*")
-                   for line in path.read_text().splitlines() for row in json.loads(line))
+    return Counter(
+        row
+        for path in prefix.parent.glob(f"{prefix.name}.seen-*")
+        for line in path.read_text().splitlines()
+        for row in json.loads(line)
+    )
 
 
 @pytest.mark.trains  # ~50 s each on 2 busy cores: under the minute that `slow` marks
-@pytest.mark.parametrize("before, after, grad_accum, stop, steps", [
-    # 2 x 4 per step, x2 accumulated: 6 steps = 12 batches of 8 = 96 examples; the other 304 in batches of 4
-    # (76 batches, 38 steps): 44 steps in all.
-    (2, 1, 2, 6, 44),
-    # 1 x 4: 25 steps = 100 examples; the other 300 in global batches of 8 (37, and a tail of 4 split over the
-    # two processes): 63 steps in all.
-    (1, 2, 1, 25, 63),
-], ids=["2-to-1", "1-to-2"])
-def test_a_checkpoint_resumes_with_another_world_size(small_data: dict[str, str], tmp_path: Path, before: int,
-                                                      after: int, grad_accum: int, stop: int, steps: int) -> None:
+@pytest.mark.parametrize(
+    "before, after, grad_accum, stop, steps",
+    [
+        # 2 x 4 per step, x2 accumulated: 6 steps = 12 batches of 8 = 96 examples; the other 304 in batches of 4
+        # (76 batches, 38 steps): 44 steps in all.
+        (2, 1, 2, 6, 44),
+        # 1 x 4: 25 steps = 100 examples; the other 300 in global batches of 8 (37, and a tail of 4 split over the
+        # two processes): 63 steps in all.
+        (1, 2, 1, 25, 63),
+    ],
+    ids=["2-to-1", "1-to-2"],
+)
+def test_a_checkpoint_resumes_with_another_world_size(
+    small_data: dict[str, str], tmp_path: Path, before: int, after: int, grad_accum: int, stop: int, steps: int
+) -> None:
     script, run = tmp_path / "record.py", tmp_path / "run"
     script.write_text(RECORD)
-    args = ["--task", "tagger", "--data", small_data["tagger"], *TINY_TAGGER, "--dropout", "0.3", "--batch_size", "4",
-            "--grad_accum", str(grad_accum), "--epochs", "1", "--warmup_steps", "2", "--log_every", "1",
-            "--save_every", "10", "--out", str(run)]
+    args = [
+        "--task",
+        "tagger",
+        "--data",
+        small_data["tagger"],
+        *TINY_TAGGER,
+        "--dropout",
+        "0.3",
+        "--batch_size",
+        "4",
+        "--grad_accum",
+        str(grad_accum),
+        "--epochs",
+        "1",
+        "--warmup_steps",
+        "2",
+        "--log_every",
+        "1",
+        "--save_every",
+        "10",
+        "--out",
+        str(run),
+    ]
     session(script, tmp_path / "first", before, *args, "--session_steps", str(stop))
     proc = session(script, tmp_path / "second", after, *args, "--resume", "auto")
 
@@ -89,12 +127,18 @@ def test_a_checkpoint_resumes_with_another_world_size(small_data: dict[str, str]
     assert first + second == everything
 
     [line] = [line for line in proc.stderr.splitlines() if line.startswith("train: resuming")]
-    assert line == (f"train: resuming a {before}-process checkpoint (batch 4) with {after} process"
-                    f"{'es' if after > 1 else ''} (batch 4): same epoch and sample position, data re-sharded; "
-                    "results are not bit-identical to an uninterrupted run (exact only at the same world size "
-                    "and batch size)")
+    assert line == (
+        f"train: resuming a {before}-process checkpoint (batch 4) with {after} process"
+        f"{'es' if after > 1 else ''} (batch 4): same epoch and sample position, data re-sharded; "
+        "results are not bit-identical to an uninterrupted run (exact only at the same world size "
+        "and batch size)"
+    )
     [relayout] = events(run, "relayout")
-    assert (relayout["step"], relayout["epoch"], relayout["examples_left_in_epoch"]) == (stop, 0, 400 - sum(first.values()))
+    assert (relayout["step"], relayout["epoch"], relayout["examples_left_in_epoch"]) == (
+        stop,
+        0,
+        400 - sum(first.values()),
+    )
     assert f"{steps} steps, resuming at step {stop}" in proc.stdout  # the plan covers the data left
     trained = events(run, "train")
     assert [e["step"] for e in trained] == list(range(1, steps + 1))  # the step count goes on from the checkpoint
@@ -106,11 +150,14 @@ def test_a_checkpoint_resumes_with_another_world_size(small_data: dict[str, str]
     assert state["trainer"]["earlier_layouts"] == []  # the epoch ended: the next one is cut afresh
 
 
-@pytest.mark.parametrize("n, layouts", [
-    (403, [(8, 2, 10), (4, 1, 7), (12, 3, 0)]),  # 2 processes, then 1, then 3
-    (1000, [(4, 1, 130), (16, 2, 3), (8, 2, 0)]),  # the batch size changes too (more than one pool)
-    (37, [(10, 2, 3), (4, 4, 0)]),  # what is left cut for 4 processes: a tail smaller than 4 is dropped
-])
+@pytest.mark.parametrize(
+    "n, layouts",
+    [
+        (403, [(8, 2, 10), (4, 1, 7), (12, 3, 0)]),  # 2 processes, then 1, then 3
+        (1000, [(4, 1, 130), (16, 2, 3), (8, 2, 0)]),  # the batch size changes too (more than one pool)
+        (37, [(10, 2, 3), (4, 4, 0)]),  # what is left cut for 4 processes: a tail smaller than 4 is dropped
+    ],
+)
 def test_the_sampler_resumes_another_layout_at_the_same_sample_position(n: int, layouts: list) -> None:
     """Each layout trains on its first `done` global batches; the last trains on all it has left. Together
     they cover the epoch's examples once each; only a tail smaller than the last world size may be left out."""
@@ -135,12 +182,16 @@ def test_a_crafted_layout_is_refused() -> None:
     from trainer.loop import TrainState, check_layouts
 
     check_layouts(TrainState(global_batch=8, earlier_layouts=[[4, 1, 7]]), 2, 100, "x")
-    for state, message in ((TrainState(global_batch=8, earlier_layouts=[[0, 1, 3]]), "bad sampler layout"),
-                           (TrainState(global_batch=8, earlier_layouts=[["8", 1, 3]]), "bad sampler layout"),
-                           (TrainState(global_batch=8, earlier_layouts=[[4, 1]]), "bad sampler layout"),
-                           (TrainState(global_batch=8, earlier_layouts=[[4, 1, 0]]), "bad sampler layout"),
-                           (TrainState(global_batch=1), "bad sampler layout"),
-                           (TrainState(global_batch=8, earlier_layouts=[[4, 1, 1]] * 101),
-                            "the sampler layouts account for more than the 100 training examples")):
+    for state, message in (
+        (TrainState(global_batch=8, earlier_layouts=[[0, 1, 3]]), "bad sampler layout"),
+        (TrainState(global_batch=8, earlier_layouts=[["8", 1, 3]]), "bad sampler layout"),
+        (TrainState(global_batch=8, earlier_layouts=[[4, 1]]), "bad sampler layout"),
+        (TrainState(global_batch=8, earlier_layouts=[[4, 1, 0]]), "bad sampler layout"),
+        (TrainState(global_batch=1), "bad sampler layout"),
+        (
+            TrainState(global_batch=8, earlier_layouts=[[4, 1, 1]] * 101),
+            "the sampler layouts account for more than the 100 training examples",
+        ),
+    ):
         with pytest.raises(ArtifactError, match=f"^x: {message}"):
             check_layouts(state, 2, 100, "x")

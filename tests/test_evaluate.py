@@ -27,8 +27,22 @@ def trained_runs(small_data: dict[str, str], tmp_path_factory: pytest.TempPathFa
     out = {}
     for task, sizes in (("tagger", TINY_TAGGER), ("sentiment", TINY_SENTIMENT)):
         run = root / task
-        trainer("train", "--task", task, "--data", small_data[task], *sizes, "--batch_size", "16", "--max_steps", "15",
-                "--warmup_steps", "5", "--out", str(run))
+        trainer(
+            "train",
+            "--task",
+            task,
+            "--data",
+            small_data[task],
+            *sizes,
+            "--batch_size",
+            "16",
+            "--max_steps",
+            "15",
+            "--warmup_steps",
+            "5",
+            "--out",
+            str(run),
+        )
         out[task] = (run, small_data[task])
     return out
 
@@ -114,8 +128,9 @@ def test_sentiment_metrics_by_hand() -> None:
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> Path:
     """A random-weight sentiment model: evaluate's argument checks need a real one, not a trained one."""
-    vocabs = Vocabs(Vocab(["<pad>", "<unk>", *sorted(set(REVIEWS.read_text().lower().split()))]),
-                    Vocab.labels(SENTIMENT_LABELS))
+    vocabs = Vocabs(
+        Vocab(["<pad>", "<unk>", *sorted(set(REVIEWS.read_text().lower().split()))]), Vocab.labels(SENTIMENT_LABELS)
+    )
     config = SentimentConfig(embed_dim=4, hidden=3, layers=1)
     torch.manual_seed(0)
     save_artifact(tmp_path / "run" / "model", build_model(config, vocabs), config, PreprocessConfig(), vocabs)
@@ -137,7 +152,10 @@ BAD_ARGUMENTS = {
     "batch size 0": (["--batch-size", "0"], "--batch-size must be in [1, 2147483647]; got 0"),
     "negative batch size": (["--batch-size", "-5"], "--batch-size must be in [1, 2147483647]; got -5"),
     "report a directory": (["--report", "{tmp}"], "--report {tmp}: is a directory; expected a file path"),
-    "report under a file": (["--report", "{tmp}/file/x.json"], "--report {tmp}/file/x.json: {tmp}/file is not a directory"),
+    "report under a file": (
+        ["--report", "{tmp}/file/x.json"],
+        "--report {tmp}/file/x.json: {tmp}/file is not a directory",
+    ),
 }
 
 

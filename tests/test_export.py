@@ -63,11 +63,16 @@ def test_export_writes_a_validated_self_describing_directory(kind: str, exports:
     assert meta["onnx"]["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     assert meta["onnx"] == {**meta["onnx"], "opset": 17, "exporter": "torchscript"}
     assert meta["export_format_version"] == 2 and meta["source_format_version"] == 1
-    assert meta["test_vectors"] == {"file": "test_vectors.json",
-                                    "sha256": hashlib.sha256((out / "test_vectors.json").read_bytes()).hexdigest()}
+    assert meta["test_vectors"] == {
+        "file": "test_vectors.json",
+        "sha256": hashlib.sha256((out / "test_vectors.json").read_bytes()).hexdigest(),
+    }
     source_config = load_json(artifacts[kind] / "config.json")
     assert (meta["task"], meta["model"], meta["preprocess"]) == (
-        source_config["task"], source_config["model"], source_config["preprocess"])
+        source_config["task"],
+        source_config["model"],
+        source_config["preprocess"],
+    )
     assert meta["vocab"] == load_json(artifacts[kind] / "vocab.json") and meta["atol"] == 1e-4
     names = ["words", "lengths", "chars", "word_lengths"] if kind == "dual-tagger" else ["words", "lengths"]
     assert [i["name"] for i in meta["inputs"]] == names
@@ -126,8 +131,9 @@ def ort_warnings(path: Path) -> list[str]:
     return [line for line in proc.stderr.splitlines() if "[W:" in line or "VerifyOutputSizes" in line]
 
 
-def test_declared_shapes_are_symbolic_and_onnxruntime_runs_other_shapes_silently(exports: dict, artifacts: dict,
-                                                                                tmp_path: Path) -> None:
+def test_declared_shapes_are_symbolic_and_onnxruntime_runs_other_shapes_silently(
+    exports: dict, artifacts: dict, tmp_path: Path
+) -> None:
     """Why the TorchScript exporter: its declared output shapes stay symbolic. The frozen copy shows the
     probe would catch what the dynamo exporter produces (a fixed time dim, pytorch issue 191855)."""
     assert declared_output_dims(exports["dual-tagger"] / "model.onnx") == [["batch", "time", 12]]
@@ -145,8 +151,9 @@ def test_declared_shapes_are_symbolic_and_onnxruntime_runs_other_shapes_silently
 
 
 @pytest.mark.parametrize("opset", [12, 20])
-def test_both_ends_of_the_supported_opset_range_export_and_validate(opset: int, artifacts: dict, data_dir: Path,
-                                                                     tmp_path: Path) -> None:
+def test_both_ends_of_the_supported_opset_range_export_and_validate(
+    opset: int, artifacts: dict, data_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "export"
     proc = run_export(data_dir, "--model", str(artifacts["dual-tagger"]), "--out", str(out), "--opset", str(opset))
     assert proc.returncode == 0, proc.stderr
@@ -181,11 +188,14 @@ def test_reference_evaluator_agrees_with_onnxruntime(kind: str, exports: dict) -
     real = np.arange(expected.shape[1])[None, :] < arrays["lengths"][:, None] if expected.ndim == 3 else slice(None)
     assert np.abs(expected[real] - reference[real]).max() <= 1e-5
     recorded = [c for c in load_json(exports[kind] / "validation.json")["cases"] if c["kind"] == "reference"]
-    assert {c["name"].split("-")[2] for c in recorded} == {"onnxruntime", "torch"} and all(c["passed"] for c in recorded)
+    assert {c["name"].split("-")[2] for c in recorded} == {"onnxruntime", "torch"} and all(
+        c["passed"] for c in recorded
+    )
 
 
-def test_a_broken_export_is_rejected_and_not_left_looking_valid(artifacts: dict, data_dir: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_export_is_rejected_and_not_left_looking_valid(
+    artifacts: dict, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_export = onnx_export.export_onnx
 
     def broken_export(artifact: Any, path: Path, opset: int) -> None:
@@ -227,13 +237,24 @@ def test_atol_override_applies_to_every_parity_case(artifacts: dict, data_dir: P
 @pytest.mark.parametrize("kind", ["sentiment-bi-max", "dual-tagger"])  # the tagger's graph holds a Unique
 def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8"
-    proc = run_export(data_dir, "--model", str(artifacts[kind]), "--out", str(out), "--quantize", "int8",
-                      "--data", EXPORT_KINDS[kind][0])
+    proc = run_export(
+        data_dir,
+        "--model",
+        str(artifacts[kind]),
+        "--out",
+        str(out),
+        "--quantize",
+        "int8",
+        "--data",
+        EXPORT_KINDS[kind][0],
+    )
     assert proc.returncode == 0, proc.stderr
     assert "int8" in proc.stdout and proc.stderr == ""
     meta, report = load_json(out / "model.json"), load_json(out / "validation.json")
-    assert meta["int8"] == {"file": "model.int8.onnx",
-                            "sha256": hashlib.sha256((out / "model.int8.onnx").read_bytes()).hexdigest()}
+    assert meta["int8"] == {
+        "file": "model.int8.onnx",
+        "sha256": hashlib.sha256((out / "model.int8.onnx").read_bytes()).hexdigest(),
+    }
     int8 = report["int8"]
     assert int8["passed"] and int8["split"] == "dev" and int8["scored"] > 500
     assert 0 <= int8["fp32_accuracy"] <= 1 and int8["int8_accuracy"] >= int8["fp32_accuracy"] - 0.02
@@ -249,28 +270,49 @@ def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: 
     assert session.run(None, encode(out, tokens))[0].shape == expected
 
 
-def test_int8_accuracy_drop_fails_the_export(artifacts: dict, data_dir: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_accuracy_drop_fails_the_export(
+    artifacts: dict, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP", -1.0)
     out = tmp_path / "int8"
-    proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8",
-                      "--data", "rotten-tomatoes")
+    proc = run_export(
+        data_dir,
+        "--model",
+        str(artifacts["sentiment"]),
+        "--out",
+        str(out),
+        "--quantize",
+        "int8",
+        "--data",
+        "rotten-tomatoes",
+    )
     assert proc.returncode == 1 and "int8: dev accuracy" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and load_json(tmp_path / "int8.failed" / "validation.json")["int8"]["passed"] is False
 
 
-def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(artifacts: dict, data_dir: Path, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(
+    artifacts: dict, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise Exception("Incomplete symbolic shape inference\nmore detail")
 
     monkeypatch.setattr(quantize, "quantize_dynamic", broken)
     out = tmp_path / "int8"
-    proc = run_export(data_dir, "--model", str(artifacts["sentiment"]), "--out", str(out), "--quantize", "int8",
-                      "--data", "rotten-tomatoes")
+    proc = run_export(
+        data_dir,
+        "--model",
+        str(artifacts["sentiment"]),
+        "--out",
+        str(out),
+        "--quantize",
+        "int8",
+        "--data",
+        "rotten-tomatoes",
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (
-        "error: int8: onnxruntime's quantization of model.onnx failed (Incomplete symbolic shape inference)")
+        "error: int8: onnxruntime's quantization of model.onnx failed (Incomplete symbolic shape inference)"
+    )
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -321,8 +363,16 @@ BAD_INPUTS = {
     "opset too new": (nothing, ["--opset", "99"], "--opset 99: not supported; expected 12..20"),
     "opset too old": (nothing, ["--opset", "11"], "--opset 11: not supported"),
     "opset not a number": (nothing, ["--opset", "seventeen"], "invalid int value"),
-    "int8 without data": (nothing, ["--quantize", "int8"], "--quantize int8 is accepted by dev-split accuracy and needs data"),
-    "zero layers in config.json": (zero_layers, [], "config.json, key 'model': config key 'layers' must be in [1, 64]; got 0"),
+    "int8 without data": (
+        nothing,
+        ["--quantize", "int8"],
+        "--quantize int8 is accepted by dev-split accuracy and needs data",
+    ),
+    "zero layers in config.json": (
+        zero_layers,
+        [],
+        "config.json, key 'model': config key 'layers' must be in [1, 64]; got 0",
+    ),
     "NaN weight": (nan_weight, [], "model.safetensors: tensor 'output.bias' holds non-finite values"),
     "atol inf": (nothing, ["--atol", "inf"], "--atol must be a finite number; got inf"),
     "atol nan": (nothing, ["--atol", "nan"], "--atol must be a finite number; got nan"),
@@ -353,9 +403,33 @@ def test_export_of_a_freshly_trained_tagger(tmp_path: Path, data_dir: Path) -> N
         pytest.skip("trainer/train.py is not there yet: nothing to train with")
     run = tmp_path / "run"
     train = subprocess.run(
-        [sys.executable, "-m", "trainer", "train", "--task", "tagger", "--data", "brown", "--out", str(run),
-         "--max_steps", "5", "--word_dim", "8", "--word_hidden", "8", "--char_dim", "8", "--char_hidden", "8"],
-        cwd=REPO, env={**os.environ, "DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "train",
+            "--task",
+            "tagger",
+            "--data",
+            "brown",
+            "--out",
+            str(run),
+            "--max_steps",
+            "5",
+            "--word_dim",
+            "8",
+            "--word_hidden",
+            "8",
+            "--char_dim",
+            "8",
+            "--char_hidden",
+            "8",
+        ],
+        cwd=REPO,
+        env={**os.environ, "DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert train.returncode == 0, train.stderr[-2000:]
     proc = run_export(data_dir, "--model", str(run / "model"), "--out", str(tmp_path / "export"))

@@ -69,15 +69,18 @@ OVERLAPS: dict[str, Callable[[Path], tuple[Path, Path]]] = {
     "out a link to the model": lambda run: (run / "model", link(run.parent / "link", run / "model")),
     "out a link to the run dir": lambda run: (run / "model", link(run.parent / "link", run)),
     "model through a link": lambda run: (link(run.parent / "link", run / "model"), run),
-    "model a link named model": lambda run: (link(run.parent / "elsewhere" / "model", run / "model"),
-                                             run.parent / "elsewhere"),
+    "model a link named model": lambda run: (
+        link(run.parent / "elsewhere" / "model", run / "model"),
+        run.parent / "elsewhere",
+    ),
     "out.failed is the model": lambda run: (run / "model", run / "mod"),  # model moved to run/mod.failed below
 }
 
 
 @pytest.mark.parametrize("case", list(OVERLAPS))
-def test_out_overlapping_the_model_or_its_run_dir_is_refused(case: str, run_dir: Path, tmp_path: Path,
-                                                             data_dir: Path) -> None:
+def test_out_overlapping_the_model_or_its_run_dir_is_refused(
+    case: str, run_dir: Path, tmp_path: Path, data_dir: Path
+) -> None:
     (tmp_path / "elsewhere").mkdir()
     model, out = OVERLAPS[case](run_dir)
     if case == "out.failed is the model":
@@ -99,8 +102,11 @@ print("torch" in sys.modules, status)
 """
 
 
-@pytest.mark.parametrize("bad", [["--atol", "inf"], ["--out", "{run}/export"], ["--out", "{tmp}/file"]],
-                         ids=["atol", "out in the run dir", "out a file"])
+@pytest.mark.parametrize(
+    "bad",
+    [["--atol", "inf"], ["--out", "{run}/export"], ["--out", "{tmp}/file"]],
+    ids=["atol", "out in the run dir", "out a file"],
+)
 def test_bad_arguments_fail_before_torch_is_imported(bad: list[str], tmp_path: Path) -> None:
     """Importing torch takes seconds; a mistyped flag should not wait for it."""
     (tmp_path / "file").write_text("precious")
@@ -122,6 +128,7 @@ def previous(run_dir: Path, tmp_path: Path, data_dir: Path) -> Path:
 
 def fail_writing(name: str, fault: BaseException) -> Callable[[pytest.MonkeyPatch, Path], None]:
     """trainer.artifact.write_json failing for the file called `name` (the disk filling up at that point)."""
+
     def install(monkeypatch: pytest.MonkeyPatch, out: Path) -> None:
         real = trainer.artifact.write_json
 
@@ -131,6 +138,7 @@ def fail_writing(name: str, fault: BaseException) -> Callable[[pytest.MonkeyPatc
             real(path, data)
 
         monkeypatch.setattr(trainer.artifact, "write_json", write_json)
+
     return install
 
 
@@ -165,7 +173,8 @@ FAULTS = {
 
 @pytest.mark.parametrize("case", list(FAULTS))
 def test_a_failed_export_leaves_the_previous_one_and_no_temporaries(
-        case: str, previous: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    case: str, previous: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     install, raised = FAULTS[case]
     before, model_before = snapshot(previous), snapshot(run_dir)
     # Validation is not what fails here; a canned pass keeps each case to the export and the writes.

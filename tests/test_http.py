@@ -36,16 +36,28 @@ def test_health_and_metadata(server: Server, exports) -> None:
     assert status == 200 and meta["task"] == "tagger" and meta["labels"] == model_json["vocab"]["labels"]
     assert meta["onnx_sha256"] == model_json["onnx"]["sha256"]
     assert meta["inputs"] == ["words", "lengths", "chars", "word_lengths"]
-    assert meta["limits"] == {"max_body_bytes": 1 << 20, "max_texts": 256, "max_text_chars": 10000,
-                              "max_tokens": TINY_MAX_TOKENS}
+    assert meta["limits"] == {
+        "max_body_bytes": 1 << 20,
+        "max_texts": 256,
+        "max_text_chars": 10000,
+        "max_tokens": TINY_MAX_TOKENS,
+    }
 
 
 def test_predict_texts_matches_the_cli(server: Server, exports) -> None:
     texts = ["The cat sat on the mat.", "", "A good movie, not bad at all!", "dog"]
     status, body = server.request("POST", "/predict", {"texts": texts})
     assert status == 200 and len(body["results"]) == len(texts)
-    cli = serve("predict", "--model", exports["tagger"], "--input", "-", "--output", "-",
-                input="\n".join(texts).encode() + b"\n")
+    cli = serve(
+        "predict",
+        "--model",
+        exports["tagger"],
+        "--input",
+        "-",
+        "--output",
+        "-",
+        input="\n".join(texts).encode() + b"\n",
+    )
     assert [json.loads(line) for line in cli.stdout.decode().splitlines()] == body["results"]
     assert body["results"][0]["tokens"] == tokenize(texts[0]) and body["results"][1] == {"tokens": [], "tags": []}
 
@@ -71,8 +83,14 @@ BAD_REQUESTS = [
     ("an empty token", "POST", "/predict", b'{"tokens": [["a", ""]]}', 400, "non-empty strings"),
     ("too many texts", "POST", "/predict", json.dumps({"texts": ["a"] * 257}).encode(), 422, "limit is 256"),
     ("too long a text", "POST", "/predict", json.dumps({"texts": ["a" * 10_001]}).encode(), 422, "limit is 10000"),
-    ("too many tokens in a text", "POST", "/predict", json.dumps({"texts": ["a " * 21]}).encode(), 422,
-     "more than max_tokens=20"),
+    (
+        "too many tokens in a text",
+        "POST",
+        "/predict",
+        json.dumps({"texts": ["a " * 21]}).encode(),
+        422,
+        "more than max_tokens=20",
+    ),
     ("too many tokens", "POST", "/predict", json.dumps({"tokens": [["a"] * 21]}).encode(), 422, "max_tokens=20"),
     ("too large a body", "POST", "/predict", b" " * (1_500_000), 413, "limit is 1048576"),
     ("unknown path", "GET", "/nope", None, 404, "unknown path"),
@@ -110,7 +128,9 @@ def test_keep_alive_and_pipelining(server: Server) -> None:
     """HTTP/1.1: one connection carries several requests, and a pipelined second request is answered too."""
     one = json.dumps({"texts": ["the cat"]}).encode()
     request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(one), one)
-    reply = raw_exchange(server.port, request + request + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = raw_exchange(
+        server.port, request + request + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert reply.count(b"HTTP/1.1 200 OK") == 3 and reply.count(b'"tags":') == 2, reply
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:

@@ -136,7 +136,8 @@ def test_max_queue_answers_503_past_it(start) -> None:
         time.sleep(0.15)
         status, body = post(srv.port, ["c"])  # one request in the model, one waiting: the queue is full
         assert status == 503 and json.loads(body)["error"] == (
-            "2 requests are already waiting for the model (--max-queue 2); retry later")
+            "2 requests are already waiting for the model (--max-queue 2); retry later"
+        )
         assert first.result()[0] == 200 and second.result()[0] == 200
     assert post(srv.port, ["d"])[0] == 200 and srv.service.batcher.pending == 0
 

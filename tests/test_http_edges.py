@@ -52,8 +52,10 @@ def test_binding_beyond_loopback_warns_once(runs, tmp_path: Path) -> None:
             srv.stop()
         log = srv.log_path.read_text().splitlines()
         warnings = [line for line in log if line.startswith("warning:")]
-        assert warnings == [f"warning: --host {host!r} listens on every network interface, reachable from other "
-                            "machines, and the API has no authentication (--host 127.0.0.1 keeps it local)"], log
+        assert warnings == [
+            f"warning: --host {host!r} listens on every network interface, reachable from other "
+            "machines, and the API has no authentication (--host 127.0.0.1 keeps it local)"
+        ], log
     srv = Server(export_dir, tmp_path / "local.log")
     srv.stop()
     assert "warning" not in srv.log_path.read_text()
@@ -135,8 +137,16 @@ def server(runs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 ODD_BODIES = [
-    ("a lone surrogate in texts", b'{"texts": ["ok", "a \\ud800 b"]}', "texts[1] is not valid Unicode: a lone surrogate U+D800 at character 2"),
-    ("a lone low surrogate in tokens", b'{"tokens": [["a", "\\udfff"]]}', "tokens[0][1] is not valid Unicode: a lone surrogate U+DFFF"),
+    (
+        "a lone surrogate in texts",
+        b'{"texts": ["ok", "a \\ud800 b"]}',
+        "texts[1] is not valid Unicode: a lone surrogate U+D800 at character 2",
+    ),
+    (
+        "a lone low surrogate in tokens",
+        b'{"tokens": [["a", "\\udfff"]]}',
+        "tokens[0][1] is not valid Unicode: a lone surrogate U+DFFF",
+    ),
     ("a NaN literal", b'{"texts": [NaN]}', "NaN is not valid JSON"),
     ("an Infinity literal", b'{"texts": -Infinity}', "-Infinity is not valid JSON"),
     ("a duplicate key", b'{"texts": ["a"], "texts": ["b"]}', "duplicate key 'texts'"),

@@ -38,10 +38,14 @@ def test_v2_health_and_metadata(tagger: Server) -> None:
     assert tagger.request("GET", "/v2/models/pos/ready") == (200, {"name": "pos", "ready": True})
     status, meta = tagger.request("GET", "/v2/models/pos")
     assert status == 200 and meta["name"] == "pos" and meta["platform"] == "onnxruntime_onnx"
-    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]},
-                              {"name": "tokens", "datatype": "BYTES", "shape": [-1, -1]}]
+    assert meta["inputs"] == [
+        {"name": "text", "datatype": "BYTES", "shape": [-1]},
+        {"name": "tokens", "datatype": "BYTES", "shape": [-1, -1]},
+    ]
     assert [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] == [
-        ("tokens", "BYTES", [-1, -1]), ("tags", "BYTES", [-1, -1])]
+        ("tokens", "BYTES", [-1, -1]),
+        ("tags", "BYTES", [-1, -1]),
+    ]
     status, body = tagger.request("GET", "/v2/models/nope")
     assert status == 404 and body == {"error": "unknown model 'nope'; this server has 'pos'"}
 
@@ -49,19 +53,31 @@ def test_v2_health_and_metadata(tagger: Server) -> None:
 def test_v2_infer_texts_and_tokens_match_the_json_api(tagger: Server) -> None:
     texts = ["The cat sat on the mat.", "dog", ""]
     _, expected = tagger.request("POST", "/predict", {"texts": texts})
-    status, body = infer(tagger, {"id": "r-1", "inputs": [
-        {"name": "text", "datatype": "BYTES", "shape": [3], "data": texts}]})
+    status, body = infer(
+        tagger, {"id": "r-1", "inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": texts}]}
+    )
     assert status == 200 and body["model_name"] == "pos" and body["id"] == "r-1"
     width = len(tokenize(texts[0]))
     by_name = {o["name"]: o for o in body["outputs"]}
     assert by_name["tags"]["shape"] == [3, width] and by_name["tags"]["datatype"] == "BYTES"
-    rows = [by_name["tags"]["data"][i * width:(i + 1) * width] for i in range(3)]
+    rows = [by_name["tags"]["data"][i * width : (i + 1) * width] for i in range(3)]
     assert [[t for t in row if t] for row in rows] == [r["tags"] for r in expected["results"]]
     assert by_name["tokens"]["data"][:width] == tokenize(texts[0]) and rows[2] == [""] * width
     # Tokens: a [2, 3] tensor, the second sentence padded with "", nested rows, one output asked for.
-    status, body = infer(tagger, {"inputs": [{"name": "tokens", "datatype": "BYTES", "shape": [2, 3],
-                                              "data": [["The", "cat", "sat"], ["a", "dog", ""]]}],
-                                  "outputs": [{"name": "tags"}]})
+    status, body = infer(
+        tagger,
+        {
+            "inputs": [
+                {
+                    "name": "tokens",
+                    "datatype": "BYTES",
+                    "shape": [2, 3],
+                    "data": [["The", "cat", "sat"], ["a", "dog", ""]],
+                }
+            ],
+            "outputs": [{"name": "tags"}],
+        },
+    )
     _, tokens_expected = tagger.request("POST", "/predict", {"tokens": [["The", "cat", "sat"], ["a", "dog"]]})
     assert status == 200 and [o["name"] for o in body["outputs"]] == ["tags"] and "id" not in body
     tags = body["outputs"][0]["data"]
@@ -71,20 +87,51 @@ def test_v2_infer_texts_and_tokens_match_the_json_api(tagger: Server) -> None:
 
 BAD_V2 = [
     ("no inputs", {"id": "x"}, 400, "exactly one tensor"),
-    ("unknown input", {"inputs": [{"name": "words", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}, 400,
-     "inputs[0].name must be one of ['text', 'tokens']"),
-    ("not BYTES", {"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, 400,
-     'datatype must be "BYTES"'),
-    ("shape vs data", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": ["a"]}]}, 400,
-     "has 1 elements; shape [3] needs 3"),
-    ("a number text", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [3]}]}, 400,
-     "inputs[0].data[0] must be a string"),
-    ("too many texts", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [257], "data": ["a"] * 257}]},
-     422, "limit is 256"),
-    ("too many tokens", {"inputs": [{"name": "tokens", "datatype": "BYTES", "shape": [1, 21], "data": ["a"] * 21}]},
-     422, "max_tokens=20"),
-    ("unknown output", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
-                        "outputs": [{"name": "logits"}]}, 400, '"outputs" must be a list'),
+    (
+        "unknown input",
+        {"inputs": [{"name": "words", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+        400,
+        "inputs[0].name must be one of ['text', 'tokens']",
+    ),
+    (
+        "not BYTES",
+        {"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+        400,
+        'datatype must be "BYTES"',
+    ),
+    (
+        "shape vs data",
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": ["a"]}]},
+        400,
+        "has 1 elements; shape [3] needs 3",
+    ),
+    (
+        "a number text",
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [3]}]},
+        400,
+        "inputs[0].data[0] must be a string",
+    ),
+    (
+        "too many texts",
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [257], "data": ["a"] * 257}]},
+        422,
+        "limit is 256",
+    ),
+    (
+        "too many tokens",
+        {"inputs": [{"name": "tokens", "datatype": "BYTES", "shape": [1, 21], "data": ["a"] * 21}]},
+        422,
+        "max_tokens=20",
+    ),
+    (
+        "unknown output",
+        {
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+            "outputs": [{"name": "logits"}],
+        },
+        400,
+        '"outputs" must be a list',
+    ),
 ]
 
 
@@ -100,16 +147,24 @@ def test_v2_sentiment(runs, tmp_path: Path) -> None:
     try:
         name = runs["sentiment"][1].name  # the default model name: the export's folder
         _, expected = srv.request("POST", "/predict", {"texts": ["a good film", ""]})
-        status, body = infer(srv, {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2, 1],
-                                               "data": [["a good film"], [""]]}]}, name)
+        status, body = infer(
+            srv,
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2, 1], "data": [["a good film"], [""]]}]},
+            name,
+        )
         assert status == 200, body
         outputs = {o["name"]: o for o in body["outputs"]}
-        assert outputs["label"] == {"name": "label", "datatype": "BYTES", "shape": [2],
-                                    "data": [expected["results"][0]["label"], ""]}
+        assert outputs["label"] == {
+            "name": "label",
+            "datatype": "BYTES",
+            "shape": [2],
+            "data": [expected["results"][0]["label"], ""],
+        }
         assert outputs["prob_positive"]["datatype"] == "FP32"
         assert outputs["prob_positive"]["data"] == [expected["results"][0]["prob_positive"], -1.0]
-        status, body = infer(srv, {"inputs": [{"name": "tokens", "datatype": "BYTES", "shape": [1, 1],
-                                               "data": ["good"]}]}, name)
+        status, body = infer(
+            srv, {"inputs": [{"name": "tokens", "datatype": "BYTES", "shape": [1, 1], "data": ["good"]}]}, name
+        )
         assert status == 400 and "inputs[0].name must be one of ['text']" in body["error"]
     finally:
         srv.stop()
@@ -152,8 +207,11 @@ def test_metrics_count_requests_latency_and_batches(runs, tmp_path: Path) -> Non
     # The access log: one JSON object a line, for every request above.
     lines = [json.loads(line) for line in srv.log_path.read_text().splitlines() if line.startswith("{")]
     assert [(x["method"], x["path"], x["status"]) for x in lines] == [
-        *[("POST", "/predict", 200)] * 3, ("POST", "/predict", 400), ("GET", "/no/such/path", 404),
-        ("GET", "/metrics", 200)]
+        *[("POST", "/predict", 200)] * 3,
+        ("POST", "/predict", 400),
+        ("GET", "/no/such/path", 404),
+        ("GET", "/metrics", 200),
+    ]
     assert all(isinstance(x["latency_ms"], float) and 0 < x["latency_ms"] < 30_000 for x in lines)
 
 
@@ -169,30 +227,48 @@ def test_health_live_ready_and_openapi(tagger: Server) -> None:
 
 def test_configuration_from_the_environment_and_flags_win(runs, tmp_path: Path) -> None:
     # HOST is ignored (shells set it to the machine's name); SEQLSTM_HOST is read.
-    environ = {"SEQLSTM_MODEL": str(runs["tagger"][1]), "SEQLSTM_MODEL_NAME": "from-env",
-               "HOST": "0.0.0.0", "SEQLSTM_HOST": "127.0.0.1"}
+    environ = {
+        "SEQLSTM_MODEL": str(runs["tagger"][1]),
+        "SEQLSTM_MODEL_NAME": "from-env",
+        "HOST": "0.0.0.0",
+        "SEQLSTM_HOST": "127.0.0.1",
+    }
     srv = Server(None, tmp_path / "server.log", environ=environ)
     try:
         assert srv.request("GET", "/v2/models/from-env")[0] == 200
     finally:
         srv.stop()
     assert "reachable from other machines" not in srv.log_path.read_text()
-    bad = subprocess.run([sys.executable, "-m", "serve", "http", "--model", str(runs["tagger"][1])], cwd=REPO,
-                         env={**env(), "PORT": "70000"}, capture_output=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "serve", "http", "--model", str(runs["tagger"][1])],
+        cwd=REPO,
+        env={**env(), "PORT": "70000"},
+        capture_output=True,
+        timeout=60,
+    )
     assert "--port must be an integer from 0 to 65535; got 70000" in one_line_error(bad)
-    flag_wins = subprocess.run([sys.executable, "-m", "serve", "http", "--model", str(runs["tagger"][1]),
-                                "--port", "99999"], cwd=REPO, env={**env(), "PORT": "0"}, capture_output=True,
-                               timeout=60)
+    flag_wins = subprocess.run(
+        [sys.executable, "-m", "serve", "http", "--model", str(runs["tagger"][1]), "--port", "99999"],
+        cwd=REPO,
+        env={**env(), "PORT": "0"},
+        capture_output=True,
+        timeout=60,
+    )
     assert "got 99999" in one_line_error(flag_wins)
 
 
 def test_without_the_server_extra_one_line_says_how_to_install_it(runs) -> None:
-    code = ("import sys; sys.modules['fastapi'] = None; from serve.__main__ import main; "
-            "sys.exit(main(sys.argv[1:]))")
-    result = subprocess.run([sys.executable, "-c", code, "http", "--model", str(runs["tagger"][1]), "--port", "0"],
-                            cwd=REPO, env=env(), capture_output=True, timeout=60)
-    assert one_line_error(result) == ("error: the ASGI server needs fastapi: pip install 'seqlstm[server]' "
-                                      "(or --server stdlib)")
+    code = "import sys; sys.modules['fastapi'] = None; from serve.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "http", "--model", str(runs["tagger"][1]), "--port", "0"],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert one_line_error(result) == (
+        "error: the ASGI server needs fastapi: pip install 'seqlstm[server]' (or --server stdlib)"
+    )
 
 
 def test_the_stdlib_fallback_serves_the_same_json_api(runs, tmp_path: Path) -> None:
@@ -201,10 +277,20 @@ def test_the_stdlib_fallback_serves_the_same_json_api(runs, tmp_path: Path) -> N
     try:
         _, old = srv.request("POST", "/predict", {"texts": texts})
         assert srv.request("GET", "/v2/health/live")[0] == 404  # the JSON API only
-        assert srv.request("POST", "/predict", raw=b'{"texts": [NaN]}') == (400, {
-            "error": "body is not valid UTF-8 JSON (ValueError: NaN is not valid JSON)"})
+        assert srv.request("POST", "/predict", raw=b'{"texts": [NaN]}') == (
+            400,
+            {"error": "body is not valid UTF-8 JSON (ValueError: NaN is not valid JSON)"},
+        )
     finally:
         srv.stop()
-    cli = serve("predict", "--model", runs["tagger"][1], "--input", "-", "--output", "-",
-                input="\n".join(texts).encode() + b"\n")
+    cli = serve(
+        "predict",
+        "--model",
+        runs["tagger"][1],
+        "--input",
+        "-",
+        "--output",
+        "-",
+        input="\n".join(texts).encode() + b"\n",
+    )
     assert old["results"] == [json.loads(line) for line in cli.stdout.decode().splitlines()]

@@ -14,6 +14,7 @@ from helpers import REPO
 from trainer.core.errors import ConfigError
 from trainer.launchers import MARKER, check_launch, check_shared_run_dir, nodes
 
+
 def test_accelerate_cpu_launch_of_several_processes_is_refused() -> None:
     # What `accelerate launch --cpu --num_processes 2` leaves in its one process's environment.
     with pytest.raises(ConfigError, match="started one .*accelerate issue 2741.*--multi_gpu"):
@@ -27,10 +28,35 @@ def test_accelerate_cpu_launch_of_several_processes_is_refused() -> None:
 def test_the_real_accelerate_cpu_launch_is_one_line(tmp_path: Path) -> None:
     conllu = REPO / "tests" / "fixtures" / "tiny.conllu"
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainer", "train", "--task", "tagger",
-         "--data", f"conllu:{conllu}", "--out", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "trainer",
+            "train",
+            "--task",
+            "tagger",
+            "--data",
+            f"conllu:{conllu}",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     # Our one line; accelerate's launcher then re-raises the child's exit status 2 with a traceback of its own.
     assert proc.returncode != 0 and "returned non-zero exit status 2" in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -17,12 +17,18 @@ WORDS = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(60)])
 CHARS = Vocab(["<pad>", "<unk>"] + LETTERS)
 
 CASES = {
-    "dual-tagger": (TaggerConfig(word_dim=12, word_hidden=10, char_dim=6, char_hidden=5, layers=2), UNIVERSAL_TAGS, CHARS),
+    "dual-tagger": (
+        TaggerConfig(word_dim=12, word_hidden=10, char_dim=6, char_hidden=5, layers=2),
+        UNIVERSAL_TAGS,
+        CHARS,
+    ),
     "word-tagger": (TaggerConfig(char_encoder=False, word_dim=12, word_hidden=10), UNIVERSAL_TAGS, None),
     "sentiment": (SentimentConfig(embed_dim=12, hidden=10, layers=2), SENTIMENT_LABELS, None),
     "sentiment-bi": (SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True), SENTIMENT_LABELS, None),
     "sentiment-bi-max": (
-        SentimentConfig(embed_dim=12, hidden=10, layers=1, bidirectional=True, pooling="max"), SENTIMENT_LABELS, None
+        SentimentConfig(embed_dim=12, hidden=10, layers=1, bidirectional=True, pooling="max"),
+        SENTIMENT_LABELS,
+        None,
     ),
 }
 

@@ -39,8 +39,13 @@ def node_modules() -> Path:
             for name in ("package.json", "package-lock.json"):
                 shutil.copy(CLIENT / name, tmp / name)
             # --ignore-scripts: onnxruntime-node's install script downloads extra files; its bundled CPU binaries suffice.
-            proc = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=tmp,
-                                  capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert proc.returncode == 0, f"npm ci failed:\n{proc.stderr[-3000:]}"
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
@@ -50,8 +55,13 @@ def node_modules() -> Path:
 
 
 def client(export_dir: Path, node_modules: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["node", str(CLIENT / "client.js"), str(export_dir)], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "NODE_PATH": str(node_modules)})
+    return subprocess.run(
+        ["node", str(CLIENT / "client.js"), str(export_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_PATH": str(node_modules)},
+    )
 
 
 @pytest.mark.parametrize("task", ["tagger", "sentiment"])
@@ -60,8 +70,11 @@ def test_node_client_reproduces_every_vector(task: str, runs: dict, node_modules
     vectors = load_json(export_dir / "test_vectors.json")["vectors"]
     proc = client(export_dir, node_modules)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    found = re.fullmatch(rf"ok: {len(vectors)} {task} vectors, (\d+) logits, max abs diff (\S+) vs atol 0.0001, "
-                         r"0 mismatches\n", proc.stdout)
+    found = re.fullmatch(
+        rf"ok: {len(vectors)} {task} vectors, (\d+) logits, max abs diff (\S+) vs atol 0.0001, "
+        r"0 mismatches\n",
+        proc.stdout,
+    )
     assert found, proc.stdout
     assert int(found[1]) == sum(np.size(v["logits"]) for v in vectors) and float(found[2]) <= 1e-4
 
@@ -93,8 +106,9 @@ def change_label(doc: dict) -> str:
 
 @pytest.mark.parametrize("task", ["tagger", "sentiment"])
 @pytest.mark.parametrize("corrupt", [shift_logit, change_word_id, change_label])
-def test_node_client_fails_on_a_wrong_vector(corrupt, task: str, runs: dict, node_modules: Path,
-                                             tmp_path: Path) -> None:
+def test_node_client_fails_on_a_wrong_vector(
+    corrupt, task: str, runs: dict, node_modules: Path, tmp_path: Path
+) -> None:
     """One expected value off (model.json's sha256 updated to match, as a port's own vectors would be)."""
     export_dir = tmp_path / "export"
     shutil.copytree(runs[task][1], export_dir)
@@ -124,4 +138,5 @@ def test_node_client_refuses_an_export_it_cannot_trust(runs: dict, node_modules:
     (export_dir / "model.json").write_text(json.dumps(meta))
     proc = client(export_dir, node_modules)
     assert proc.returncode == 2 and proc.stderr == (
-        "error: model.onnx: metadata_props seqlstm.normalization.lowercase is true, model.json gives false\n")
+        "error: model.onnx: metadata_props seqlstm.normalization.lowercase is true, model.json gives false\n"
+    )

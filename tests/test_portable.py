@@ -22,8 +22,19 @@ from serve.runtime import ServingModel
 from trainer import __version__
 from trainer.core.preprocess import UNK_ID
 
-KEYS = {"task", "labels", "pad_id", "unk_id", "inputs", "postprocess", "tokenizer", "normalization", "vocab_sha256",
-        "export_format_version", "version"}
+KEYS = {
+    "task",
+    "labels",
+    "pad_id",
+    "unk_id",
+    "inputs",
+    "postprocess",
+    "tokenizer",
+    "normalization",
+    "vocab_sha256",
+    "export_format_version",
+    "version",
+}
 CRAFTED = ["one-token", "unknown-words", "long-words", "case-and-digits", "max-tokens", "over-max-tokens"]
 
 
@@ -54,7 +65,11 @@ def test_the_graph_describes_itself_in_metadata_props(task: str, runs: dict) -> 
     assert json.loads(value["tokenizer"]) == meta["tokenizer"]
     assert meta["tokenizer"]["name"] == "nltk-treebank-word" and meta["tokenizer"]["rules"].startswith("nltk-3.")
     assert json.loads(value["normalization"]) == {
-        "lowercase": True, "digits_to_zero": True, "max_tokens": TINY_MAX_TOKENS, "max_word_len": 30}
+        "lowercase": True,
+        "digits_to_zero": True,
+        "max_tokens": TINY_MAX_TOKENS,
+        "max_word_len": 30,
+    }
     canonical = json.dumps(meta["vocab"], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     assert value["vocab_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -71,7 +86,9 @@ def test_test_vectors_cover_every_stage_and_the_edge_cases(task: str, runs: dict
     words = meta["vocab"]["words"]
     for v in vectors.values():
         n = len(v["word_ids"])
-        assert len(v["words"]) == n == min(len(v["tokens"]), TINY_MAX_TOKENS) and v["truncated"] == (n < len(v["tokens"]))
+        assert len(v["words"]) == n == min(len(v["tokens"]), TINY_MAX_TOKENS) and v["truncated"] == (
+            n < len(v["tokens"])
+        )
         assert v["word_ids"] == [words.index(w) if w in words else UNK_ID for w in v["words"]]
         if task == "tagger":
             assert np.shape(v["logits"]) == (n, 12) and len(v["tags"]) == n and len(v["chars"]) == n
@@ -98,13 +115,17 @@ def test_serving_reproduces_the_vectors_at_any_batch(task: str, runs: dict) -> N
     """The vectors are what `serve predict` computes: same tokens, ids, results; logits batched within atol."""
     model = ServingModel(runs[task][1])
     vectors = load_json(runs[task][1] / "test_vectors.json")["vectors"]
-    items = [model.prepare_text(v["text"]) if v["text"] is not None else model.prepare_tokens(v["tokens"]) for v in vectors]
+    items = [
+        model.prepare_text(v["text"]) if v["text"] is not None else model.prepare_tokens(v["tokens"]) for v in vectors
+    ]
     for v, item in zip(vectors, items):
         assert item.tokens == v["tokens"][: len(v["word_ids"])] and item.truncated == v["truncated"]
         assert item.encoded.words.tolist() == v["word_ids"]
     results = model.predict(items, batch_size=5)
     for v, result in zip(vectors, results):
-        expected = {"tags": v["tags"]} if task == "tagger" else {"label": v["label"], "prob_positive": v["prob_positive"]}
+        expected = (
+            {"tags": v["tags"]} if task == "tagger" else {"label": v["label"], "prob_positive": v["prob_positive"]}
+        )
         assert {k: result[k] for k in expected} == expected, v["name"]
     logits = model.run(model.encoder.batch([item.encoded for item in items]))  # one batch of all lengths
     for row, v in zip(logits, vectors):
@@ -120,17 +141,26 @@ def test_validation_records_each_vector_and_the_metadata(runs: dict) -> None:
         checked = [c for c in report["cases"] if c["kind"] == "vectors"]
         assert [c["name"] for c in checked] == [f"vector-{n}" for n in names] and all(c["passed"] for c in checked)
         metadata = [c for c in report["cases"] if c["kind"] == "metadata"]
-        assert metadata == [{"name": "metadata-model.onnx", "kind": "metadata", "passed": True,
-                             "keys": sorted(f"seqlstm.{k}" for k in KEYS)}]
+        assert metadata == [
+            {
+                "name": "metadata-model.onnx",
+                "kind": "metadata",
+                "passed": True,
+                "keys": sorted(f"seqlstm.{k}" for k in KEYS),
+            }
+        ]
 
 
 def test_set_metadata_keeps_external_data_external(tmp_path: Path) -> None:
     """A graph whose weights torch wrote beside it (over 2 GB) keeps them there when the props are set."""
     weight = np.arange(12, dtype=np.float32).reshape(4, 3)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
-                              [numpy_helper.from_array(weight, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(weight, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "model.onnx"
     onnx.save(model, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0)

@@ -38,7 +38,16 @@ sys.meta_path.insert(0, BlockTorch())
 
 def test_tokenize_follows_the_treebank_rules_and_keeps_urls_whole() -> None:
     assert tokenize("I didn't like it, see https://x.org/a?b=1 now.") == [
-        "I", "did", "n't", "like", "it", ",", "see", "<url>", "now", ".",
+        "I",
+        "did",
+        "n't",
+        "like",
+        "it",
+        ",",
+        "see",
+        "<url>",
+        "now",
+        ".",
     ]
     assert tokenize("") == []
     assert tokenize("   ") == []
@@ -52,10 +61,29 @@ TREEBANK_EDGE_CASES = [
     "``quoted'' and ‘single’ “double” «chevrons» „low“ `tick`",
     "I CAN'T, we'll, they're, I'd, you've, she's, 'tis, 'TWAS, cannot, CANNOT, gonna, Wanna go",
     "d'ye gimme lemme gotta more'n whaddya whatcha",
-    "Ends with a period.)\"'  ", "Ellipsis... and.. dots . . .", "U.S.A. e.g. etc.",
-    "3,000 12:30 a:b, c,d ; @user #tag $5 50% R&D", "em—dash en–dash figure‒dash ― bar -- double",
-    "KELVIN: Kannot ſtop İstanbul CAN\u0130T", "cafe\u0301's e\u0301'xyz \u0301'a", "tab\there\x1cfs\x85nel\u2028ls",
-    "'", "''", "\"", ".", "..", "'s", "n't", "' '", "", "   ", "a.'", "(.)", "*bold* *", "x?!?", "'hello' 'world'",
+    "Ends with a period.)\"'  ",
+    "Ellipsis... and.. dots . . .",
+    "U.S.A. e.g. etc.",
+    "3,000 12:30 a:b, c,d ; @user #tag $5 50% R&D",
+    "em—dash en–dash figure‒dash ― bar -- double",
+    "KELVIN: Kannot ſtop İstanbul CAN\u0130T",
+    "cafe\u0301's e\u0301'xyz \u0301'a",
+    "tab\there\x1cfs\x85nel\u2028ls",
+    "'",
+    "''",
+    '"',
+    ".",
+    "..",
+    "'s",
+    "n't",
+    "' '",
+    "",
+    "   ",
+    "a.'",
+    "(.)",
+    "*bold* *",
+    "x?!?",
+    "'hello' 'world'",
 ]
 
 
@@ -142,7 +170,9 @@ def test_memoized_ids_equal_normalize_and_lookup_past_the_memo_size(monkeypatch)
 
 def test_config_overrides_are_type_checked_and_unknown_keys_listed() -> None:
     train, pre = TrainConfig(), PreprocessConfig()
-    apply_overrides([train, pre], parse_key_values(["--max-steps", "7", "--lr", "0.1", "--lowercase", "false"]), source="cli")
+    apply_overrides(
+        [train, pre], parse_key_values(["--max-steps", "7", "--lr", "0.1", "--lowercase", "false"]), source="cli"
+    )
     assert (train.max_steps, train.lr, pre.lowercase) == (7, 0.1, False)
     with pytest.raises(ConfigError, match="unknown config key 'max_stpes'; known keys: .*max_steps"):
         apply_overrides([train], {"max_stpes": 1}, source="cli")

@@ -24,8 +24,14 @@ TINY = ["--embed_dim", "16", "--hidden", "16"]
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"trainer {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc
@@ -44,10 +50,30 @@ def small(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         for split, count in (("train", 300), ("dev", 60), ("test", 60)):
             for _, review in zip(range(count), reviews.examples(split), strict=False):
                 f.write(f"__label__{2 if review.label == 'positive' else 1} {' '.join(review.text.split())}\n")
-    specs = {"brown": f"conllu:{out / 'brown.conllu'}", "reviews": f"fasttext:{out / 'reviews.fasttext'}",
-             "run": str(out / "pre"), "dir": str(out)}
-    run("pretrain", "--data", f"{specs['brown']}+{specs['reviews']}", "--out", specs["run"], *TINY,
-        "--output_words", "200", "--min_count", "1", "--epochs", "1", "--batch_size", "64", "--threads", "1")
+    specs = {
+        "brown": f"conllu:{out / 'brown.conllu'}",
+        "reviews": f"fasttext:{out / 'reviews.fasttext'}",
+        "run": str(out / "pre"),
+        "dir": str(out),
+    }
+    run(
+        "pretrain",
+        "--data",
+        f"{specs['brown']}+{specs['reviews']}",
+        "--out",
+        specs["run"],
+        *TINY,
+        "--output_words",
+        "200",
+        "--min_count",
+        "1",
+        "--epochs",
+        "1",
+        "--batch_size",
+        "64",
+        "--threads",
+        "1",
+    )
     return specs
 
 
@@ -67,8 +93,28 @@ def test_pretrain_writes_embeddings(small: dict[str, str]) -> None:
 def test_sentiment_starts_from_pretrained_vectors(small: dict[str, str]) -> None:
     emb = Path(small["run"]) / "embeddings"
     out = Path(small["dir"]) / "sentiment"
-    run("train", "--task", "sentiment", "--data", small["reviews"], "--out", str(out), *TINY, "--layers", "1",
-        "--max_steps", "3", "--lr", "1e-9", "--warmup_steps", "0", "--threads", "1", "--init_embeddings", str(emb))
+    run(
+        "train",
+        "--task",
+        "sentiment",
+        "--data",
+        small["reviews"],
+        "--out",
+        str(out),
+        *TINY,
+        "--layers",
+        "1",
+        "--max_steps",
+        "3",
+        "--lr",
+        "1e-9",
+        "--warmup_steps",
+        "0",
+        "--threads",
+        "1",
+        "--init_embeddings",
+        str(emb),
+    )
     pretrained = json.loads((emb / "vocab.json").read_text())["words"]
     vectors = load_file(str(emb / "embeddings.safetensors"))["embeddings"]
     words = json.loads((out / "model" / "vocab.json").read_text())["words"]
@@ -95,8 +141,25 @@ def test_extend_vocab_keeps_corpus_ids() -> None:
 def test_init_embeddings_errors_are_one_line(small: dict[str, str], case: str) -> None:
     emb = Path(small["run"]) / ("nowhere" if case == "missing" else "embeddings")
     dims = ["--embed_dim", "8"] if case == "dim" else TINY[:2]
-    proc = run("train", "--task", "sentiment", "--data", small["reviews"], "--out", f"{small['dir']}/err-{case}",
-               *dims, "--hidden", "8", "--layers", "1", "--max_steps", "1", "--init_embeddings", str(emb), check=False)
+    proc = run(
+        "train",
+        "--task",
+        "sentiment",
+        "--data",
+        small["reviews"],
+        "--out",
+        f"{small['dir']}/err-{case}",
+        *dims,
+        "--hidden",
+        "8",
+        "--layers",
+        "1",
+        "--max_steps",
+        "1",
+        "--init_embeddings",
+        str(emb),
+        check=False,
+    )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     expected = "no such directory" if case == "missing" else "vectors have 16 dimensions but the model's embed_dim is 8"
     assert expected in proc.stderr

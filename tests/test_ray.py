@@ -32,8 +32,20 @@ def test_ray_with_two_workers_matches_predict_record_by_record(runs, tmp_path: P
     inputs.mkdir()
     files = [records_file(inputs / "a.jsonl", 0), records_file(inputs / "b.jsonl.gz", 1000)]
     out = tmp_path / "out"
-    result = serve("ray", "--model", export_dir, "--input", inputs / "*", "--output", out, "--workers", 2,
-                   "--input-format", "jsonl", timeout=600)
+    result = serve(
+        "ray",
+        "--model",
+        export_dir,
+        "--input",
+        inputs / "*",
+        "--output",
+        out,
+        "--workers",
+        2,
+        "--input-format",
+        "jsonl",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     summary = result.stderr.decode().strip().splitlines()[-1]
     assert summary == f"ray: done: 2 file(s), {2 * 5 * len(LINES)} records to {out}"
@@ -64,11 +76,28 @@ runpy.run_module("serve", run_name="__main__", alter_sys=True)
 
 
 def test_ray_without_ray_installed_says_how_to_install_it(runs, lines_file: Path, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", NO_RAY, "ray", "--model", str(runs["tagger"][1]), "--input",
-                             str(lines_file), "--output", str(tmp_path / "out")],
-                            cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
-    assert one_line_error(result) == ("error: serve ray needs Ray Data, which is not installed here: "
-                                      "pip install 'seqlstm[ray]'")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NO_RAY,
+            "ray",
+            "--model",
+            str(runs["tagger"][1]),
+            "--input",
+            str(lines_file),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert one_line_error(result) == (
+        "error: serve ray needs Ray Data, which is not installed here: pip install 'seqlstm[ray]'"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -81,6 +110,7 @@ def test_ray_output_and_input_are_checked_before_ray_starts(runs, lines_file: Pa
     assert "directory is not empty" in one_line_error(serve(*base, "--output", full))
     assert (full / "keep.txt").read_text() == "mine"
     assert "exists and is not a directory" in one_line_error(serve(*base, "--output", lines_file))
-    message = one_line_error(serve("ray", "--model", runs["tagger"][1], "--input", tmp_path / "*.nothing",
-                                   "--output", tmp_path / "new"))
+    message = one_line_error(
+        serve("ray", "--model", runs["tagger"][1], "--input", tmp_path / "*.nothing", "--output", tmp_path / "new")
+    )
     assert "no such file matches" in message and not (tmp_path / "new").exists()

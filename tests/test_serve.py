@@ -29,8 +29,9 @@ def test_output_is_byte_identical_across_batch_sizes(runs, lines_file: Path, tmp
     outputs = []
     for batch_size in (1, 64):
         out = tmp_path / f"out-{batch_size}.jsonl"
-        result = serve("predict", "--model", export_dir, "--input", lines_file, "--output", out,
-                       "--batch-size", batch_size)
+        result = serve(
+            "predict", "--model", export_dir, "--input", lines_file, "--output", out, "--batch-size", batch_size
+        )
         assert result.returncode == 0, result.stderr.decode()
         assert "1 line(s) longer than max_tokens=20 were truncated" in result.stderr.decode()
         outputs.append(out.read_bytes())
@@ -54,8 +55,17 @@ def test_output_is_byte_identical_across_batch_sizes(runs, lines_file: Path, tmp
 
 
 def test_pretokenized_splits_on_whitespace_only(runs, tmp_path: Path) -> None:
-    result = serve("predict", "--model", runs["tagger"][1], "--input", "-", "--output", "-", "--pretokenized",
-                   input="The cat , didn't  sat.\n\n".encode())
+    result = serve(
+        "predict",
+        "--model",
+        runs["tagger"][1],
+        "--input",
+        "-",
+        "--output",
+        "-",
+        "--pretokenized",
+        input="The cat , didn't  sat.\n\n".encode(),
+    )
     assert result.returncode == 0, result.stderr.decode()
     first, second = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert first["tokens"] == ["The", "cat", ",", "didn't", "sat."] and len(first["tags"]) == 5
@@ -65,8 +75,19 @@ def test_pretokenized_splits_on_whitespace_only(runs, tmp_path: Path) -> None:
 @pytest.mark.parametrize("task", TINY_CONFIGS)
 def test_verify_passes_against_the_source_artifact(runs, lines_file: Path, task: str) -> None:
     artifact, export_dir = runs[task]
-    result = serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-",
-                   "--batch-size", 3, "--verify", artifact)
+    result = serve(
+        "predict",
+        "--model",
+        export_dir,
+        "--input",
+        lines_file,
+        "--output",
+        "-",
+        "--batch-size",
+        3,
+        "--verify",
+        artifact,
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert "verify passed: logits: max abs diff" in result.stderr.decode()
     assert "0 argmax disagreement(s)" in result.stderr.decode()
@@ -77,7 +98,9 @@ def perturb_onnx(export_dir: Path) -> None:
     """Shift the largest weight matrix, then re-sign model.json so that only the numbers are wrong."""
     path = export_dir / "model.onnx"
     graph = onnx.load(str(path))
-    init = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)) if t.data_type == onnx.TensorProto.FLOAT else 0)
+    init = max(
+        graph.graph.initializer, key=lambda t: int(np.prod(t.dims)) if t.data_type == onnx.TensorProto.FLOAT else 0
+    )
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
     onnx.save(graph, str(path))
     meta = json.loads((export_dir / "model.json").read_text())
@@ -99,11 +122,21 @@ def test_verify_fails_on_a_perturbed_model_and_writes_nothing(runs, lines_file: 
 
 def test_verify_fails_against_a_different_artifact(runs, lines_file: Path, tiny_artifact, tmp_path: Path) -> None:
     other = tiny_artifact(tmp_path / "other" / "model", "sentiment", 7)  # same vocab, other weights
-    result = serve("predict", "--model", runs["sentiment"][1], "--input", lines_file, "--output", "-",
-                   "--verify", other)
+    result = serve(
+        "predict", "--model", runs["sentiment"][1], "--input", lines_file, "--output", "-", "--verify", other
+    )
     assert "max abs diff" in one_line_error(result, status=1)
-    result = serve("predict", "--model", runs["sentiment"][1], "--input", lines_file, "--output", "-",
-                   "--verify", runs["tagger"][0])
+    result = serve(
+        "predict",
+        "--model",
+        runs["sentiment"][1],
+        "--input",
+        lines_file,
+        "--output",
+        "-",
+        "--verify",
+        runs["tagger"][0],
+    )
     assert "not the artifact" in one_line_error(result, status=1)
 
 
@@ -134,13 +167,24 @@ def test_every_serve_module_imports_and_predict_runs_where_torch_cannot_be_impor
     modules = serve_modules()
     assert {"serve", "serve.predict", "serve.runtime", "serve.http", "serve.model_json"} <= set(modules), modules
     artifact, export_dir = runs["tagger"]
-    base = [sys.executable, "-c", NO_TORCH.replace("MODULES", repr(modules)), "predict", "--model", str(export_dir),
-            "--input", str(lines_file), "--output", "-"]
+    base = [
+        sys.executable,
+        "-c",
+        NO_TORCH.replace("MODULES", repr(modules)),
+        "predict",
+        "--model",
+        str(export_dir),
+        "--input",
+        str(lines_file),
+        "--output",
+        "-",
+    ]
     result = subprocess.run(base, cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == len(LINES)
-    result = subprocess.run(base + ["--verify", str(artifact)], cwd=REPO, env=env(), capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        base + ["--verify", str(artifact)], cwd=REPO, env=env(), capture_output=True, text=True, timeout=60
+    )
     assert "--verify needs torch" in one_line_error(result)
 
 
@@ -150,7 +194,11 @@ def test_predict_streams_chunk_by_chunk(runs) -> None:
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "serve", "predict", "--model", str(runs["tagger"][1]), "--input", "-", "--output", "-"],
-        cwd=REPO, env=env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         proc.stdin.write(b"the cat sat on the mat\n" * (CHUNK_LINES + 10))
@@ -261,14 +309,29 @@ def test_int8_model_predicts_and_benches(runs, lines_file: Path, tmp_path: Path)
     shutil.copytree(runs["tagger"][1], export_dir)
     quantize_int8(export_dir / "model.onnx", export_dir / "model.int8.onnx")
     meta = json.loads((export_dir / "model.json").read_text())
-    meta["int8"] = {"file": "model.int8.onnx", "sha256": hashlib.sha256((export_dir / "model.int8.onnx").read_bytes()).hexdigest()}
+    meta["int8"] = {
+        "file": "model.int8.onnx",
+        "sha256": hashlib.sha256((export_dir / "model.int8.onnx").read_bytes()).hexdigest(),
+    }
     (export_dir / "model.json").write_text(json.dumps(meta))
     result = serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-", "--int8")
     assert result.returncode == 0, result.stderr.decode()
     results = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert [r["tokens"] for r in results] == [tokenize(line)[:TINY_MAX_TOKENS] for line in LINES]
-    message = one_line_error(serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-",
-                                   "--int8", "--verify", runs["tagger"][0]))
+    message = one_line_error(
+        serve(
+            "predict",
+            "--model",
+            export_dir,
+            "--input",
+            lines_file,
+            "--output",
+            "-",
+            "--int8",
+            "--verify",
+            runs["tagger"][0],
+        )
+    )
     assert "drop --int8 or --verify" in message
     result = serve("bench", "--model", export_dir, "--batch-sizes", "4", "--texts", 16, "--min-seconds", 0.01)
     assert result.returncode == 0 and "onnx-int8" in result.stdout.decode(), result.stderr.decode()
@@ -284,10 +347,14 @@ def test_argument_errors_are_one_line(runs) -> None:
 def test_demo_runs_end_to_end_on_a_tiny_schedule(data_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "trainer.demo", "--max-steps", "3", "--workdir", str(tmp_path)],
-        cwd=REPO, env={**env(), "DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env={**env(), "DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    table = result.stdout[result.stdout.index("task "):]
+    table = result.stdout[result.stdout.index("task ") :]
     assert "tagger" in table and "sentiment" in table
     for task in TINY_CONFIGS:
         assert (tmp_path / "exports" / f"demo-{task}" / "validation.json").is_file()

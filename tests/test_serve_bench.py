@@ -12,8 +12,23 @@ from helpers import LINES, one_line_error, serve
 def test_bench_writes_a_table_and_json(runs, tmp_path: Path) -> None:
     artifact, export_dir = runs["tagger"]
     report_path = tmp_path / "bench.json"
-    result = serve("bench", "--model", export_dir, "--torch", artifact, "--json", report_path,
-                   "--batch-sizes", "1,16,64,256", "--texts", 64, "--min-seconds", 0.01, "--threads", 1)
+    result = serve(
+        "bench",
+        "--model",
+        export_dir,
+        "--torch",
+        artifact,
+        "--json",
+        report_path,
+        "--batch-sizes",
+        "1,16,64,256",
+        "--texts",
+        64,
+        "--min-seconds",
+        0.01,
+        "--threads",
+        1,
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert "onnx-fp32" in result.stdout.decode() and "torch-eager" in result.stdout.decode()
     report = json.loads(report_path.read_text())
@@ -30,8 +45,19 @@ def test_bench_writes_a_table_and_json(runs, tmp_path: Path) -> None:
 
 def test_bench_reads_reviews_from_a_file(runs, lines_file: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "bench.json"
-    result = serve("bench", "--model", runs["sentiment"][1], "--input", lines_file, "--json", report_path,
-                   "--batch-sizes", "1,4", "--min-seconds", 0.02)
+    result = serve(
+        "bench",
+        "--model",
+        runs["sentiment"][1],
+        "--input",
+        lines_file,
+        "--json",
+        report_path,
+        "--batch-sizes",
+        "1,4",
+        "--min-seconds",
+        0.02,
+    )
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(report_path.read_text())
     assert report["unit"] == "reviews/s" and report["texts"] == sum(1 for line in LINES if line.strip())
@@ -61,11 +87,15 @@ def test_bench_json_is_checked_before_the_run(runs, lines_file: Path, tmp_path: 
     real = tmp_path / "real.json"
     real.write_text("{}\n")
     (tmp_path / "link.json").symlink_to(real)
-    cases = [(tmp_path / "link.json", "is a symbolic link"), (lines_file, "is the same file as --input"),
-             (tmp_path, "is a directory")]
+    cases = [
+        (tmp_path / "link.json", "is a symbolic link"),
+        (lines_file, "is the same file as --input"),
+        (tmp_path, "is a directory"),
+    ]
     for target, expected in cases:
-        message = one_line_error(serve("bench", "--model", runs["tagger"][1], "--input", lines_file,
-                                       "--json", target, "--min-seconds", 0))
+        message = one_line_error(
+            serve("bench", "--model", runs["tagger"][1], "--input", lines_file, "--json", target, "--min-seconds", 0)
+        )
         assert f"--json {target}: {expected}" in message
     assert real.read_text() == "{}\n" and (tmp_path / "link.json").is_symlink()
     assert lines_file.read_text().splitlines() == LINES

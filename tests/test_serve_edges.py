@@ -77,12 +77,24 @@ def test_output_refuses_the_input_through_stdin_and_stdout(runs, lines_file: Pat
     before = lines_file.read_bytes()
     base = [sys.executable, "-m", "serve", "predict", "--model", str(runs["tagger"][1])]
     with open(lines_file, "rb") as stdin:
-        result = subprocess.run(base + ["--input", "-", "--output", str(lines_file)], stdin=stdin,
-                                capture_output=True, cwd=REPO, env=env(), timeout=60)
+        result = subprocess.run(
+            base + ["--input", "-", "--output", str(lines_file)],
+            stdin=stdin,
+            capture_output=True,
+            cwd=REPO,
+            env=env(),
+            timeout=60,
+        )
     assert "same file as --input -" in one_line_error(result)
     with open(lines_file, "ab") as stdout:
-        result = subprocess.run(base + ["--input", str(lines_file), "--output", "-"], stdout=stdout,
-                                stderr=subprocess.PIPE, cwd=REPO, env=env(), timeout=60)
+        result = subprocess.run(
+            base + ["--input", str(lines_file), "--output", "-"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env=env(),
+            timeout=60,
+        )
     assert "same file as --input" in one_line_error(result)
     assert lines_file.read_bytes() == before
 
@@ -127,9 +139,23 @@ def test_an_interrupt_leaves_no_temporary_file(runs, tmp_path: Path, signum: int
     big, out = tmp_path / "big.txt", tmp_path / "out.jsonl"
     big.write_bytes(b"The cat sat on the mat .\n" * (CHUNK_LINES * 40))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serve", "predict", "--model", str(runs["tagger"][1]), "--input", str(big),
-         "--output", str(out)],
-        cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint,
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "predict",
+            "--model",
+            str(runs["tagger"][1]),
+            "--input",
+            str(big),
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 60
@@ -159,8 +185,9 @@ PREDICT_FLAGS = [
 def test_predict_numeric_flags_are_range_checked(runs, lines_file: Path, tmp_path: Path, flags: tuple) -> None:
     args, expected = flags
     out = tmp_path / "out.jsonl"
-    message = one_line_error(serve("predict", "--model", runs["tagger"][1], "--input", lines_file,
-                                   "--output", out, *args))
+    message = one_line_error(
+        serve("predict", "--model", runs["tagger"][1], "--input", lines_file, "--output", out, *args)
+    )
     assert expected in message and not out.exists()
 
 
@@ -170,7 +197,16 @@ def test_predict_path_arguments_of_the_wrong_kind(runs, lines_file: Path, tmp_pa
     assert f"--input {tmp_path}: cannot read (Is a directory)" in message
     message = one_line_error(serve("predict", "--model", lines_file, "--input", lines_file, "--output", out))
     assert f"{lines_file}: not a directory" in message
-    message = one_line_error(serve("predict", "--model", runs["tagger"][1], "--input", lines_file,
-                                   "--output", tmp_path / "no-dir" / "out.jsonl"))
+    message = one_line_error(
+        serve(
+            "predict",
+            "--model",
+            runs["tagger"][1],
+            "--input",
+            lines_file,
+            "--output",
+            tmp_path / "no-dir" / "out.jsonl",
+        )
+    )
     assert "no-dir does not exist" in message
     assert not out.exists()

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from helpers import REPO, TINY_SENTIMENT, TINY_TAGGER, events, trainer
 from trainer.batching import BucketBatchSampler
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,12 +43,40 @@ def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str
     """2 processes x batch 4 vs 1 process x batch 8: the same examples per step and the loss normalised
     over the global batch, so only float summation order differs. Tolerance: 1e-5 on every weight
     after 20 Adam steps at lr 2e-3 (observed ~2e-7), while the weights themselves move by > 1e-3."""
-    common = ["train", "--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--dropout", "0",
-              "--max_steps", "20", "--save_every", "10", "--eval_every", "10", "--log_every", "5",
-              "--warmup_steps", "5"]
+    common = [
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        *TINY_TAGGER,
+        "--dropout",
+        "0",
+        "--max_steps",
+        "20",
+        "--save_every",
+        "10",
+        "--eval_every",
+        "10",
+        "--log_every",
+        "5",
+        "--warmup_steps",
+        "5",
+    ]
     two, one = tmp_path / "two", tmp_path / "one"
-    trainer("--standalone", "--nproc-per-node", "2", "-m", "trainer", *common, "--batch_size", "4",
-            "--out", str(two), module="torch.distributed.run")
+    trainer(
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "trainer",
+        *common,
+        "--batch_size",
+        "4",
+        "--out",
+        str(two),
+        module="torch.distributed.run",
+    )
     trainer(*common, "--batch_size", "8", "--out", str(one))
 
     metrics = json.loads((two / "model" / "metrics.json").read_text())
@@ -63,11 +92,20 @@ def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str
         assert a["step"] == b["step"] and abs(a["loss"] - b["loss"]) <= 1e-5
 
     assert sorted(os.listdir(two / "checkpoints/step-20")) == [
-        "best.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng-0.json",
-        "rng-1.json", "scheduler.json", "trainer_state.json"]  # no pickles: safetensors and JSON
+        "best.safetensors",
+        "model.safetensors",
+        "optimizer.json",
+        "optimizer.safetensors",
+        "rng-0.json",
+        "rng-1.json",
+        "scheduler.json",
+        "trainer_state.json",
+    ]  # no pickles: safetensors and JSON
     manifest = json.loads((two / "checkpoints/step-20/trainer_state.json").read_text())
-    assert manifest["world_size"] == 2 and sorted(manifest["files"]) == sorted(
-        os.listdir(two / "checkpoints/step-20"))[:-1]
+    assert (
+        manifest["world_size"] == 2
+        and sorted(manifest["files"]) == sorted(os.listdir(two / "checkpoints/step-20"))[:-1]
+    )
     assert (two / "plots" / "curves.png").stat().st_size > 0
     assert list((two / "logs").rglob("events.out.tfevents.*"))
 
@@ -75,9 +113,26 @@ def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str
 def test_resume_mid_epoch_gives_the_same_weights(data: dict[str, str], tmp_path: Path) -> None:
     """40 steps straight vs 20 + stop + resume to 40, with dropout (random state matters), evaluation
     and best-model tracking on the way, and an epoch boundary (400 examples / 16 = 25 steps) after the stop."""
-    args = ["train", "--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--dropout", "0.3",
-            "--batch_size", "16", "--max_steps", "40", "--eval_every", "10", "--save_every", "20",
-            "--warmup_steps", "5"]
+    args = [
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        *TINY_TAGGER,
+        "--dropout",
+        "0.3",
+        "--batch_size",
+        "16",
+        "--max_steps",
+        "40",
+        "--eval_every",
+        "10",
+        "--save_every",
+        "20",
+        "--warmup_steps",
+        "5",
+    ]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     trainer(*args, "--out", str(straight))
     trainer(*args, "--out", str(stopped), "--session_steps", "20")
@@ -89,8 +144,10 @@ def test_resume_mid_epoch_gives_the_same_weights(data: dict[str, str], tmp_path:
     assert again.returncode == 2 and "--resume auto" in again.stderr  # existing checkpoints need --resume
     trainer(*args, "--out", str(stopped), "--resume", "auto")
 
-    assert max_diff(straight / "checkpoints/step-40/model.safetensors",
-                    stopped / "checkpoints/step-40/model.safetensors") <= 1e-6
+    assert (
+        max_diff(straight / "checkpoints/step-40/model.safetensors", stopped / "checkpoints/step-40/model.safetensors")
+        <= 1e-6
+    )
     assert max_diff(straight / "model/model.safetensors", stopped / "model/model.safetensors") <= 1e-6
     a, b = (json.loads((run / "model/metrics.json").read_text()) for run in (straight, stopped))
     assert (a["best_step"], a["dev"], a["test"]) == (b["best_step"], b["dev"], b["test"])
@@ -100,8 +157,10 @@ def test_resume_mid_epoch_gives_the_same_weights(data: dict[str, str], tmp_path:
 
 
 # `python -m trainer` with the bf16 LSTM probe forced to say "this CPU has none".
-NO_BF16_LSTM = ("import sys; from trainer import precision; precision.cpu_bf16_lstm_works = lambda: False; "
-                "from trainer.__main__ import main; sys.exit(main(sys.argv[1:]))")
+NO_BF16_LSTM = (
+    "import sys; from trainer import precision; precision.cpu_bf16_lstm_works = lambda: False; "
+    "from trainer.__main__ import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 @pytest.mark.parametrize("probe", ["this CPU", "forced: no bf16 LSTM"])
@@ -116,9 +175,32 @@ def test_bf16_on_cpu_trains_with_gradient_accumulation(data: dict[str, str], tmp
     if forced and not has_bf16_lstm:
         pytest.skip("this CPU has no bf16 LSTM: the 'this CPU' case already runs the float32-LSTM fallback")
     run = tmp_path / "run"
-    args = ["train", "--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--lr", "5e-3", "--warmup-steps", "5",
-            "--batch-size", "8", "--grad-accum", "2", "--max-steps", "30", "--log-every", "5", "--eval-every", "15",
-            "--mixed-precision", "bf16", "--out", str(run)]
+    args = [
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        *TINY_TAGGER,
+        "--lr",
+        "5e-3",
+        "--warmup-steps",
+        "5",
+        "--batch-size",
+        "8",
+        "--grad-accum",
+        "2",
+        "--max-steps",
+        "30",
+        "--log-every",
+        "5",
+        "--eval-every",
+        "15",
+        "--mixed-precision",
+        "bf16",
+        "--out",
+        str(run),
+    ]
     proc = trainer("-c", NO_BF16_LSTM, *args, module=None) if forced else trainer(*args)
     fallback = forced or not has_bf16_lstm
     assert ("LSTM kernels run in float32" in proc.stdout) == fallback, proc.stdout
@@ -134,14 +216,49 @@ def test_bf16_on_cpu_trains_with_gradient_accumulation(data: dict[str, str], tmp
 
 def test_two_nodes_of_one_process_each(data: dict[str, str], tmp_path: Path) -> None:
     run, port = tmp_path / "run", free_port()
-    args = ["--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--batch_size", "8", "--max_steps", "10",
-            "--out", str(run)]
+    args = [
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        *TINY_TAGGER,
+        "--batch_size",
+        "8",
+        "--max_steps",
+        "10",
+        "--out",
+        str(run),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
-                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-                               "-m", "trainer", "train", *args],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--nproc-per-node",
+                "1",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "-m",
+                "trainer",
+                "train",
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     results = [node.communicate(timeout=300) for node in nodes]
     for node, (_, err) in zip(nodes, results, strict=True):
         assert node.returncode == 0, err[-3000:]
@@ -167,8 +284,22 @@ sys.exit(main(sys.argv[1:]))
 
 def test_non_finite_losses_stop_training_and_keep_the_last_checkpoint(data: dict[str, str], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = ["train", "--task", "tagger", "--data", data["tagger"], *TINY_TAGGER, "--batch_size", "8",
-            "--max_steps", "20", "--save_every", "5", "--out", str(run)]
+    args = [
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        *TINY_TAGGER,
+        "--batch_size",
+        "8",
+        "--max_steps",
+        "20",
+        "--save_every",
+        "5",
+        "--out",
+        str(run),
+    ]
     failed = trainer("-c", NAN_FROM_STEP_8, *args, "--max_bad_steps", "3", module=None, check=False)
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("error: 3 steps in a row had a non-finite loss")
@@ -179,16 +310,21 @@ def test_non_finite_losses_stop_training_and_keep_the_last_checkpoint(data: dict
     assert metrics["steps"] == 20 and metrics["skipped_steps"] == 0
 
 
-@pytest.mark.parametrize("override, expected", [
-    (["--wrd_dim", "8"], "unknown config key 'wrd_dim'; known keys: "),
-    (["--lr", "fast"], "config key 'lr' expects float; got 'fast'"),
-    (["--schedule", "step"], "config key 'schedule' must be one of linear, cosine, constant; got 'step'"),
-    (["--embed_dim", "8"], "unknown config key 'embed_dim'"),  # a sentiment key on a tagger
-])
-def test_bad_config_is_a_one_line_error(data: dict[str, str], tmp_path: Path, override: list[str],
-                                        expected: str) -> None:
-    proc = trainer("train", "--task", "tagger", "--data", data["tagger"], "--out", str(tmp_path / "run"), *override,
-                   check=False)
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["--wrd_dim", "8"], "unknown config key 'wrd_dim'; known keys: "),
+        (["--lr", "fast"], "config key 'lr' expects float; got 'fast'"),
+        (["--schedule", "step"], "config key 'schedule' must be one of linear, cosine, constant; got 'step'"),
+        (["--embed_dim", "8"], "unknown config key 'embed_dim'"),  # a sentiment key on a tagger
+    ],
+)
+def test_bad_config_is_a_one_line_error(
+    data: dict[str, str], tmp_path: Path, override: list[str], expected: str
+) -> None:
+    proc = trainer(
+        "train", "--task", "tagger", "--data", data["tagger"], "--out", str(tmp_path / "run"), *override, check=False
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: ") and expected in proc.stderr
     if "known keys" in expected:
@@ -206,18 +342,34 @@ print("torch" in sys.modules, status)
 
 
 def test_a_bad_argument_fails_before_torch_is_imported(tmp_path: Path) -> None:
-    proc = trainer("-c", TORCH_LOADED, "train", "--task", "sentiment", "--data", "unused", "--lr", "inf",
-                   "--out", str(tmp_path / "run"), module=None, check=False)
+    proc = trainer(
+        "-c",
+        TORCH_LOADED,
+        "train",
+        "--task",
+        "sentiment",
+        "--data",
+        "unused",
+        "--lr",
+        "inf",
+        "--out",
+        str(tmp_path / "run"),
+        module=None,
+        check=False,
+    )
     assert proc.stdout.split() == ["False", "2"]
     assert proc.stderr == "error: config key 'lr' must be a finite number; got inf\n"
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command, argv, expected", [
-    ("train", ["--task", "tagging"], "argument --task: invalid choice: 'tagging'"),
-    ("evaluate", ["--model", "m"], "the following arguments are required: --data"),
-    ("pretrain", ["--data", "x", "--out"], "argument --out: expected one argument"),
-])
+@pytest.mark.parametrize(
+    "command, argv, expected",
+    [
+        ("train", ["--task", "tagging"], "argument --task: invalid choice: 'tagging'"),
+        ("evaluate", ["--model", "m"], "the following arguments are required: --data"),
+        ("pretrain", ["--data", "x", "--out"], "argument --out: expected one argument"),
+    ],
+)
 def test_usage_errors_name_the_help_of_their_command(command: str, argv: list[str], expected: str) -> None:
     """train, evaluate and pretrain share trainer.core.cli.Parser with `python -m trainer` itself."""
     proc = trainer(command, *argv, check=False)
@@ -230,14 +382,41 @@ def test_config_file_then_command_line(data: dict[str, str], tmp_path: Path) -> 
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"word_dim": 8, "max_steps": 3, "batch_size": 4}))
     run = tmp_path / "run"
-    trainer("train", "--task", "tagger", "--data", data["tagger"], "--config", str(config), "--word_hidden", "8",
-            "--char_dim", "4", "--char_hidden", "4", "--max_steps", "4", "--out", str(run))
+    trainer(
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        "--config",
+        str(config),
+        "--word_hidden",
+        "8",
+        "--char_dim",
+        "4",
+        "--char_hidden",
+        "4",
+        "--max_steps",
+        "4",
+        "--out",
+        str(run),
+    )
     saved = json.loads((run / "model" / "config.json").read_text())["model"]
     assert (saved["word_dim"], saved["word_hidden"]) == (8, 8)
     assert json.loads((run / "model" / "metrics.json").read_text())["steps"] == 4
     config.write_text(json.dumps({"word_dim": "big"}))
-    proc = trainer("train", "--task", "tagger", "--data", data["tagger"], "--config", str(config),
-                   "--out", str(tmp_path / "bad"), check=False)
+    proc = trainer(
+        "train",
+        "--task",
+        "tagger",
+        "--data",
+        data["tagger"],
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "bad"),
+        check=False,
+    )
     assert proc.returncode == 2 and "config key 'word_dim' expects int; got 'big'" in proc.stderr
 
 
@@ -249,15 +428,26 @@ def test_no_usable_training_data_fails_before_training(data: dict[str, str], tmp
     assert proc.returncode == 2
     assert proc.stderr == f"error: --data {spec}: no usable train examples (0 empty sentences skipped)\n"
     assert not (tmp_path / "run").exists()
-    wrong = trainer("train", "--task", "sentiment", "--data", data["tagger"], "--out", str(tmp_path / "run"),
-                    check=False)
+    wrong = trainer(
+        "train", "--task", "sentiment", "--data", data["tagger"], "--out", str(tmp_path / "run"), check=False
+    )
     assert wrong.returncode == 2 and "holds tagger data" in wrong.stderr
 
 
 def test_fp16_without_cuda_is_a_clear_error(data: dict[str, str], tmp_path: Path) -> None:
     for how, env in ((["--mixed_precision", "fp16"], {}), ([], {"ACCELERATE_MIXED_PRECISION": "fp16"})):
-        proc = trainer("train", "--task", "tagger", "--data", data["tagger"], "--out", str(tmp_path / "run"), *how,
-                       env=env, check=False)
+        proc = trainer(
+            "train",
+            "--task",
+            "tagger",
+            "--data",
+            data["tagger"],
+            "--out",
+            str(tmp_path / "run"),
+            *how,
+            env=env,
+            check=False,
+        )
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1
         assert "fp16" in proc.stderr and "use bf16" in proc.stderr
 
@@ -265,9 +455,28 @@ def test_fp16_without_cuda_is_a_clear_error(data: dict[str, str], tmp_path: Path
 @pytest.mark.slow
 def test_launch_sh_trains_with_two_processes(data: dict[str, str], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    proc = subprocess.run([str(REPO / "launch.sh"), "train", "--nproc", "2", "--", "--task", "tagger",
-                           "--data", data["tagger"], *TINY_TAGGER, "--max_steps", "10", "--out", str(run)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            str(REPO / "launch.sh"),
+            "train",
+            "--nproc",
+            "2",
+            "--",
+            "--task",
+            "tagger",
+            "--data",
+            data["tagger"],
+            *TINY_TAGGER,
+            "--max_steps",
+            "10",
+            "--out",
+            str(run),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "model" / "metrics.json").read_text())["world_size"] == 2
 
@@ -295,8 +504,26 @@ def test_early_stopping_after_patience_evaluations_without_improvement(data: dic
     """With a learning rate too small to move the weights, dev accuracy never improves on its first
     value, so patience 2 stops the run at the third evaluation, long before the 60-step budget."""
     run = tmp_path / "run"
-    trainer("train", "--task", "sentiment", "--data", data["sentiment"], "--out", str(run), *TINY_SENTIMENT,
-            "--lr", "1e-12", "--warmup_steps", "0", "--eval_every", "2", "--patience", "2", "--max_steps", "60")
+    trainer(
+        "train",
+        "--task",
+        "sentiment",
+        "--data",
+        data["sentiment"],
+        "--out",
+        str(run),
+        *TINY_SENTIMENT,
+        "--lr",
+        "1e-12",
+        "--warmup_steps",
+        "0",
+        "--eval_every",
+        "2",
+        "--patience",
+        "2",
+        "--max_steps",
+        "60",
+    )
     metrics = json.loads((run / "model" / "metrics.json").read_text())
     assert metrics["stopped"] == "early_stopping"
     assert metrics["steps"] == 6 and metrics["best_step"] == 2

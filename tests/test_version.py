@@ -11,6 +11,7 @@ from safetensors import safe_open
 from helpers import REPO, run_main
 import trainer
 
+
 def test_the_version_is_the_installed_projects() -> None:
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert trainer.__version__ == declared

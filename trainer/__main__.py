@@ -50,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(run=_fetch)
     stats = commands.add_parser("stats", help="print per-split sentence/document, token and label counts as JSON")
     stats.add_argument("--data", required=True, metavar="SPEC", help=f"one of: {SPEC_FORMS}")
-    stats.add_argument("--skip-bad-lines", action="store_true",
-                       help="skip malformed fasttext lines (counted on stderr) instead of failing")
+    stats.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip malformed fasttext lines (counted on stderr) instead of failing",
+    )
     stats.set_defaults(run=_stats)
     for name, help_text in DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)

@@ -110,8 +110,11 @@ def save_artifact(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format_version": str(FORMAT_VERSION),
-                                                                      "seqlstm_version": __version__})
+        save_file(
+            state,
+            str(tmp / "model.safetensors"),
+            metadata={"format_version": str(FORMAT_VERSION), "seqlstm_version": __version__},
+        )
         write_json(
             tmp / "config.json",
             {
@@ -171,8 +174,10 @@ def parse_vocabs(data: Any, config: ModelConfig, where: Path) -> Vocabs:
     if config.task == "sentiment" and labels != list(SENTIMENT_LABELS):
         raise ArtifactError(f"{where}: key 'labels' must be {list(SENTIMENT_LABELS)} for a sentiment model")
     if config.task == "tagger" and set(labels) != set(UNIVERSAL_TAGS):
-        raise ArtifactError(f"{where}: key 'labels' must hold the {len(UNIVERSAL_TAGS)} universal tags "
-                            f"({' '.join(UNIVERSAL_TAGS)}) for a tagger; got {len(labels)} labels")
+        raise ArtifactError(
+            f"{where}: key 'labels' must hold the {len(UNIVERSAL_TAGS)} universal tags "
+            f"({' '.join(UNIVERSAL_TAGS)}) for a tagger; got {len(labels)} labels"
+        )
     return Vocabs(Vocab(data["words"]), Vocab.labels(labels), Vocab(data["chars"]) if chars else None)
 
 
@@ -187,8 +192,9 @@ def read_meta(path: Path) -> tuple[ModelConfig, PreprocessConfig, Vocabs, int]:
         raise ArtifactError(f"{where}: expected a JSON object; got {type(meta).__name__}")
     version = meta.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
-        raise ArtifactError(f"{where}: format_version {show(version)} is not supported "
-                            f"(this build reads {FORMAT_VERSION})")
+        raise ArtifactError(
+            f"{where}: format_version {show(version)} is not supported (this build reads {FORMAT_VERSION})"
+        )
     check_keys(meta, set(CONFIG_KEYS), where)
     if meta["task"] not in TASKS:
         raise ArtifactError(f"{where}: key 'task' must be one of {', '.join(TASKS)}; got {show(meta['task'])}")

@@ -78,8 +78,9 @@ class BucketBatchSampler:
         return (count - (0 < tail < self.world)) * self.world
 
 
-def planned_steps(step: int, batches_left: int, epoch_batches: int, epochs_after: int, grad_accum: int,
-                  max_steps: int) -> int:
+def planned_steps(
+    step: int, batches_left: int, epoch_batches: int, epochs_after: int, grad_accum: int, max_steps: int
+) -> int:
     """Optimizer steps a run will have taken at its end: `step` so far, then those of the `batches_left`
     per-process batches of this epoch and of `epochs_after` whole epochs (a partial accumulation steps too)."""
     total = step + math.ceil(batches_left / grad_accum) + epochs_after * math.ceil(epoch_batches / grad_accum)

@@ -60,15 +60,24 @@ def list_checkpoints(root: Path) -> list[Path]:
 def write_rng(folder: Path, rank: int) -> None:
     """This process's random states: Mersenne Twister words as JSON ints, torch generator states as base64."""
     _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state = {"python": random.getstate(), "numpy": [keys.tolist(), pos, has_gauss, cached],
-             "torch": _b64(torch.get_rng_state())}
+    state = {
+        "python": random.getstate(),
+        "numpy": [keys.tolist(), pos, has_gauss, cached],
+        "torch": _b64(torch.get_rng_state()),
+    }
     if torch.cuda.is_available():
         state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
     (folder / f"rng-{rank}.json").write_text(json.dumps(state), encoding="utf-8")
 
 
-def write_training_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                         scheduler: Any, scaler: Any, best: dict[str, torch.Tensor] | None) -> None:
+def write_training_state(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    best: dict[str, torch.Tensor] | None,
+) -> None:
     """Weights, best weights, optimizer, scheduler and GradScaler: the files every process shares."""
     save_file(_cpu(model.state_dict()), str(folder / "model.safetensors"))
     if best is not None:
@@ -84,8 +93,10 @@ def write_training_state(folder: Path, model: torch.nn.Module, optimizer: torch.
 
 def write_manifest(folder: Path, state: dict[str, Any]) -> None:
     """trainer_state.json, last: `state` plus the size and sha256 of every file already in `folder`."""
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-             for p in sorted(folder.iterdir())}
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in sorted(folder.iterdir())
+    }
     write_json(folder / STATE_FILE, {"format_version": FORMAT_VERSION, **state, "files": files})
 
 
@@ -115,13 +126,20 @@ def read_checkpoint(path: Path) -> Checkpoint:
     try:
         state = _parse(STATE_FILE, _read(path / STATE_FILE))
         data = {name: _parse(name, _verified(path / name, entry)) for name, entry in _manifest(state).items()}
-        optimizer = {"state": _optimizer_tensors(data["optimizer.safetensors"]),
-                     "param_groups": data["optimizer.json"]}
+        optimizer = {"state": _optimizer_tensors(data["optimizer.safetensors"]), "param_groups": data["optimizer.json"]}
     except ArtifactError as exc:
         raise ArtifactError(f"checkpoint {path} is damaged ({exc})") from None
     rng = {int(match[1]): value for name, value in data.items() if (match := RNG_FILE.fullmatch(name))}
-    return Checkpoint(path, state, data["model.safetensors"], data.get("best.safetensors"), optimizer,
-                      data["scheduler.json"], data.get("scaler.json"), rng)
+    return Checkpoint(
+        path,
+        state,
+        data["model.safetensors"],
+        data.get("best.safetensors"),
+        optimizer,
+        data["scheduler.json"],
+        data.get("scaler.json"),
+        rng,
+    )
 
 
 def _read(path: Path) -> bytes:
@@ -144,13 +162,18 @@ def _parse(name: str, data: bytes) -> Any:
 def _manifest(state: Any) -> dict[str, dict[str, Any]]:
     """The manifest's entries, after checking that it names exactly the files this format has."""
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or "files" not in state:
-        raise ArtifactError(f"{STATE_FILE} has no format_version {FORMAT_VERSION} manifest "
-                            "(older checkpoints held pickles and cannot be resumed)")
+        raise ArtifactError(
+            f"{STATE_FILE} has no format_version {FORMAT_VERSION} manifest "
+            "(older checkpoints held pickles and cannot be resumed)"
+        )
     world, files = state.get("world_size"), state["files"]
-    for key, ok in (("files", isinstance(files, dict)), ("trainer", isinstance(state.get("trainer"), dict)),
-                    ("accelerator_step", type(state.get("accelerator_step")) is int),
-                    # at most one rank per manifest entry: a crafted huge world size costs nothing
-                    ("world_size", type(world) is int and isinstance(files, dict) and 1 <= world <= len(files))):
+    for key, ok in (
+        ("files", isinstance(files, dict)),
+        ("trainer", isinstance(state.get("trainer"), dict)),
+        ("accelerator_step", type(state.get("accelerator_step")) is int),
+        # at most one rank per manifest entry: a crafted huge world size costs nothing
+        ("world_size", type(world) is int and isinstance(files, dict) and 1 <= world <= len(files)),
+    ):
         if not ok:
             raise ArtifactError(f"{STATE_FILE}: bad or missing {key!r}")
     required = {*REQUIRED, *(f"rng-{rank}.json" for rank in range(world))}
@@ -183,8 +206,14 @@ def _optimizer_tensors(tensors: dict[str, torch.Tensor]) -> dict[int, dict[str, 
     return state
 
 
-def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            scaler: Any, rank: int) -> bool:
+def restore(
+    checkpoint: Checkpoint,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    rank: int,
+) -> bool:
     """Load weights, optimizer, scheduler and GradScaler (global: the same on every rank), and this process's
     random states; False if the checkpoint has none for `rank` (it was written by fewer processes)."""
     try:
@@ -192,8 +221,12 @@ def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.opt
         groups, current = checkpoint.optimizer["param_groups"], optimizer.state_dict()["param_groups"]
         if not isinstance(groups, list) or len(groups) != len(current):
             raise ArtifactError(f"optimizer.json: expected a list of {len(current)} param groups")
-        optimizer.load_state_dict({"state": checkpoint.optimizer["state"],
-                                   "param_groups": [conform(c, g, "optimizer.json") for c, g in zip(current, groups)]})
+        optimizer.load_state_dict(
+            {
+                "state": checkpoint.optimizer["state"],
+                "param_groups": [conform(c, g, "optimizer.json") for c, g in zip(current, groups)],
+            }
+        )
         counters = conform(_scheduler_state(scheduler), checkpoint.scheduler, "scheduler.json")
         scheduler.load_state_dict({**counters, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         if scaler is not None and checkpoint.scaler is not None:

@@ -114,12 +114,38 @@ def serve_task(task: str, run_dir: Path, export_dir: Path) -> dict[str, Any]:
     gold = write_held_out(task, text)
     pretokenized = ["--pretokenized"] if task == "tagger" else []  # Brown words are already tokens
     start = time.perf_counter()
-    result = sh("-m", "serve", "predict", "--model", export_dir, "--input", text, "--output", predictions,
-                *pretokenized, "--verify", run_dir / "model", capture=True)
+    result = sh(
+        "-m",
+        "serve",
+        "predict",
+        "--model",
+        export_dir,
+        "--input",
+        text,
+        "--output",
+        predictions,
+        *pretokenized,
+        "--verify",
+        run_dir / "model",
+        capture=True,
+    )
     predict_seconds = time.perf_counter() - start
     verify = re.search(r"max abs diff (\S+)", result.stderr)
-    sh("-m", "serve", "bench", "--model", export_dir, "--input", text, "--json", bench,
-       "--batch-sizes", "1,64", "--min-seconds", "0.5")
+    sh(
+        "-m",
+        "serve",
+        "bench",
+        "--model",
+        export_dir,
+        "--input",
+        text,
+        "--json",
+        bench,
+        "--batch-sizes",
+        "1,64",
+        "--min-seconds",
+        "0.5",
+    )
     report = json.loads(bench.read_text())
     at_64 = next(r for r in report["results"] if r["backend"] == "onnx-fp32" and r["batch_size"] == 64)
     return {
@@ -151,8 +177,16 @@ def summary_row(task: str, run_dir: Path, export_dir: Path, served: dict[str, An
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["task", "steps", "test acc", "onnx max diff", "verify diff", "served acc (n)",
-              "onnx fp32 @64", "e2e/model"]
+    header = [
+        "task",
+        "steps",
+        "test acc",
+        "onnx max diff",
+        "verify diff",
+        "served acc (n)",
+        "onnx fp32 @64",
+        "e2e/model",
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
     for row in [header, ["-" * w for w in widths], *rows]:
@@ -185,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
     print_table(rows)
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; "
-          "test acc from runs/demo-*/model/metrics.json (torch), onnx max diff from exports/demo-*/validation.json, "
-          "verify diff from `serve predict --verify`, served acc = onnxruntime on the held-out text, "
-          "throughput from `serve bench` (model only, batch 64); e2e/model = raw-text over model-only throughput")
+    print(
+        f"\ndemo finished in {time.perf_counter() - started:.0f} s; "
+        "test acc from runs/demo-*/model/metrics.json (torch), onnx max diff from exports/demo-*/validation.json, "
+        "verify diff from `serve predict --verify`, served acc = onnxruntime on the held-out text, "
+        "throughput from `serve bench` (model only, batch 64); e2e/model = raw-text over model-only throughput"
+    )
     return 0
 
 

@@ -29,6 +29,7 @@ IGNORE = -100  # tag target at padded positions
 
 # ---- text -> encoded examples ----------------------------------------------------------------
 
+
 @dataclass
 class Split:
     """One split as token lists and targets; empty sentences/reviews are counted, not kept."""
@@ -96,11 +97,13 @@ def eval_loader(data: EncodedSplit, collate: Collate, batch_size: int) -> DataLo
     order = np.argsort(data.lengths, kind="stable").tolist()
     # Its own generator, so that starting an iteration draws nothing from the global torch RNG
     # (dropout's), which keeps a resumed run's random stream the same as an uninterrupted one.
-    return DataLoader(Subset(data, order), batch_size=batch_size, shuffle=False, collate_fn=collate,
-                      generator=torch.Generator())
+    return DataLoader(
+        Subset(data, order), batch_size=batch_size, shuffle=False, collate_fn=collate, generator=torch.Generator()
+    )
 
 
 # ---- predictions ---------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: str) -> dict[str, np.ndarray]:
@@ -132,6 +135,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator
 
 # ---- metrics -------------------------------------------------------------------------------
 
+
 def _prf(tp: np.ndarray, predicted: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, ...]:
     precision = np.divide(tp, predicted, out=np.zeros(tp.shape), where=predicted > 0)
     recall = np.divide(tp, actual, out=np.zeros(tp.shape), where=actual > 0)
@@ -153,8 +157,12 @@ def tagger_metrics(gold: np.ndarray, pred: np.ndarray, oov: np.ndarray, labels: 
         "oov_tokens": int(oov.sum()),
         "oov_accuracy": float(correct[oov].mean()) if oov.any() else None,
         "per_tag": {
-            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                    "support": int(confusion[i].sum())}
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(confusion[i].sum()),
+            }
             for i, label in enumerate(labels)
         },
         "confusion": {"labels": list(labels), "matrix": confusion.tolist()},
@@ -177,8 +185,9 @@ def sentiment_metrics(gold: np.ndarray, prob: np.ndarray) -> dict[str, Any]:
     }
 
 
-def score(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: str,
-          labels: list[str]) -> dict[str, Any]:
+def score(
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: str, labels: list[str]
+) -> dict[str, Any]:
     """All metrics of one prepared loader; `accuracy` is the one that picks the best model."""
     out = predict(model, loader, accelerator, task)
     if task == "tagger":
@@ -193,14 +202,22 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 # ---- the command ---------------------------------------------------------------------------
 
+
 def main(argv: list[str]) -> int:
-    parser = Parser(prog="python -m trainer evaluate", allow_abbrev=False,
-                     description="Score a trained model (RUN_DIR/model) on a split of a data set.")
+    parser = Parser(
+        prog="python -m trainer evaluate",
+        allow_abbrev=False,
+        description="Score a trained model (RUN_DIR/model) on a split of a data set.",
+    )
     parser.add_argument("--model", required=True, type=Path, metavar="RUN_DIR/model")
     parser.add_argument("--data", required=True, metavar="SPEC")
     parser.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    parser.add_argument("--report", type=Path, metavar="FILE.json",
-                        help="write the full report here (and the confusion matrix as FILE.confusion.png)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.json",
+        help="write the full report here (and the confusion matrix as FILE.confusion.png)",
+    )
     parser.add_argument("--batch-size", "--batch_size", type=int, default=128)
     parser.add_argument("--skip-bad-lines", "--skip_bad_lines", action="store_true")
     args = parser.parse_args(argv)
@@ -222,8 +239,16 @@ def main(argv: list[str]) -> int:
     model, loader = accelerator.prepare(artifact.model, loader)
     metrics = score(model, loader, accelerator, artifact.task, artifact.vocabs.labels.itos)
 
-    report = {"model": str(args.model), "data": args.data, "split": args.split, "task": artifact.task,
-              "examples": len(data), "skipped_empty": split.empty, "truncated": data.truncated, **metrics}
+    report = {
+        "model": str(args.model),
+        "data": args.data,
+        "split": args.split,
+        "task": artifact.task,
+        "examples": len(data),
+        "skipped_empty": split.empty,
+        "truncated": data.truncated,
+        **metrics,
+    }
     print(json.dumps({k: report[k] for k in summary(report)}, indent=2))
     if args.report is not None:
         from trainer.plots import plot_confusion

@@ -27,7 +27,8 @@ def check_launch(environ: Mapping[str, str] = os.environ) -> None:
         raise ConfigError(
             "accelerate launch was asked for several processes but started one (with --cpu its simple launcher "
             "runs a single process, accelerate issue 2741); use `accelerate launch --multi_gpu --num_processes N`, "
-            "`torchrun --nproc-per-node N` or `./launch.sh train --nproc N`")
+            "`torchrun --nproc-per-node N` or `./launch.sh train --nproc N`"
+        )
 
 
 def nodes(environ: Mapping[str, str] = os.environ) -> int:
@@ -36,8 +37,13 @@ def nodes(environ: Mapping[str, str] = os.environ) -> int:
     return max(1, world // max(1, local))
 
 
-def check_shared_run_dir(run_dir: Path, rank: int, broadcast: Callable[[str], str],
-                         all_true: Callable[[bool], list[bool]], barrier: Callable[[], None]) -> None:
+def check_shared_run_dir(
+    run_dir: Path,
+    rank: int,
+    broadcast: Callable[[str], str],
+    all_true: Callable[[bool], list[bool]],
+    barrier: Callable[[], None],
+) -> None:
     """Rank 0 writes a random token into RUN_DIR; every rank must read the same token back.
 
     `broadcast` sends rank 0's value to all, `all_true` gathers one bool per rank, `barrier` waits for all:
@@ -63,4 +69,5 @@ def check_shared_run_dir(run_dir: Path, rank: int, broadcast: Callable[[str], st
         raise ConfigError(
             f"--out {run_dir} is not on a filesystem shared by every node: rank(s) {blind} cannot see what rank 0 "
             f"wrote there (this is rank {rank} on {socket.gethostname()}); put RUN_DIR on shared storage (NFS, a "
-            "cluster filesystem) so that every rank writes into the same checkpoints")
+            "cluster filesystem) so that every rank writes into the same checkpoints"
+        )

@@ -136,20 +136,42 @@ def check_layouts(state: TrainState, world: int, examples: int, where: str) -> N
     make the sampler replay more layouts than the epoch has examples (each trained on at least one batch)."""
     layouts = [[state.global_batch, world, state.batches_in_epoch], *state.earlier_layouts]
     for i, layout in enumerate(layouts):
-        if not (isinstance(layout, list) and len(layout) == 3 and all(type(x) is int for x in layout)
-                and 1 <= layout[1] <= layout[0] and layout[2] >= (1 if i else 0)):
-            raise ArtifactError(f"{where}: bad sampler layout {layout!r}; expected [global batch >= processes >= 1, "
-                                "batches trained on >= 1 (>= 0 for the last)]")
+        if not (
+            isinstance(layout, list)
+            and len(layout) == 3
+            and all(type(x) is int for x in layout)
+            and 1 <= layout[1] <= layout[0]
+            and layout[2] >= (1 if i else 0)
+        ):
+            raise ArtifactError(
+                f"{where}: bad sampler layout {layout!r}; expected [global batch >= processes >= 1, "
+                "batches trained on >= 1 (>= 0 for the last)]"
+            )
     # Every batch a layout trained on held at least one example per process.
     if sum(world_ * done for _, world_, done in layouts) > examples:
         raise ArtifactError(f"{where}: the sampler layouts account for more than the {examples} training examples")
 
 
 class Trainer:
-    def __init__(self, accelerator: Accelerator, parts: Parts, cfg: TrainConfig, task: str,
-                 run_dir: Path, identity: dict[str, Any], log: RunLog) -> None:
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        parts: Parts,
+        cfg: TrainConfig,
+        task: str,
+        run_dir: Path,
+        identity: dict[str, Any],
+        log: RunLog,
+    ) -> None:
         self.accelerator, self.parts, self.cfg, self.task, self.run_dir, self.identity, self.log = (
-            accelerator, parts, cfg, task, run_dir, identity, log)
+            accelerator,
+            parts,
+            cfg,
+            task,
+            run_dir,
+            identity,
+            log,
+        )
         self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
         self.input_names = accelerator.unwrap_model(self.model).input_names
         self.state = TrainState(global_batch=cfg.batch_size * accelerator.num_processes)
@@ -162,8 +184,14 @@ class Trainer:
         """Train until a stop condition holds; return which."""
         acc, cfg, state, parts = self.accelerator, self.cfg, self.state, self.parts
         session_start = state.step
-        bar = tqdm(total=parts.schedule.total, initial=session_start, unit="step", dynamic_ncols=True, mininterval=1.0,
-                   disable=not acc.is_main_process)
+        bar = tqdm(
+            total=parts.schedule.total,
+            initial=session_start,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=not acc.is_main_process,
+        )
         try:
             reason = self.stop_reason(session_start)  # a resumed run may have nothing left to do
             while reason is None:  # one epoch
@@ -185,7 +213,8 @@ class Trainer:
                         if acc.sync_gradients:  # the last batch of an accumulation
                             self.optimizer_step()
                     self.window += torch.stack(
-                        [total.detach().double(), count.double(), batch["lengths"].sum().double()])
+                        [total.detach().double(), count.double(), batch["lengths"].sum().double()]
+                    )
                     state.batches_in_epoch += 1
                     state.train_seconds += time.perf_counter() - clock
                     if acc.sync_gradients:
@@ -195,9 +224,15 @@ class Trainer:
                         bar.update(1)
                         if state.step % cfg.log_every == 0:
                             loss, tokens_per_s = self.flush_window()
-                            self.log("train", state.step, epoch=state.epoch, loss=loss,
-                                     lr=self.scheduler.get_last_lr()[0], grad_norm=float(self.grad_norm),
-                                     tokens_per_s=tokens_per_s)
+                            self.log(
+                                "train",
+                                state.step,
+                                epoch=state.epoch,
+                                loss=loss,
+                                lr=self.scheduler.get_last_lr()[0],
+                                grad_norm=float(self.grad_norm),
+                                tokens_per_s=tokens_per_s,
+                            )
                             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
                         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (not cfg.eval_every and epoch_end):
                             self.evaluate_dev()
@@ -226,7 +261,8 @@ class Trainer:
         """Clip, then step, or skip a step whose gradients are not finite (too many in a row is an error)."""
         state, cfg = self.state, self.cfg
         self.grad_norm = self.accelerator.clip_grad_norm_(
-            self.model.parameters(), cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else float("inf"))
+            self.model.parameters(), cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else float("inf")
+        )
         # Gradients were all-reduced before this, so every process sees the same norm and decides alike.
         if self.accelerator.mixed_precision == "fp16" or torch.isfinite(self.grad_norm):
             self.optimizer.step()  # under fp16 the GradScaler itself skips steps whose gradients overflowed
@@ -239,7 +275,8 @@ class Trainer:
                 raise TrainingError(
                     f"{state.bad_in_a_row} steps in a row had a non-finite loss (max_bad_steps={cfg.max_bad_steps}), "
                     f"the last at step {state.step + 1}; lower --lr or check the data; the last checkpoint in "
-                    f"{self.run_dir / 'checkpoints'} is intact")
+                    f"{self.run_dir / 'checkpoints'} is intact"
+                )
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -254,8 +291,9 @@ class Trainer:
 
     def evaluate_dev(self) -> None:
         state = self.state
-        metrics = summary(score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task,
-                                self.parts.labels))
+        metrics = summary(
+            score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.labels)
+        )
         state.last_eval_step = state.step
         improved = metrics["accuracy"] > state.best_metric
         if improved:
@@ -282,12 +320,20 @@ class Trainer:
             acc.wait_for_everyone()
             write_rng(tmp, acc.process_index)
             if acc.is_main_process:
-                write_training_state(tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler,
-                                     self.best)
+                write_training_state(
+                    tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, self.best
+                )
             acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
             if acc.is_main_process:
-                write_manifest(tmp, {"trainer": dataclasses.asdict(state), **self.identity,
-                                     "world_size": acc.num_processes, "accelerator_step": acc.step})
+                write_manifest(
+                    tmp,
+                    {
+                        "trainer": dataclasses.asdict(state),
+                        **self.identity,
+                        "world_size": acc.num_processes,
+                        "accelerator_step": acc.step,
+                    },
+                )
                 publish(tmp, final)
                 for old in list_checkpoints(root)[: -self.cfg.keep_checkpoints]:
                     discard(old)
@@ -302,20 +348,25 @@ class Trainer:
         path, saved = checkpoint.path, checkpoint.state
         for key, value in self.identity.items():
             if saved.get(key) != value:
-                raise ConfigError(f"--resume {path}: the checkpoint's {key} is {saved.get(key)!r} but this run's is "
-                                  f"{value!r}; resume with the same settings, or train into a new --out")
+                raise ConfigError(
+                    f"--resume {path}: the checkpoint's {key} is {saved.get(key)!r} but this run's is "
+                    f"{value!r}; resume with the same settings, or train into a new --out"
+                )
         where = f"{path / STATE_FILE} 'trainer'"
         trainer = conform(dataclasses.asdict(TrainState()), saved["trainer"], where)
         acc = self.accelerator
-        if not restore(checkpoint, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler,
-                       acc.process_index):
+        if not restore(
+            checkpoint, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, acc.process_index
+        ):
             # A rank the checkpoint did not have: a fresh stream from seed + rank, as a new run's.
             set_seed(self.cfg.seed, device_specific=True)
         acc.step = saved["accelerator_step"]  # gradient accumulation's batch counter, as load_state set it
         self.state = TrainState(**trainer)
         check_layouts(self.state, saved["world_size"], len(self.parts.sampler.lengths), where)
-        if (self.state.global_batch, saved["world_size"]) != (self.cfg.batch_size * acc.num_processes,
-                                                              acc.num_processes):
+        if (self.state.global_batch, saved["world_size"]) != (
+            self.cfg.batch_size * acc.num_processes,
+            acc.num_processes,
+        ):
             self.relayout(saved["world_size"])
         self.plan()
         self.window_seconds = self.state.train_seconds
@@ -333,23 +384,37 @@ class Trainer:
         left = len(sampler.remaining()[0])
         if len(sampler) == 0:  # fewer examples left than processes: the epoch is over
             state.epoch, state.earlier_layouts = state.epoch + 1, []
-        message = (f"resuming a {saved_world}-process checkpoint (batch {old_batch}) with {world} "
-                   f"process{'es' if world > 1 else ''} (batch {self.cfg.batch_size}): same epoch and sample "
-                   f"position, data re-sharded; results are not bit-identical to an uninterrupted run "
-                   f"(exact only at the same world size and batch size)")
+        message = (
+            f"resuming a {saved_world}-process checkpoint (batch {old_batch}) with {world} "
+            f"process{'es' if world > 1 else ''} (batch {self.cfg.batch_size}): same epoch and sample "
+            f"position, data re-sharded; results are not bit-identical to an uninterrupted run "
+            f"(exact only at the same world size and batch size)"
+        )
         if acc.is_main_process:
             print(f"train: {message}", file=sys.stderr)
-        self.log("relayout", state.step, message=message, epoch=state.epoch, examples_left_in_epoch=left,
-                 from_world_size=saved_world, from_batch_size=old_batch)
+        self.log(
+            "relayout",
+            state.step,
+            message=message,
+            epoch=state.epoch,
+            examples_left_in_epoch=left,
+            from_world_size=saved_world,
+            from_batch_size=old_batch,
+        )
 
     def plan(self) -> None:
         """The steps this run will take, from where the checkpoint left off (the LR decays to 0 there)."""
         state, parts = self.state, self.parts
         parts.sampler.start_epoch(state.epoch, state.earlier_layouts)
         left = len(parts.train_loader) - state.batches_in_epoch if state.epoch < self.cfg.epochs else 0
-        parts.schedule.total = planned_steps(state.step, left, parts.epoch_batches,
-                                             max(0, self.cfg.epochs - state.epoch - 1), self.cfg.grad_accum,
-                                             self.cfg.max_steps)
+        parts.schedule.total = planned_steps(
+            state.step,
+            left,
+            parts.epoch_batches,
+            max(0, self.cfg.epochs - state.epoch - 1),
+            self.cfg.grad_accum,
+            self.cfg.max_steps,
+        )
 
     def finish(self, reason: str) -> dict[str, Any]:
         """Last dev score and checkpoint, then test metrics of the best weights (left in the model)."""
@@ -368,8 +433,14 @@ class Trainer:
             self.log("eval", state.step, split="test", **summary(test))
         self.log("end", state.step, reason=reason, weights_sha256_per_process=checksums)
         return {
-            "steps": state.step, "epochs_completed": state.epoch, "stopped": reason, "best_step": state.best_step,
-            "train_tokens": state.tokens, "train_seconds": round(state.train_seconds, 2),
+            "steps": state.step,
+            "epochs_completed": state.epoch,
+            "stopped": reason,
+            "best_step": state.best_step,
+            "train_tokens": state.tokens,
+            "train_seconds": round(state.train_seconds, 2),
             "train_tokens_per_s": round(state.tokens / max(state.train_seconds, 1e-9), 1),
-            "skipped_steps": state.skipped_steps, "dev": state.best_dev, "test": test,
+            "skipped_steps": state.skipped_steps,
+            "dev": state.best_dev,
+            "test": test,
         }

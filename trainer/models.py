@@ -152,7 +152,9 @@ class DualLSTMTagger(LSTMTagger):
         groups = min(self.CHAR_GROUPS, len(distinct))
         states = [
             self.char_states(part_chars[:, : int(part_lengths[-1])], part_lengths)  # its longest is its last
-            for part_chars, part_lengths in zip(distinct_chars.tensor_split(groups), distinct_lengths.tensor_split(groups))
+            for part_chars, part_lengths in zip(
+                distinct_chars.tensor_split(groups), distinct_lengths.tensor_split(groups)
+            )
         ]
         return torch.cat(states)[inverse]  # (N, 2Hc)
 

@@ -77,8 +77,9 @@ def plot_confusion(confusion: dict[str, Any], out: Path) -> None:
     ax.set(xlabel="predicted", ylabel="gold")
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
-                    color="white" if share[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=6, color="white" if share[i, j] > 0.5 else "black"
+            )
     fig.tight_layout()
     _save(fig, out)
 

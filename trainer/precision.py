@@ -56,13 +56,21 @@ def resolve_precision(value: str, cuda: bool) -> Precision:
         return Precision(mode, "fp32")
     if not cuda:
         if mode == "fp16":
-            raise ConfigError("mixed_precision 'fp16' needs a CUDA GPU (fp16 autocast with loss scaling) and "
-                              "this machine has none; use bf16 (works on any CPU) or no")
+            raise ConfigError(
+                "mixed_precision 'fp16' needs a CUDA GPU (fp16 autocast with loss scaling) and "
+                "this machine has none; use bf16 (works on any CPU) or no"
+            )
         if not cpu_bf16_lstm_works():
-            return Precision(mode, "fp32", "this CPU's oneDNN has no bf16 LSTM (it needs AVX-512): the LSTM "
-                                           "kernels run in float32, embeddings and linear layers in bf16")
+            return Precision(
+                mode,
+                "fp32",
+                "this CPU's oneDNN has no bf16 LSTM (it needs AVX-512): the LSTM "
+                "kernels run in float32, embeddings and linear layers in bf16",
+            )
         return Precision(mode, "bf16")
     if mode == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("mixed_precision 'bf16' needs a GPU with bf16 support (Ampere or newer) and this one "
-                          "has none; use fp16 or no")
+        raise ConfigError(
+            "mixed_precision 'bf16' needs a GPU with bf16 support (Ampere or newer) and this one "
+            "has none; use fp16 or no"
+        )
     return Precision(mode, mode)

@@ -70,6 +70,7 @@ class NGramLanguageModel(nn.Module):
 
 # ---- text -> (context, target) ids ------------------------------------------------------------
 
+
 def read_text(spec: str, preprocess: PreprocessConfig) -> tuple[list[list[str]], list[list[str]]]:
     """Normalized sentences for training and for the held-out score, from `SPEC[+SPEC...]`."""
     train, held_out = [], []
@@ -126,10 +127,14 @@ def score(model: nn.Module, context: torch.Tensor, target: torch.Tensor, batch_s
 
 # ---- the loop ---------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
-    parser = Parser(prog="python -m trainer pretrain", allow_abbrev=False,
-                    description="Pretrain word embeddings with an N-gram language model; --key value overrides.",
-                    epilog="config keys: " + " ".join(sorted(field_types(PretrainConfig))))
+    parser = Parser(
+        prog="python -m trainer pretrain",
+        allow_abbrev=False,
+        description="Pretrain word embeddings with an N-gram language model; --key value overrides.",
+        epilog="config keys: " + " ".join(sorted(field_types(PretrainConfig))),
+    )
     parser.add_argument("--data", required=True, metavar="SPEC[+SPEC...]")
     parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
     args, rest = parser.parse_known_args(argv)
@@ -157,28 +162,44 @@ def main(argv: list[str]) -> int:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     # The loader deals out example indices; the (M, N) id tensors are indexed in the loop, which is
     # much faster than collating 512 tiny examples one by one.
-    loader = DataLoader(torch.arange(len(target)), batch_size=cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(
+        torch.arange(len(target)),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     total = cfg.epochs * len(loader) if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * len(loader))
-    accelerator.print(f"pretrain: {len(train)} sentences, {len(target)} tokens, vocabulary {len(vocab)}, "
-                      f"{total} steps")
+    accelerator.print(f"pretrain: {len(train)} sentences, {len(target)} tokens, vocabulary {len(vocab)}, {total} steps")
     step, tokens, seconds, loss_avg = fit(accelerator, model, optimizer, loader, (context, target), total)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model).cpu()
-        metrics = {"task": "embeddings", "data": args.data, "steps": step, "train_tokens": tokens,
-                   "train_tokens_per_s": round(tokens / max(seconds, 1e-9)), "train_seconds": round(seconds, 1),
-                   "train_loss": round(loss_avg, 4), "vocab": len(vocab),
-                   "held_out": score(model, held_context, held_target, 4096)}
+        metrics = {
+            "task": "embeddings",
+            "data": args.data,
+            "steps": step,
+            "train_tokens": tokens,
+            "train_tokens_per_s": round(tokens / max(seconds, 1e-9)),
+            "train_seconds": round(seconds, 1),
+            "train_loss": round(loss_avg, 4),
+            "vocab": len(vocab),
+            "held_out": score(model, held_context, held_target, 4096),
+        }
         save_embeddings(args.out / "embeddings", model.embedding.weight, vocab, cfg, preprocess, metrics)
         accelerator.print(json.dumps({"held_out": metrics["held_out"], "embeddings": str(args.out / "embeddings")}))
     accelerator.end_training()
     return 0
 
 
-def fit(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-        data: tuple[torch.Tensor, torch.Tensor], total: int) -> tuple[int, int, float, float]:
+def fit(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    data: tuple[torch.Tensor, torch.Tensor],
+    total: int,
+) -> tuple[int, int, float, float]:
     """Train `total` steps at most; (steps, tokens, seconds, smoothed loss)."""
     context, target = data
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not accelerator.is_main_process)
@@ -203,17 +224,29 @@ def fit(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optim
 
 # ---- RUN_DIR/embeddings -----------------------------------------------------------------------
 
-def save_embeddings(path: Path, weight: torch.Tensor, vocab: Vocab, cfg: PretrainConfig,
-                    preprocess: PreprocessConfig, metrics: dict) -> None:
+
+def save_embeddings(
+    path: Path, weight: torch.Tensor, vocab: Vocab, cfg: PretrainConfig, preprocess: PreprocessConfig, metrics: dict
+) -> None:
     """Written under a temporary name and renamed into place, as the release model is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file({"embeddings": weight.detach().to("cpu", torch.float32).contiguous()},
-                  str(tmp / "embeddings.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
+        save_file(
+            {"embeddings": weight.detach().to("cpu", torch.float32).contiguous()},
+            str(tmp / "embeddings.safetensors"),
+            metadata={"format_version": str(FORMAT_VERSION)},
+        )
         write_json(tmp / "vocab.json", {"words": vocab.itos})
-        write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "task": "embeddings",
-                                         "pretrain": to_dict(cfg), "preprocess": to_dict(preprocess)})
+        write_json(
+            tmp / "config.json",
+            {
+                "format_version": FORMAT_VERSION,
+                "task": "embeddings",
+                "pretrain": to_dict(cfg),
+                "preprocess": to_dict(preprocess),
+            },
+        )
         write_json(tmp / "metrics.json", metrics)
         replace_dir(tmp, path)
     except BaseException:
@@ -225,7 +258,9 @@ def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessCo
     """Vocabulary and (V, dim) vectors of RUN_DIR/embeddings, checked against the model about to use them."""
     where = f"--init_embeddings {path}"
     if not path.is_dir():
-        raise ArtifactError(f"{where}: no such directory (expected RUN_DIR/embeddings from `python -m trainer pretrain`)")
+        raise ArtifactError(
+            f"{where}: no such directory (expected RUN_DIR/embeddings from `python -m trainer pretrain`)"
+        )
     for name in FILES:
         if not (path / name).is_file():
             raise ArtifactError(f"{where}: {name} is missing")
@@ -234,8 +269,17 @@ def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessCo
         words = Vocab(json.loads((path / "vocab.json").read_text(encoding="utf-8"))["words"])
         vectors = load_file(str(path / "embeddings.safetensors"))["embeddings"]
         saved = preprocess_config_from_dict(meta["preprocess"], source=str(path / "config.json"))
-    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, KeyError, TypeError, ValueError,
-            OSError, DataError, ConfigError) as exc:
+    except (
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        SafetensorError,
+        KeyError,
+        TypeError,
+        ValueError,
+        OSError,
+        DataError,
+        ConfigError,
+    ) as exc:
         raise ArtifactError(f"{where}: corrupt embeddings directory ({exc!r})") from None
     if meta.get("format_version") != FORMAT_VERSION or meta.get("task") != "embeddings":
         raise ArtifactError(f"{where}: config.json is not an embeddings directory of format {FORMAT_VERSION}")
@@ -244,12 +288,16 @@ def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessCo
     if not torch.isfinite(vectors).all():
         raise ArtifactError(f"{where}: embeddings.safetensors holds non-finite values (NaN or inf)")
     if vectors.shape[1] != dim:
-        raise ConfigError(f"{where}: vectors have {vectors.shape[1]} dimensions but the model's {dim_key} "
-                          f"is {dim}; set --{dim_key} {vectors.shape[1]}")
+        raise ConfigError(
+            f"{where}: vectors have {vectors.shape[1]} dimensions but the model's {dim_key} "
+            f"is {dim}; set --{dim_key} {vectors.shape[1]}"
+        )
     for key in ("lowercase", "digits_to_zero"):  # the words must be looked up by the same keys
         if getattr(saved, key) != getattr(preprocess, key):
-            raise ConfigError(f"{where}: embeddings were built with {key}={getattr(saved, key)}, "
-                              f"the model uses {key}={getattr(preprocess, key)}")
+            raise ConfigError(
+                f"{where}: embeddings were built with {key}={getattr(saved, key)}, "
+                f"the model uses {key}={getattr(preprocess, key)}"
+            )
     return words, vectors
 
 

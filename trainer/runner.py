@@ -57,8 +57,9 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
         vocabs = build_vocabs(splits["train"].tokens, labels, job.preprocess, chars=chars)
         if cfg.init_embeddings:  # pretrained words join the vocabulary (after the corpus's, whose ids stay)
             dim_key = "embed_dim" if task == "sentiment" else "word_dim"
-            pretrained = load_embeddings(Path(cfg.init_embeddings), getattr(model_config, dim_key), dim_key,
-                                         job.preprocess)
+            pretrained = load_embeddings(
+                Path(cfg.init_embeddings), getattr(model_config, dim_key), dim_key, job.preprocess
+            )
             vocabs = extend_vocab(vocabs, pretrained[0])
         encoder = Encoder(vocabs, job.preprocess)
         data = {name: EncodedSplit(split, encoder, task) for name, split in splits.items() if split.tokens}
@@ -78,54 +79,86 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
     # resumed run's random stream matches an uninterrupted one.
     train = DataLoader(data["train"], batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
     epoch_batches = len(sampler) // accelerator.num_processes
-    schedule = Schedule(cfg.warmup_steps, planned_steps(0, epoch_batches, epoch_batches, cfg.epochs - 1,
-                                                        cfg.grad_accum, cfg.max_steps), cfg.schedule)
+    schedule = Schedule(
+        cfg.warmup_steps,
+        planned_steps(0, epoch_batches, epoch_batches, cfg.epochs - 1, cfg.grad_accum, cfg.max_steps),
+        cfg.schedule,
+    )
     # Stepped by hand once per optimizer step rather than prepared: a prepared scheduler steps once per
     # process, which would bend the schedule with the world size. trainer.checkpoint saves its counters.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     names = [name for name in ("dev", "test") if name in data]
     model, optimizer, train, *loaders = accelerator.prepare(
-        model, optimizer, train, *(eval_loader(data[n], collate, cfg.eval_batch_size) for n in names))
-    return Parts(model, optimizer, scheduler, schedule, train, sampler, dict(zip(names, loaders, strict=True)),
-                 labels, epoch_batches, vocabs, data)
+        model, optimizer, train, *(eval_loader(data[n], collate, cfg.eval_batch_size) for n in names)
+    )
+    return Parts(
+        model,
+        optimizer,
+        scheduler,
+        schedule,
+        train,
+        sampler,
+        dict(zip(names, loaders, strict=True)),
+        labels,
+        epoch_batches,
+        vocabs,
+        data,
+    )
 
 
 def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
     """Build, resume if asked, train, and write the release model (unless a session limit stopped it)."""
     cfg, precision = job.train, job.precision
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision.mode,
-                              gradient_accumulation_steps=cfg.grad_accum,
-                              log_with=None if cfg.report_to == "none" else cfg.report_to,
-                              project_dir=str(job.run_dir / "logs"))
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=precision.mode,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=None if cfg.report_to == "none" else cfg.report_to,
+        project_dir=str(job.run_dir / "logs"),
+    )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Per-process seeds (seed + rank) so that dropout masks differ across processes; the initial
     # weights still agree, because preparing the model broadcasts rank 0's.
     set_seed(cfg.seed, device_specific=True)
     if nodes() > 1:  # every rank writes into RUN_DIR: it must be one directory for all of them
-        check_shared_run_dir(job.run_dir, accelerator.process_index, lambda token: broadcast_object_list([token])[0],
-                             lambda ok: gather_object([ok]), accelerator.wait_for_everyone)
+        check_shared_run_dir(
+            job.run_dir,
+            accelerator.process_index,
+            lambda token: broadcast_object_list([token])[0],
+            lambda ok: gather_object([ok]),
+            accelerator.wait_for_everyone,
+        )
     parts = build(accelerator, job, splits)
     if precision.lstm_in_float32:
         run_lstms_in_float32(accelerator.unwrap_model(parts.model))
         accelerator.print(f"train: {precision.note}")
-    identity = {"task": job.task, "model": to_dict(job.model), "preprocess": to_dict(job.preprocess),
-                "vocab_sha256": hashlib.sha256(json.dumps(parts.vocabs.to_json()).encode()).hexdigest()}
+    identity = {
+        "task": job.task,
+        "model": to_dict(job.model),
+        "preprocess": to_dict(job.preprocess),
+        "vocab_sha256": hashlib.sha256(json.dumps(parts.vocabs.to_json()).encode()).hexdigest(),
+    }
     log = RunLog(accelerator, job.run_dir / "logs" / "metrics.jsonl", fresh=job.checkpoint is None)
     trainer = Trainer(accelerator, parts, cfg, job.task, job.run_dir, identity, log)
     if job.checkpoint is not None:
         trainer.load_checkpoint(job.checkpoint)
     examples = {name: len(d) for name, d in parts.data.items()}
-    skipped |= {f"truncated to {job.preprocess.max_tokens} tokens ({name})": d.truncated
-                for name, d in parts.data.items() if d.truncated}
+    skipped |= {
+        f"truncated to {job.preprocess.max_tokens} tokens ({name})": d.truncated
+        for name, d in parts.data.items()
+        if d.truncated
+    }
     announce(accelerator, job, trainer, log, examples, skipped)
 
     reason = trainer.fit()
     if reason == "session_steps":
         if trainer.state.last_save_step != trainer.state.step:
             trainer.save_checkpoint()
-        accelerator.print(f"train: stopped after session_steps={cfg.session_steps} at step {trainer.state.step}; "
-                          "continue with --resume auto (no model written yet)")
+        accelerator.print(
+            f"train: stopped after session_steps={cfg.session_steps} at step {trainer.state.step}; "
+            "continue with --resume auto (no model written yet)"
+        )
     else:
         release(accelerator, job, trainer, reason, examples, skipped)
     if accelerator.is_main_process:
@@ -134,20 +167,32 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
     return 0
 
 
-def announce(accelerator: Accelerator, job: Job, trainer: Trainer, log: RunLog, examples: dict[str, int],
-             skipped: dict[str, int]) -> None:
+def announce(
+    accelerator: Accelerator, job: Job, trainer: Trainer, log: RunLog, examples: dict[str, int], skipped: dict[str, int]
+) -> None:
     """The run's settings: the tracker's parameters, one line on stdout and the `start` event."""
     precision, checkpoint = job.precision, job.checkpoint
     start_trackers(accelerator, job)
-    accelerator.print(f"train: {job.task} on {job.data}, world size {accelerator.num_processes} "
-                      f"({accelerator.distributed_type.value} on {accelerator.device}), mixed precision "
-                      f"{precision.mode}, examples {examples}, skipped {skipped or 'none'}, "
-                      f"{trainer.parts.schedule.total} steps"
-                      + (f", resuming at step {trainer.state.step}" if checkpoint is not None else ""))
-    log("start", trainer.state.step, task=job.task, data=job.data, world_size=accelerator.num_processes,
-        mixed_precision=precision.mode, lstm_precision=precision.lstm, examples=examples, skipped=skipped,
+    accelerator.print(
+        f"train: {job.task} on {job.data}, world size {accelerator.num_processes} "
+        f"({accelerator.distributed_type.value} on {accelerator.device}), mixed precision "
+        f"{precision.mode}, examples {examples}, skipped {skipped or 'none'}, "
+        f"{trainer.parts.schedule.total} steps"
+        + (f", resuming at step {trainer.state.step}" if checkpoint is not None else "")
+    )
+    log(
+        "start",
+        trainer.state.step,
+        task=job.task,
+        data=job.data,
+        world_size=accelerator.num_processes,
+        mixed_precision=precision.mode,
+        lstm_precision=precision.lstm,
+        examples=examples,
+        skipped=skipped,
         resumed_from=str(checkpoint.path) if checkpoint is not None else None,
-        config={"model": to_dict(job.model), "preprocess": to_dict(job.preprocess), "train": to_dict(job.train)})
+        config={"model": to_dict(job.model), "preprocess": to_dict(job.preprocess), "train": to_dict(job.train)},
+    )
 
 
 def start_trackers(accelerator: Accelerator, job: Job) -> None:
@@ -155,8 +200,10 @@ def start_trackers(accelerator: Accelerator, job: Job) -> None:
     under RUN_DIR/logs; mlflow's experiment and wandb's project are named after the task, the run after RUN_DIR."""
     tracker = job.train.report_to
     project = "tensorboard" if tracker == "tensorboard" else f"seqlstm-{job.task}"
-    names = {"mlflow": {"run_name": job.run_dir.name}, "wandb": {"name": job.run_dir.name,
-                                                                 "dir": str(job.run_dir / "logs")}}
+    names = {
+        "mlflow": {"run_name": job.run_dir.name},
+        "wandb": {"name": job.run_dir.name, "dir": str(job.run_dir / "logs")},
+    }
     try:
         accelerator.init_trackers(project, config=to_dict(job.train) | to_dict(job.model), init_kwargs=names)
     except Exception as exc:
@@ -167,17 +214,32 @@ def start_trackers(accelerator: Accelerator, job: Job) -> None:
         raise ConfigError(f"--report_to {tracker}: {' '.join(str(exc).split())}") from None
 
 
-def release(accelerator: Accelerator, job: Job, trainer: Trainer, reason: str, examples: dict[str, int],
-            skipped: dict[str, int]) -> None:
+def release(
+    accelerator: Accelerator, job: Job, trainer: Trainer, reason: str, examples: dict[str, int], skipped: dict[str, int]
+) -> None:
     """Test metrics of the best weights, then RUN_DIR/model with metrics.json, and one JSON line on stdout."""
-    metrics = {"task": job.task, "data": job.data, "world_size": accelerator.num_processes,
-               "mixed_precision": job.precision.mode, "lstm_precision": job.precision.lstm,
-               **trainer.finish(reason), "examples": examples, "skipped": skipped}
+    metrics = {
+        "task": job.task,
+        "data": job.data,
+        "world_size": accelerator.num_processes,
+        "mixed_precision": job.precision.mode,
+        "lstm_precision": job.precision.lstm,
+        **trainer.finish(reason),
+        "examples": examples,
+        "skipped": skipped,
+    }
     # The release model: written once, by the main process, after every process is done with it.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(trainer.model)
         save_artifact(job.run_dir / "model", model, job.model, job.preprocess, trainer.parts.vocabs, metrics)
-        accelerator.print(json.dumps({k: metrics[k] for k in ("steps", "stopped", "train_tokens_per_s")} | {
-            "dev_accuracy": metrics["dev"].get("accuracy"),
-            "test_accuracy": (metrics["test"] or {}).get("accuracy"), "model": str(job.run_dir / "model")}))
+        accelerator.print(
+            json.dumps(
+                {k: metrics[k] for k in ("steps", "stopped", "train_tokens_per_s")}
+                | {
+                    "dev_accuracy": metrics["dev"].get("accuracy"),
+                    "test_accuracy": (metrics["test"] or {}).get("accuracy"),
+                    "model": str(job.run_dir / "model"),
+                }
+            )
+        )

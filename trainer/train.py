@@ -47,18 +47,24 @@ TASK_EPOCHS = {"tagger": 4, "sentiment": 10}
 
 
 def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig]:
-    keys = {name: sorted(field_types(cls)) for name, cls in
-            [*MODEL_CONFIGS.items(), ("preprocess", PreprocessConfig), ("train", TrainConfig)]}
-    parser = Parser(prog="python -m trainer train", allow_abbrev=False,
-                    description="Train a tagger or sentiment model; any config key can follow as --key value.",
-                    epilog="config keys: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in keys.items()))
+    keys = {
+        name: sorted(field_types(cls))
+        for name, cls in [*MODEL_CONFIGS.items(), ("preprocess", PreprocessConfig), ("train", TrainConfig)]
+    }
+    parser = Parser(
+        prog="python -m trainer train",
+        allow_abbrev=False,
+        description="Train a tagger or sentiment model; any config key can follow as --key value.",
+        epilog="config keys: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in keys.items()),
+    )
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--data", required=True, metavar="SPEC")
     parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
     parser.add_argument("--config", type=Path, metavar="FILE", help="JSON object of config keys (before --key value)")
     parser.add_argument("--resume", metavar="auto|PATH", help="continue from the latest or a given checkpoint")
-    parser.add_argument("--skip-bad-lines", "--skip_bad_lines", action="store_true",
-                        help="skip malformed fasttext lines (counted)")
+    parser.add_argument(
+        "--skip-bad-lines", "--skip_bad_lines", action="store_true", help="skip malformed fasttext lines (counted)"
+    )
     args, rest = parser.parse_known_args(argv)
     check_out_path(args.out, "--out", directory=True)
     model, preprocess, train = MODEL_CONFIGS[args.task](), PreprocessConfig(), TrainConfig()
@@ -71,9 +77,11 @@ def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig
 
 
 # --report_to's package, and how to get it: accelerate would silently log to nothing without it.
-TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
-                    "mlflow": ("mlflow", "pip install -e '.[mlflow]' (mlflow-skinny)"),
-                    "wandb": ("wandb", "pip install wandb")}
+TRACKER_PACKAGES = {
+    "tensorboard": ("tensorboard", "pip install tensorboard"),
+    "mlflow": ("mlflow", "pip install -e '.[mlflow]' (mlflow-skinny)"),
+    "wandb": ("wandb", "pip install wandb"),
+}
 
 
 def check_tracker(report_to: str) -> None:
@@ -81,8 +89,10 @@ def check_tracker(report_to: str) -> None:
     if report_to in TRACKER_PACKAGES:
         module, install = TRACKER_PACKAGES[report_to]
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"--report_to {report_to} needs the {module} package, which is not installed: "
-                              f"{install}, or pick another --report_to ({', '.join(REPORT_TO)})")
+            raise ConfigError(
+                f"--report_to {report_to} needs the {module} package, which is not installed: "
+                f"{install}, or pick another --report_to ({', '.join(REPORT_TO)})"
+            )
 
 
 def find_checkpoint(resume: str | None, run_dir: Path) -> Checkpoint | None:
@@ -93,15 +103,18 @@ def find_checkpoint(resume: str | None, run_dir: Path) -> Checkpoint | None:
     existing = list_checkpoints(run_dir / "checkpoints")
     if resume is None:
         if existing:
-            raise ConfigError(f"{run_dir} already has checkpoints ({existing[-1].name}); "
-                              "continue with --resume auto, or train into a new --out")
+            raise ConfigError(
+                f"{run_dir} already has checkpoints ({existing[-1].name}); "
+                "continue with --resume auto, or train into a new --out"
+            )
         return None
     if resume == "auto":
         return newest_whole_checkpoint(existing, run_dir / "checkpoints")
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise ConfigError(f"--resume {resume}: not a checkpoint "
-                          f"(expected RUN_DIR/checkpoints/step-N with {STATE_FILE}, or auto)")
+        raise ConfigError(
+            f"--resume {resume}: not a checkpoint (expected RUN_DIR/checkpoints/step-N with {STATE_FILE}, or auto)"
+        )
     try:
         return read_checkpoint(path)
     except ArtifactError as exc:
@@ -123,8 +136,9 @@ def newest_whole_checkpoint(existing: list[Path], root: Path) -> Checkpoint | No
             print(f"train: {'; '.join(damaged)}; resuming from {path.name}", file=sys.stderr)
         return checkpoint
     if damaged:
-        raise ArtifactError(f"--resume auto: no whole checkpoint in {root}: {'; '.join(damaged)}; "
-                            "train into a new --out")
+        raise ArtifactError(
+            f"--resume auto: no whole checkpoint in {root}: {'; '.join(damaged)}; train into a new --out"
+        )
     return None
 
 
@@ -158,5 +172,6 @@ def main(argv: list[str]) -> int:
     precision = resolve_precision(cfg.mixed_precision, cuda=torch.cuda.is_available())
     checkpoint = find_checkpoint(args.resume, args.out)
     splits, skipped = load_splits(args.data, args.task, args.skip_bad_lines)  # before any process group
-    return run(Job(args.task, args.data, args.out, model_config, preprocess, cfg, precision, checkpoint),
-               splits, skipped)
+    return run(
+        Job(args.task, args.data, args.out, model_config, preprocess, cfg, precision, checkpoint), splits, skipped
+    )

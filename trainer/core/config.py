@@ -99,10 +99,14 @@ class TrainConfig:
     log_every: int = rule(20, min=1)
     schedule: str = rule("linear", choices=SCHEDULES)  # after warmup: "linear" or "cosine" decay to 0, or "constant"
     eval_batch_size: int = rule(128, min=1)
-    session_steps: int = rule(0, min=0)  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
+    session_steps: int = rule(
+        0, min=0
+    )  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
     threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process (torch.set_num_threads); 0: default
     init_embeddings: str = ""  # RUN_DIR/embeddings from `python -m trainer pretrain`: initial word vectors
-    report_to: str = rule("tensorboard", choices=REPORT_TO)  # the tracker that also gets the metrics (README "Trackers")
+    report_to: str = rule(
+        "tensorboard", choices=REPORT_TO
+    )  # the tracker that also gets the metrics (README "Trackers")
 
 
 @dataclass

@@ -16,7 +16,16 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 from trainer.core.errors import DataError
-from trainer.core.examples import SPLITS, Dataset, Review, TaggedSentence, bucket_split, shorten, text_bucket, text_lines
+from trainer.core.examples import (
+    SPLITS,
+    Dataset,
+    Review,
+    TaggedSentence,
+    bucket_split,
+    shorten,
+    text_bucket,
+    text_lines,
+)
 from trainer.core.fetch import fetch
 
 
@@ -24,22 +33,87 @@ from trainer.core.fetch import fetch
 
 BROWN_FILE = re.compile(r"c[a-r]\d\d")
 BROWN_BASE = {
-    "(": ".", ")": ".", ",": ".", "--": ".", ".": ".", ":": ".", "``": ".", "''": ".", "'": ".",
+    "(": ".",
+    ")": ".",
+    ",": ".",
+    "--": ".",
+    ".": ".",
+    ":": ".",
+    "``": ".",
+    "''": ".",
+    "'": ".",
     "*": "ADV",
-    "abl": "PRT", "abn": "PRT", "abx": "DET", "ap": "ADJ", "at": "DET",
-    "be": "VERB", "bed": "VERB", "bedz": "VERB", "beg": "VERB", "bem": "VERB", "ben": "VERB", "ber": "VERB",
+    "abl": "PRT",
+    "abn": "PRT",
+    "abx": "DET",
+    "ap": "ADJ",
+    "at": "DET",
+    "be": "VERB",
+    "bed": "VERB",
+    "bedz": "VERB",
+    "beg": "VERB",
+    "bem": "VERB",
+    "ben": "VERB",
+    "ber": "VERB",
     "bez": "VERB",
-    "cc": "CONJ", "cd": "NUM", "cs": "ADP",
-    "do": "VERB", "dod": "VERB", "doz": "VERB",
-    "dt": "DET", "dti": "DET", "dts": "DET", "dtx": "DET", "ex": "DET",
-    "hv": "VERB", "hvd": "VERB", "hvg": "VERB", "hvn": "VERB", "hvz": "VERB",
-    "in": "ADP", "jj": "ADJ", "jjr": "ADJ", "jjs": "ADJ", "jjt": "ADJ", "md": "VERB",
-    "nil": "X", "nn": "NOUN", "nns": "NOUN", "np": "NOUN", "nps": "NOUN", "nr": "NOUN", "nrs": "NOUN",
-    "od": "ADJ", "pn": "NOUN", "pp$": "DET", "pp$$": "PRON", "ppl": "PRON", "ppls": "PRON",
-    "ppo": "PRON", "pps": "PRON", "ppss": "PRON", "ql": "ADV", "qlp": "ADV",
-    "rb": "ADV", "rbr": "ADV", "rbt": "ADV", "rn": "ADV", "rp": "PRT", "to": "PRT", "uh": "X",
-    "vb": "VERB", "vbd": "VERB", "vbg": "VERB", "vbn": "VERB", "vbz": "VERB",
-    "wdt": "DET", "wp$": "PRON", "wpo": "PRON", "wps": "PRON", "wql": "ADV", "wrb": "ADV",
+    "cc": "CONJ",
+    "cd": "NUM",
+    "cs": "ADP",
+    "do": "VERB",
+    "dod": "VERB",
+    "doz": "VERB",
+    "dt": "DET",
+    "dti": "DET",
+    "dts": "DET",
+    "dtx": "DET",
+    "ex": "DET",
+    "hv": "VERB",
+    "hvd": "VERB",
+    "hvg": "VERB",
+    "hvn": "VERB",
+    "hvz": "VERB",
+    "in": "ADP",
+    "jj": "ADJ",
+    "jjr": "ADJ",
+    "jjs": "ADJ",
+    "jjt": "ADJ",
+    "md": "VERB",
+    "nil": "X",
+    "nn": "NOUN",
+    "nns": "NOUN",
+    "np": "NOUN",
+    "nps": "NOUN",
+    "nr": "NOUN",
+    "nrs": "NOUN",
+    "od": "ADJ",
+    "pn": "NOUN",
+    "pp$": "DET",
+    "pp$$": "PRON",
+    "ppl": "PRON",
+    "ppls": "PRON",
+    "ppo": "PRON",
+    "pps": "PRON",
+    "ppss": "PRON",
+    "ql": "ADV",
+    "qlp": "ADV",
+    "rb": "ADV",
+    "rbr": "ADV",
+    "rbt": "ADV",
+    "rn": "ADV",
+    "rp": "PRT",
+    "to": "PRT",
+    "uh": "X",
+    "vb": "VERB",
+    "vbd": "VERB",
+    "vbg": "VERB",
+    "vbn": "VERB",
+    "vbz": "VERB",
+    "wdt": "DET",
+    "wp$": "PRON",
+    "wpo": "PRON",
+    "wps": "PRON",
+    "wql": "ADV",
+    "wrb": "ADV",
 }
 
 
@@ -124,8 +198,9 @@ def _read_rotten_tomatoes(path: Path) -> tuple[list[Review], Counter]:
         if category == "plot":
             skipped["plot row"] += 1
         elif category not in RT_LABELS:
-            raise DataError(f"{path}:{rows.line_num}: category: expected 'fresh', 'rotten' or 'plot', "
-                            f"got {shorten(category)!r}")
+            raise DataError(
+                f"{path}:{rows.line_num}: category: expected 'fresh', 'rotten' or 'plot', got {shorten(category)!r}"
+            )
         elif not text.strip():
             skipped["empty text"] += 1
         elif text in seen:
@@ -138,8 +213,10 @@ def _read_rotten_tomatoes(path: Path) -> tuple[list[Review], Counter]:
 
 # ---- nltk-treebank --------------------------------------------------------------------------
 
-NLTK_MISSING = ("nltk-treebank needs NLTK's 'treebank' and 'universal_tagset' data in nltk_data; "
-                "this project never calls nltk.download()")
+NLTK_MISSING = (
+    "nltk-treebank needs NLTK's 'treebank' and 'universal_tagset' data in nltk_data; "
+    "this project never calls nltk.download()"
+)
 
 
 def nltk_treebank(data_dir: Path) -> Dataset:

@@ -16,12 +16,21 @@ from pathlib import Path
 
 from trainer.core import corpora
 from trainer.core.errors import DataError
-from trainer.core.examples import SPLITS, Dataset, Review, TaggedSentence, decode, raw_lines, shorten, split_readers, text_lines
+from trainer.core.examples import (
+    SPLITS,
+    Dataset,
+    Review,
+    TaggedSentence,
+    decode,
+    raw_lines,
+    shorten,
+    split_readers,
+    text_lines,
+)
 from trainer.core.fetch import default_data_dir
 from trainer.core.preprocess import tokenize
 
-__all__ = ["SPEC_FORMS", "SPLITS", "Dataset", "Review", "TaggedSentence", "describe_skipped",
-           "open_dataset", "stats"]
+__all__ = ["SPEC_FORMS", "SPLITS", "Dataset", "Review", "TaggedSentence", "describe_skipped", "open_dataset", "stats"]
 
 SPEC_FORMS = "brown, rotten-tomatoes, nltk-treebank, fasttext:PATH[,PATH_TEST], conllu:TRAIN[,DEV[,TEST]]"
 
@@ -40,16 +49,22 @@ def open_dataset(spec: str, data_dir: Path | None = None, *, skip_bad_lines: boo
     if kind == "conllu" and colon:
         paths = _spec_paths(spec, args, most=3)
         return _conllu(spec, paths)
-    why = "takes no arguments" if kind in named else "needs file paths" if kind in ("fasttext", "conllu") \
+    why = (
+        "takes no arguments"
+        if kind in named
+        else "needs file paths"
+        if kind in ("fasttext", "conllu")
         else "unknown data spec"
+    )
     raise DataError(f"--data {spec!r}: {why}; expected one of: {SPEC_FORMS}")
 
 
 def _spec_paths(spec: str, args: str, most: int) -> list[Path]:
     parts = args.split(",")
     if len(parts) > most or not all(p.strip() for p in parts):
-        raise DataError(f"--data {spec!r}: takes 1 to {most} non-empty comma-separated paths; "
-                        f"expected one of: {SPEC_FORMS}")
+        raise DataError(
+            f"--data {spec!r}: takes 1 to {most} non-empty comma-separated paths; expected one of: {SPEC_FORMS}"
+        )
     paths = [Path(p.strip()) for p in parts]
     for path in paths:
         if not path.is_file():
@@ -89,17 +104,30 @@ def _fasttext_review(path: Path, lineno: int, raw: bytes) -> Review:
     line = decode(path, lineno, raw).rstrip("\r\n")
     label, _, text = line.partition(" ")
     if label not in FASTTEXT_LABELS or not text.strip():
-        raise DataError(f"{path}:{lineno}: expected '__label__1 <text>' or '__label__2 <text>', "
-                        f"got {shorten(line)!r}")
+        raise DataError(f"{path}:{lineno}: expected '__label__1 <text>' or '__label__2 <text>', got {shorten(line)!r}")
     return Review(text.strip(), FASTTEXT_LABELS[label])
 
 
 # ---- conllu ---------------------------------------------------------------------------------
 
 UPOS_TO_UNIVERSAL = {
-    "NOUN": "NOUN", "PROPN": "NOUN", "VERB": "VERB", "AUX": "VERB", "ADJ": "ADJ", "ADV": "ADV",
-    "ADP": "ADP", "CCONJ": "CONJ", "SCONJ": "CONJ", "DET": "DET", "NUM": "NUM", "PRON": "PRON",
-    "PART": "PRT", "PUNCT": ".", "SYM": ".", "INTJ": "X", "X": "X",
+    "NOUN": "NOUN",
+    "PROPN": "NOUN",
+    "VERB": "VERB",
+    "AUX": "VERB",
+    "ADJ": "ADJ",
+    "ADV": "ADV",
+    "ADP": "ADP",
+    "CCONJ": "CONJ",
+    "SCONJ": "CONJ",
+    "DET": "DET",
+    "NUM": "NUM",
+    "PRON": "PRON",
+    "PART": "PRT",
+    "PUNCT": ".",
+    "SYM": ".",
+    "INTJ": "X",
+    "X": "X",
 }
 
 
@@ -127,8 +155,9 @@ def _conllu_sentences(path: Path) -> Iterator[TaggedSentence]:
         if "-" in cols[0] or "." in cols[0]:
             continue
         if cols[3] not in UPOS_TO_UNIVERSAL:
-            raise DataError(f"{path}:{lineno}: UPOS: expected one of {' '.join(UPOS_TO_UNIVERSAL)}, "
-                            f"got {shorten(cols[3])!r}")
+            raise DataError(
+                f"{path}:{lineno}: UPOS: expected one of {' '.join(UPOS_TO_UNIVERSAL)}, got {shorten(cols[3])!r}"
+            )
         words.append(cols[1])
         tags.append(UPOS_TO_UNIVERSAL[cols[3]])
     if words:
@@ -136,6 +165,7 @@ def _conllu_sentences(path: Path) -> Iterator[TaggedSentence]:
 
 
 # ---- stats ----------------------------------------------------------------------------------
+
 
 def stats(dataset: Dataset) -> dict:
     """Per split: sentences (tagger) or documents (sentiment), tokens and label counts; plus skips.

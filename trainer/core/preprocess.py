@@ -54,7 +54,8 @@ class TreebankTokenizer:
             [*nltk.STARTING_QUOTES, *nltk.PUNCTUATION, nltk.PARENS_BRACKETS, nltk.DOUBLE_DASHES]
         )
         self.after_padding = untimed(nltk.ENDING_QUOTES) + [
-            (rx, on_match(r" \1 \2 ")) for rx in nltk.CONTRACTIONS2 + nltk.CONTRACTIONS3  # stdlib `re` in nltk too
+            (rx, on_match(r" \1 \2 "))
+            for rx in nltk.CONTRACTIONS2 + nltk.CONTRACTIONS3  # stdlib `re` in nltk too
         ]
 
     def tokenize(self, text: str) -> list[str]:
