@@ -57,7 +57,8 @@ def check_opset(opset: int) -> None:
     if not low <= opset <= high:
         raise ConfigError(
             f"--opset {opset}: not supported; expected {low}..{high} (the {EXPORTER} exporter writes up to "
-            f"{TORCHSCRIPT_MAX_OPSET}, the installed onnx {onnx.__version__} knows up to {onnx.defs.onnx_opset_version()}, "
+            f"{TORCHSCRIPT_MAX_OPSET}, the installed onnx {onnx.__version__} knows up to "
+            f"{onnx.defs.onnx_opset_version()}, "
             f"and these models need at least {MIN_OPSET})"
         )
 

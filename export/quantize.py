@@ -20,11 +20,10 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from export.validate import example_tokens, ort_session
 from trainer.core.data import TaggedSentence
 from trainer.core.errors import ValidationError
 from trainer.core.preprocess import Encoded, Encoder
-
-from export.validate import example_tokens, ort_session
 
 OP_TYPES = ["LSTM", "MatMul", "Gather"]
 MAX_ACCURACY_DROP = 0.02

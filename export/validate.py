@@ -25,12 +25,11 @@ import onnxruntime as ort
 import torch
 from onnx.reference import ReferenceEvaluator
 
+from export.onnx_export import declared_shapes
 from trainer.artifact import Artifact
 from trainer.core.data import Dataset, TaggedSentence, open_dataset
 from trainer.core.errors import DataError, ValidationError
 from trainer.core.preprocess import Encoder, Vocabs, normalize_word, tokenize
-
-from export.onnx_export import declared_shapes
 
 # Padding invariance: a sentence's outputs alone and in a batch with longer ones (and longer words) differ
 # by at most this in float32, in torch and in onnxruntime; a bidirectional LSTM must not read padding.

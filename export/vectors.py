@@ -20,14 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from serve.model_json import EXPORT_FORMAT_VERSION
-from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD
-from serve.runtime import sigmoid
-from trainer.artifact import Artifact
-from trainer.core.data import Dataset
-from trainer.core.fetch import sha256_file
-from trainer.core.preprocess import Encoder, normalize_word, tokenize
-
 from export.validate import (
     SAMPLE_SENTENCES,
     Case,
@@ -39,6 +31,13 @@ from export.validate import (
     unknown_words,
     word_of_length,
 )
+from serve.model_json import EXPORT_FORMAT_VERSION
+from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD
+from serve.runtime import sigmoid
+from trainer.artifact import Artifact
+from trainer.core.data import Dataset
+from trainer.core.fetch import sha256_file
+from trainer.core.preprocess import Encoder, normalize_word, tokenize
 
 FILE = "test_vectors.json"
 REAL_VECTORS = 24
@@ -133,8 +132,8 @@ def build_vectors(
         got: dict[str, np.ndarray] = {}
 
         def run_ort(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            got.update(ort_run(feeds))
-            return got
+            got.update(ort_run(feeds))  # noqa: B023 (called within this iteration)
+            return got  # noqa: B023
 
         record, found = run_case(
             Case(f"vector-{source.name}", arrays), torch_run, run_ort, artifact.task, atol, kind="vectors"

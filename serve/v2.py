@@ -19,8 +19,8 @@ ask for a subset with `"outputs": [{"name": ...}]`; its `id` comes back. An unkn
 from __future__ import annotations
 
 import math
-from importlib import metadata
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
@@ -86,7 +86,8 @@ def parse_infer(body: bytes, model: ServingModel) -> tuple[list[Item], list[str]
     if not isinstance(tensor, dict) or tensor.get("name") not in names:
         raise ApiError(
             400,
-            f"inputs[0].name must be one of {names}; got {str(tensor.get('name') if isinstance(tensor, dict) else tensor)[:40]!r}",
+            f"inputs[0].name must be one of {names}; "
+            f"got {str(tensor.get('name') if isinstance(tensor, dict) else tensor)[:40]!r}",
         )
     if tensor.get("datatype") != "BYTES":
         raise ApiError(400, f'inputs[0].datatype must be "BYTES"; got {str(tensor.get("datatype"))[:20]!r}')

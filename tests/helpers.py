@@ -62,7 +62,7 @@ def standard_streams(stdin: bytes) -> Iterator[list]:
     """File descriptors 0, 1 and 2 and sys.stdin/stdout/stderr on three temporary files for the block,
     the first holding `stdin`: what the commands check with os.fstat(0) or (1) sees files, as in a
     subprocess whose streams are redirected, and whatever is written lands in the files."""
-    files = [tempfile.TemporaryFile() for _ in range(3)]
+    files = [tempfile.TemporaryFile() for _ in range(3)]  # noqa: SIM115 (closed by the caller's with-block below)
     files[0].write(stdin)
     files[0].seek(0)
     sys.stdout.flush()
@@ -72,9 +72,9 @@ def standard_streams(stdin: bytes) -> Iterator[list]:
     try:
         for fd, file in enumerate(files):
             os.dup2(file.fileno(), fd)
-        sys.stdin = open(0, encoding="utf-8", closefd=False)  # closefd=False: fds 0-2 stay open
-        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
-        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115  # closefd=False: fds 0-2 stay open
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
         yield files
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -164,7 +164,9 @@ def run_main(
 # ---- tiny random-weight artifacts (no corpus) -------------------------------------------------
 
 TINY_MAX_TOKENS = 20
-TINY_WORDS = ["<pad>", "<unk>"] + "the a cat dog sat on mat . , ! good bad movie film great awful is was not".split()
+TINY_WORDS = ["<pad>", "<unk>"] + (
+    "the a cat dog sat on mat . , ! good bad movie film great awful is was not".split()  # noqa: SIM905
+)
 TINY_CHARS = ["<pad>", "<unk>"] + list(string.ascii_letters + string.digits + ".,'!")
 TINY_CONFIGS = {
     "tagger": TaggerConfig(word_dim=8, word_hidden=6, char_dim=4, char_hidden=3),
@@ -178,8 +180,8 @@ def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
 
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig
-    from trainer.models import build_model
     from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+    from trainer.models import build_model
 
     torch.manual_seed(seed)
     chars = Vocab(TINY_CHARS) if task == "tagger" else None
@@ -211,8 +213,8 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig
     from trainer.core.data import open_dataset
-    from trainer.models import build_model
     from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, build_vocabs, tokenize
+    from trainer.models import build_model
 
     spec, config = EXPORT_KINDS[kind]
     examples = list(islice(open_dataset(spec, data_dir).examples("train"), 300))
@@ -274,7 +276,7 @@ class Server:
     def __init__(self, export_dir: Path | None, log: Path, *extra: str, environ: dict[str, str] | None = None) -> None:
         """`export_dir` None: no `--model` (it comes from `environ`'s SEQLSTM_MODEL)."""
         self.log_path = log
-        self.log = open(log, "wb")
+        self.log = open(log, "wb")  # noqa: SIM115 (closed by stop())
         model = ["--model", str(export_dir)] if export_dir is not None else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serve", "http", *model, "--port", "0", *extra],

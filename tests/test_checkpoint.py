@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, TINY_TAGGER, events, trainer
 from safetensors.torch import load, save
 
-from helpers import REPO, TINY_TAGGER, events, trainer
 from trainer import checkpoint as ckpt
 from trainer.core.errors import ArtifactError
 from trainer.plots import end_torn_line, read_events

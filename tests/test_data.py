@@ -15,10 +15,10 @@ from helpers import REPO, run_main
 
 from trainer.core.corpora import brown_to_universal
 from trainer.core.data import SPLITS, Review, TaggedSentence, open_dataset, stats
-from trainer.core.examples import text_bucket
-from trainer.core.preprocess import UNIVERSAL_TAGS
 from trainer.core.errors import DataError
+from trainer.core.examples import text_bucket
 from trainer.core.fetch import MARKER, SOURCES
+from trainer.core.preprocess import UNIVERSAL_TAGS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPEC_FORMS = (

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import REPO, TINY_TAGGER, events, trainer
+
 from trainer.batching import BucketBatchSampler
 
 # `python RECORD PREFIX ARGS`: `python -m trainer ARGS`, with every training batch's examples (word ids and

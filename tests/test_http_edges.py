@@ -44,7 +44,7 @@ def test_http_flags_are_checked_before_serving(runs, flags: tuple) -> None:
 
 def test_binding_beyond_loopback_warns_once(runs, tmp_path: Path) -> None:
     export_dir = runs["tagger"][1]
-    for host, banner_host in (("", "0.0.0.0"), ("0.0.0.0", "0.0.0.0")):
+    for host in ("", "0.0.0.0"):
         srv = Server(export_dir, tmp_path / "all.log", "--host", host)
         try:
             assert srv.request("GET", "/health")[0] == 200

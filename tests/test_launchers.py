@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO
+
 from trainer.core.errors import ConfigError
 from trainer.launchers import MARKER, check_launch, check_shared_run_dir, nodes
 

@@ -308,7 +308,8 @@ CASES = [
         "graph task differs",
         "sentiment",
         graph_props({"seqlstm.task": "tagger"}),
-        "model.onnx metadata_props seqlstm.task holds 'tagger', but model.json gives 'sentiment' (the graph and model.json come from different exports; re-run `python -m export`)",
+        "model.onnx metadata_props seqlstm.task holds 'tagger', but model.json gives 'sentiment' "
+        "(the graph and model.json come from different exports; re-run `python -m export`)",
     ),
     (
         "graph props missing",

@@ -9,8 +9,8 @@ from torch import nn
 
 from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
 from trainer.core.errors import ConfigError
-from trainer.models import DualLSTMTagger, LSTMTagger, PaddedLSTM, SentimentNet, build_model
 from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, Vocab, Vocabs
+from trainer.models import DualLSTMTagger, LSTMTagger, PaddedLSTM, SentimentNet, build_model
 
 LETTERS = list("abcdefghijklmnopqrstuvwxyzABC")
 WORDS = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(60)])

@@ -38,7 +38,8 @@ def node_modules() -> Path:
         try:
             for name in ("package.json", "package-lock.json"):
                 shutil.copy(CLIENT / name, tmp / name)
-            # --ignore-scripts: onnxruntime-node's install script downloads extra files; its bundled CPU binaries suffice.
+            # --ignore-scripts: onnxruntime-node's install script downloads extra files;
+            # its bundled CPU binaries suffice.
             proc = subprocess.run(
                 ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
                 cwd=tmp,

@@ -134,7 +134,7 @@ def test_serving_reproduces_the_vectors_at_any_batch(task: str, runs: dict) -> N
 
 
 def test_validation_records_each_vector_and_the_metadata(runs: dict) -> None:
-    for task, (_, export_dir) in runs.items():
+    for _, export_dir in runs.values():
         report = load_json(export_dir / "validation.json")
         names = [v["name"] for v in load_json(export_dir / "test_vectors.json")["vectors"]]
         assert report["test_vectors"] == names

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from trainer.core.config import PreprocessConfig, PretrainConfig, SentimentConfig
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError
-from trainer.models import build_model
 from trainer.core.preprocess import SENTIMENT_LABELS, Vocab, Vocabs
+from trainer.models import build_model
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings, save_embeddings
 
 REPO = Path(__file__).resolve().parents[1]

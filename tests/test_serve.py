@@ -64,7 +64,7 @@ def test_pretokenized_splits_on_whitespace_only(runs, tmp_path: Path) -> None:
         "--output",
         "-",
         "--pretokenized",
-        input="The cat , didn't  sat.\n\n".encode(),
+        input=b"The cat , didn't  sat.\n\n",
     )
     assert result.returncode == 0, result.stderr.decode()
     first, second = [json.loads(line) for line in result.stdout.decode().splitlines()]

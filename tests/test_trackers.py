@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_TAGGER, events, one_line_error, trainer
 
 # `python -m trainer` as if `module` were not installed (the package lookup answers None for it).

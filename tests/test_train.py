@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO, TINY_SENTIMENT, TINY_TAGGER, events, trainer
 from safetensors.torch import load_file
 
-from helpers import REPO, TINY_SENTIMENT, TINY_TAGGER, events, trainer
 from trainer.batching import BucketBatchSampler
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
+import tomllib
+from helpers import REPO, run_main
 from safetensors import safe_open
 
-from helpers import REPO, run_main
 import trainer
 
 

@@ -33,8 +33,8 @@ from trainer.core.config import (
     to_dict,
 )
 from trainer.core.errors import ArtifactError, ConfigError
-from trainer.models import build_model
 from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNIVERSAL_TAGS, UNK, Vocab, Vocabs
+from trainer.models import build_model
 
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "config.json", "vocab.json")
@@ -212,7 +212,7 @@ def weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
         raise ArtifactError(f"{weights}: missing")
     try:
         with safe_open(str(weights), "pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has keys(), not __iter__)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights}: corrupt safetensors file ({exc})") from None
 

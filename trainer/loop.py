@@ -40,9 +40,9 @@ from trainer.checkpoint import (
 )
 from trainer.core.config import TrainConfig
 from trainer.core.errors import ArtifactError, ConfigError, TrainingError
+from trainer.core.preprocess import Vocabs
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.plots import end_torn_line
-from trainer.core.preprocess import Vocabs
 
 
 def loss_sum(logits: torch.Tensor, batch: dict[str, torch.Tensor], task: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,13 +22,13 @@ from trainer.batching import BucketBatchSampler, Schedule, planned_steps
 from trainer.checkpoint import Checkpoint
 from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
 from trainer.core.errors import ConfigError, DataError
+from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
 from trainer.launchers import check_shared_run_dir, nodes
 from trainer.loop import Parts, RunLog, Trainer
 from trainer.models import build_model, run_lstms_in_float32
 from trainer.plots import plot_curves
 from trainer.precision import Precision
-from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 
 

@@ -166,8 +166,8 @@ def main(argv: list[str]) -> int:
     # Only now, with the arguments checked: importing torch and accelerate takes seconds.
     import torch
 
-    from trainer.runner import Job, run
     from trainer.precision import resolve_precision
+    from trainer.runner import Job, run
 
     precision = resolve_precision(cfg.mixed_precision, cuda=torch.cuda.is_available())
     checkpoint = find_checkpoint(args.resume, args.out)

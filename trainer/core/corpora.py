@@ -12,7 +12,7 @@ import csv
 import re
 from collections import Counter
 from collections.abc import Iterator
-from functools import lru_cache, partial
+from functools import cache, partial
 from pathlib import Path
 
 from trainer.core.errors import DataError
@@ -27,7 +27,6 @@ from trainer.core.examples import (
     text_lines,
 )
 from trainer.core.fetch import fetch
-
 
 # ---- brown ----------------------------------------------------------------------------------
 
@@ -117,7 +116,7 @@ BROWN_BASE = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def brown_to_universal(tag: str) -> str:
     """Map a Brown tag to the universal tagset on its base tag (Petrov, Das & McDonald 2012).
 

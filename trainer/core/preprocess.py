@@ -35,9 +35,10 @@ class TreebankTokenizer:
     Tokenizing limited serving raw text (docs/BENCHMARKS.md section 4), and two costs were not the
     rules themselves. nltk wraps each of its ~30 patterns in `nltk.redos.TimedPattern`, which
     passes a 5-second `timeout=` to every `regex` call, and checking that clock cost more than the
-    matching (docs/BENCHMARKS.md section 4 has the figures). And a template such as `r" \1 "` is looked up in `regex`'s template cache on every
-    call, though most calls match nothing. So this class recompiles the same sources with the same
-    flags on the same `regex` engine, without a timeout, and expands a template only on a match.
+    matching (docs/BENCHMARKS.md section 4 has the figures). And a template such as `r" \1 "` is
+    looked up in `regex`'s template cache on every call, though most calls match nothing. So this
+    class recompiles the same sources with the same flags on the same `regex` engine, without a
+    timeout, and expands a template only on a match.
 
     The timeout is nltk's backstop against crafted *patterns*. These are nltk's fixed ones, whose
     quadratic case nltk already made possessive, and `bench.tokenize` times the worst inputs we
