@@ -1,5 +1,6 @@
-"""Plain helpers shared by several test modules: running the commands, reading their errors, building
-tiny artifacts. Fixtures live in conftest.py; test modules import from here (`from helpers import ...`),
+"""Plain helpers shared by several test modules: running the commands (`run_main` runs `python -m ...` in
+this process, the way most tests do; `trainer` and `Server` start real subprocesses), reading their
+errors, building tiny artifacts. Fixtures live in conftest.py; test modules import from here (`from helpers import ...`),
 never from each other.
 """
 
@@ -137,6 +138,8 @@ def run_main(
         )
     main = importlib.import_module(f"{module}.__main__").main
     saved_env = dict(os.environ)
+    torch = sys.modules.get("torch")  # `serve bench --threads N` sets torch's thread count for the process
+    threads = torch.get_num_threads() if torch else None
     previous = signal.signal(signal.SIGALRM, _time_out)
     signal.alarm(timeout)  # a command that should have failed at once but serves or trains instead
     try:
@@ -156,6 +159,8 @@ def run_main(
         signal.signal(signal.SIGALRM, previous)
         os.environ.clear()
         os.environ.update(saved_env)
+        if threads is not None:
+            torch.set_num_threads(threads)
     if text:
         stdout, stderr = stdout.decode(), stderr.decode()
     return subprocess.CompletedProcess(command, int(status or 0), stdout, stderr)

@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import REPO
 from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.core.config import PreprocessConfig, TrainConfig, apply_overrides, parse_key_values
@@ -96,12 +97,16 @@ def test_treebank_tokenizer_equals_nltk_on_edge_cases_and_random_strings() -> No
         assert ours.tokenize(text) == nltk.tokenize(text), repr(text)
 
 
-def test_treebank_tokenizer_equals_nltk_on_every_corpus_text(data_dir) -> None:
-    """Brown sentences (joined) and Rotten Tomatoes reviews, all splits: about 70,000 texts."""
+@pytest.mark.parametrize("stride", [pytest.param(10, id="every 10th text"),
+                                    pytest.param(1, id="every text", marks=pytest.mark.slow)])
+def test_treebank_tokenizer_equals_nltk_on_every_corpus_text(data_dir, stride: int) -> None:
+    """Brown sentences (joined) and Rotten Tomatoes reviews, all splits: about 70,000 texts (half a minute
+    with nltk's tokenizer, hence `slow`; every 10th of them otherwise)."""
     ours, nltk = TreebankTokenizer(), NLTKWordTokenizer()
     texts = [e.text for split in SPLITS for e in open_dataset("rotten-tomatoes", data_dir).examples(split)]
     texts += [" ".join(e.words) for split in SPLITS for e in open_dataset("brown", data_dir).examples(split)]
     assert len(texts) > 69_000
+    texts = texts[::stride]
     differ = [text for text in texts if ours.tokenize(text) != nltk.tokenize(text)]
     assert not differ, f"{len(differ)} texts differ, e.g. {differ[:3]}"
 
@@ -182,16 +187,24 @@ def test_config_overrides_are_type_checked_and_unknown_keys_listed() -> None:
         apply_overrides([train], {"max_steps": True}, source="config.json")
 
 
-def test_preprocessing_and_serve_import_without_torch() -> None:
+def test_every_core_and_serve_module_imports_without_torch() -> None:
+    """Every module of trainer.core and serve, listed by pkgutil in the child so that a new module is
+    covered unasked (serve.__main__ too: its `main` runs only under `python -m`)."""
     code = BLOCK_TORCH + (
-        "import trainer.core.preprocess, trainer.core.config, trainer.core.data, serve\n"
+        "import importlib, pkgutil, trainer.core, serve\n"
+        "names = [m.name for p in (trainer.core, serve) for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
         "from trainer.core.preprocess import tokenize\n"
         "assert tokenize('a b') == ['a', 'b']\n"
         "assert 'torch' not in sys.modules\n"
-        "print('ok')\n"
+        "print(' '.join(names))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    imported = set(result.stdout.split())
+    expected = {f"serve.{p.stem}" for p in (REPO / "serve").glob("*.py") if p.stem != "__init__"}
+    expected |= {f"trainer.core.{p.stem}" for p in (REPO / "trainer" / "core").glob("*.py") if p.stem != "__init__"}
+    assert expected <= imported and {"serve.runtime", "serve.http", "trainer.core.preprocess"} <= imported, imported
     blocked = subprocess.run([sys.executable, "-c", BLOCK_TORCH + "import torch"], capture_output=True, text=True)
     assert "torch is blocked" in blocked.stderr  # the blocker itself works
