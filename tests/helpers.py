@@ -1,7 +1,7 @@
 """Plain helpers shared by several test modules: running the commands (`run_main` runs `python -m ...` in
 this process, the way most tests do; `trainer` and `Server` start real subprocesses), reading their
-errors, building tiny artifacts. Fixtures live in conftest.py; test modules import from here (`from helpers import ...`),
-never from each other.
+errors, building tiny artifacts. Fixtures live in conftest.py; test modules import from here
+(`from helpers import ...`), never from each other.
 """
 
 from __future__ import annotations
