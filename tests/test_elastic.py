@@ -82,12 +82,11 @@ def seen(prefix: Path) -> Counter:
     [
         # 2 x 4 per step, x2 accumulated: 6 steps = 12 batches of 8 = 96 examples; the other 304 in batches of 4
         # (76 batches, 38 steps): 44 steps in all.
-        (2, 1, 2, 6, 44),
+        pytest.param(2, 1, 2, 6, 44, id="2-to-1", marks=pytest.mark.slow),  # two 2-process runs: CI's --slow
         # 1 x 4: 25 steps = 100 examples; the other 300 in global batches of 8 (37, and a tail of 4 split over the
         # two processes): 63 steps in all.
-        (1, 2, 1, 25, 63),
+        pytest.param(1, 2, 1, 25, 63, id="1-to-2"),
     ],
-    ids=["2-to-1", "1-to-2"],
 )
 def test_a_checkpoint_resumes_with_another_world_size(
     small_data: dict[str, str], tmp_path: Path, before: int, after: int, grad_accum: int, stop: int, steps: int
