@@ -4,6 +4,7 @@ model per task once per session, for tests that need no training. Plain helpers 
 
 import fcntl
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from helpers import (
 )
 
 from trainer.core.fetch import fetch
+
+# The input file of `workspace_template`.
+INPUT_LINES = "The cat sat on the mat.\n\nA good movie, not bad at all!\n"
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +75,25 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[
 def small_data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """task -> `--data` spec for small slices of the real corpora (see `helpers.write_small_data`)."""
     return write_small_data(data_dir, tmp_path_factory.mktemp("small-data"))
+
+
+@pytest.fixture(scope="session")
+def data(small_data: dict[str, str]) -> dict[str, str]:
+    """`small_data`, under the name the training and checkpoint tests use."""
+    return small_data
+
+
+@pytest.fixture(scope="module")
+def workspace_template(tmp_path_factory: pytest.TempPathFactory, runs: dict[str, tuple[Path, Path]]) -> Path:
+    """Copies of the tiny tagger and sentiment artifacts and their exports, an input file and CoNLL-U data."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    for task, run in (("tagger", "run"), ("sentiment", "sentiment-run")):
+        model, export_dir = runs[task]
+        shutil.copytree(model, root / run / "model")
+        shutil.copytree(export_dir, root / f"{run}-export")
+    (root / "input.txt").write_text(INPUT_LINES, encoding="utf-8")
+    shutil.copy(REPO / "tests" / "fixtures" / "tiny.conllu", root / "tiny.conllu")
+    return root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -24,7 +24,7 @@ from safetensors.torch import load, save
 
 from trainer import checkpoint as ckpt
 from trainer.core.errors import ArtifactError
-from trainer.plots import end_torn_line, read_events
+from trainer.plots import read_events
 
 FILES = [
     "best.safetensors",
@@ -35,11 +35,6 @@ FILES = [
     "scheduler.json",
     "trainer_state.json",
 ]
-
-
-@pytest.fixture(scope="module")
-def data(small_data: dict[str, str]) -> dict[str, str]:
-    return small_data
 
 
 @pytest.fixture(scope="module")
@@ -383,56 +378,3 @@ def test_state_round_trips_and_a_crafted_state_cannot_set_other_attributes(tmp_p
     )
     with pytest.raises(ArtifactError, match=r"does not fit this run: scheduler.json: expected the keys"):
         ckpt.restore(ckpt.read_checkpoint(tmp_path), *tiny_training_state(), rank=0)
-
-
-def test_a_torn_last_line_is_skipped_and_ended(tmp_path: Path) -> None:
-    log = tmp_path / "metrics.jsonl"
-    log.write_text('{"event": "train", "step": 1, "loss": 2.0}\n{"event": "train", "st')
-    events_, torn = read_events(log)
-    assert [e["step"] for e in events_] == [1] and torn == 1
-    assert end_torn_line(log) and not end_torn_line(log)
-    assert log.read_text().endswith('"st\n')
-    assert not end_torn_line(tmp_path / "absent.jsonl")
-
-
-@pytest.mark.slow
-def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> None:
-    """World size 2 with dropout: each process gets its own random stream back from its own rng-<rank>.json,
-    so step-8 after a resume at step 4 equals the uninterrupted run's byte for byte."""
-    common = [
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "trainer",
-        "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
-        "--dropout",
-        "0.3",
-        "--batch_size",
-        "4",
-        "--max_steps",
-        "8",
-        "--save_every",
-        "4",
-        "--eval_every",
-        "4",
-    ]
-    straight = tmp_path / "straight"
-    trainer(*common, "--out", str(straight), module="torch.distributed.run")
-    resumed = Path(shutil.copytree(straight, tmp_path / "resumed"))
-    shutil.rmtree(resumed / "checkpoints" / "step-8")
-    shutil.rmtree(resumed / "model")
-    trainer(*common, "--out", str(resumed), "--resume", "auto", module="torch.distributed.run")
-    for name in ["model.safetensors", "best.safetensors", "optimizer.safetensors", "rng-0.json", "rng-1.json"]:
-        assert (resumed / "checkpoints/step-8" / name).read_bytes() == (
-            straight / "checkpoints/step-8" / name
-        ).read_bytes()
-    assert (
-        json.loads((resumed / "checkpoints/step-8/rng-0.json").read_text())["torch"]
-        != json.loads((resumed / "checkpoints/step-8/rng-1.json").read_text())["torch"]
-    )

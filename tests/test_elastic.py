@@ -1,4 +1,4 @@
-"""Elastic resume: a checkpoint written by N processes resumes with M (trainer/loop.py `relayout`).
+"""Elastic resume: a checkpoint written by N processes resumes with M (trainer/resume.py `relayout`).
 
 Same epoch, same sample position: the examples the epoch had not trained on yet are cut into batches of
 the new layout, so over the epoch every training example is trained on exactly once. The end-to-end tests
@@ -178,7 +178,7 @@ def test_the_sampler_resumes_another_layout_at_the_same_sample_position(n: int, 
 
 def test_a_crafted_layout_is_refused() -> None:
     from trainer.core.errors import ArtifactError
-    from trainer.loop import TrainState, check_layouts
+    from trainer.resume import TrainState, check_layouts
 
     check_layouts(TrainState(global_batch=8, earlier_layouts=[[4, 1, 7]]), 2, 100, "x")
     for state, message in (

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import TINY_MAX_TOKENS, Server, raw_exchange, serve
+from helpers import TINY_MAX_TOKENS, serve
+from servers import Server, raw_exchange
 
 from trainer.core.preprocess import tokenize
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import InProcessServer, Server
+from servers import InProcessServer, Server
 
 
 @pytest.mark.trains  # not for the fast tier: a server subprocess and 16 clients for a few seconds

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import InProcessServer, Server, one_line_error, serve
+from helpers import one_line_error, serve
+from servers import InProcessServer, Server
 
 HTTP_FLAGS = [
     (("--max-wait-ms", "inf"), "--max-wait-ms must be a finite number from 0 to 10000; got inf"),

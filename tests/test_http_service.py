@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Server, env, one_line_error, serve
+from helpers import REPO, env, one_line_error, serve
+from servers import Server
 
 from trainer.core.preprocess import tokenize
 

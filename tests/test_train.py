@@ -14,12 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from helpers import REPO, TINY_SENTIMENT, TINY_TAGGER, events, trainer
 from safetensors.torch import load_file
-
-from trainer.batching import BucketBatchSampler
 
 
 def free_port() -> int:
@@ -32,11 +29,6 @@ def max_diff(a: Path, b: Path) -> float:
     x, y = load_file(str(a)), load_file(str(b))
     assert x.keys() == y.keys()
     return max((x[k] - y[k]).abs().max().item() for k in x)
-
-
-@pytest.fixture
-def data(small_data: dict[str, str]) -> dict[str, str]:
-    return small_data
 
 
 def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str, str], tmp_path: Path) -> None:
@@ -310,148 +302,6 @@ def test_non_finite_losses_stop_training_and_keep_the_last_checkpoint(data: dict
     assert metrics["steps"] == 20 and metrics["skipped_steps"] == 0
 
 
-@pytest.mark.parametrize(
-    "override, expected",
-    [
-        (["--wrd_dim", "8"], "unknown config key 'wrd_dim'; known keys: "),
-        (["--lr", "fast"], "config key 'lr' expects float; got 'fast'"),
-        (["--schedule", "step"], "config key 'schedule' must be one of linear, cosine, constant; got 'step'"),
-        (["--embed_dim", "8"], "unknown config key 'embed_dim'"),  # a sentiment key on a tagger
-    ],
-)
-def test_bad_config_is_a_one_line_error(
-    data: dict[str, str], tmp_path: Path, override: list[str], expected: str
-) -> None:
-    proc = trainer(
-        "train", "--task", "tagger", "--data", data["tagger"], "--out", str(tmp_path / "run"), *override, check=False
-    )
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert proc.stderr.startswith("error: ") and expected in proc.stderr
-    if "known keys" in expected:
-        assert all(key in proc.stderr for key in ("word_dim", "min_count", "max_steps", "grad_accum"))
-    assert not (tmp_path / "run").exists()
-
-
-# The real command, then whether torch was imported: a bad argument must fail before those seconds are spent.
-TORCH_LOADED = """
-import sys
-from trainer.__main__ import main
-status = main(sys.argv[1:])
-print("torch" in sys.modules, status)
-"""
-
-
-def test_a_bad_argument_fails_before_torch_is_imported(tmp_path: Path) -> None:
-    proc = trainer(
-        "-c",
-        TORCH_LOADED,
-        "train",
-        "--task",
-        "sentiment",
-        "--data",
-        "unused",
-        "--lr",
-        "inf",
-        "--out",
-        str(tmp_path / "run"),
-        module=None,
-        check=False,
-    )
-    assert proc.stdout.split() == ["False", "2"]
-    assert proc.stderr == "error: config key 'lr' must be a finite number; got inf\n"
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize(
-    "command, argv, expected",
-    [
-        ("train", ["--task", "tagging"], "argument --task: invalid choice: 'tagging'"),
-        ("evaluate", ["--model", "m"], "the following arguments are required: --data"),
-        ("pretrain", ["--data", "x", "--out"], "argument --out: expected one argument"),
-    ],
-)
-def test_usage_errors_name_the_help_of_their_command(command: str, argv: list[str], expected: str) -> None:
-    """train, evaluate and pretrain share trainer.core.cli.Parser with `python -m trainer` itself."""
-    proc = trainer(command, *argv, check=False)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert proc.stderr.startswith(f"error: {expected}")
-    assert proc.stderr.endswith(f" (see `python -m trainer {command} --help`)\n")
-
-
-def test_config_file_then_command_line(data: dict[str, str], tmp_path: Path) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"word_dim": 8, "max_steps": 3, "batch_size": 4}))
-    run = tmp_path / "run"
-    trainer(
-        "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        "--config",
-        str(config),
-        "--word_hidden",
-        "8",
-        "--char_dim",
-        "4",
-        "--char_hidden",
-        "4",
-        "--max_steps",
-        "4",
-        "--out",
-        str(run),
-    )
-    saved = json.loads((run / "model" / "config.json").read_text())["model"]
-    assert (saved["word_dim"], saved["word_hidden"]) == (8, 8)
-    assert json.loads((run / "model" / "metrics.json").read_text())["steps"] == 4
-    config.write_text(json.dumps({"word_dim": "big"}))
-    proc = trainer(
-        "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        "--config",
-        str(config),
-        "--out",
-        str(tmp_path / "bad"),
-        check=False,
-    )
-    assert proc.returncode == 2 and "config key 'word_dim' expects int; got 'big'" in proc.stderr
-
-
-def test_no_usable_training_data_fails_before_training(data: dict[str, str], tmp_path: Path) -> None:
-    empty = tmp_path / "empty.conllu"
-    empty.write_text("# a comment and nothing else\n")
-    spec = data["tagger"].replace(data["tagger"].split(":")[1].split(",")[0], str(empty))
-    proc = trainer("train", "--task", "tagger", "--data", spec, "--out", str(tmp_path / "run"), check=False)
-    assert proc.returncode == 2
-    assert proc.stderr == f"error: --data {spec}: no usable train examples (0 empty sentences skipped)\n"
-    assert not (tmp_path / "run").exists()
-    wrong = trainer(
-        "train", "--task", "sentiment", "--data", data["tagger"], "--out", str(tmp_path / "run"), check=False
-    )
-    assert wrong.returncode == 2 and "holds tagger data" in wrong.stderr
-
-
-def test_fp16_without_cuda_is_a_clear_error(data: dict[str, str], tmp_path: Path) -> None:
-    for how, env in ((["--mixed_precision", "fp16"], {}), ([], {"ACCELERATE_MIXED_PRECISION": "fp16"})):
-        proc = trainer(
-            "train",
-            "--task",
-            "tagger",
-            "--data",
-            data["tagger"],
-            "--out",
-            str(tmp_path / "run"),
-            *how,
-            env=env,
-            check=False,
-        )
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-        assert "fp16" in proc.stderr and "use bf16" in proc.stderr
-
-
 @pytest.mark.slow
 def test_launch_sh_trains_with_two_processes(data: dict[str, str], tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -479,25 +329,6 @@ def test_launch_sh_trains_with_two_processes(data: dict[str, str], tmp_path: Pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "model" / "metrics.json").read_text())["world_size"] == 2
-
-
-@pytest.mark.parametrize("n, batch_size, world", [(1000, 8, 1), (1000, 8, 2), (403, 4, 2), (37, 5, 3), (2, 4, 2)])
-def test_bucket_sampler_covers_each_example_once_per_epoch(n: int, batch_size: int, world: int) -> None:
-    lengths = np.random.default_rng(0).integers(1, 60, n)
-    sampler = BucketBatchSampler(lengths, batch_size, world, seed=7)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) and len(batches) % world == 0  # every rank gets as many batches
-    seen = sorted(i for b in batches for i in b)
-    assert len(seen) == len(set(seen)) and n - len(seen) < world  # at most a tail smaller than the world is dropped
-    assert all(0 < len(b) <= batch_size for b in batches)
-    sampler.start_epoch(1)
-    assert sorted(i for b in sampler for i in b) == seen
-    assert list(sampler) != batches or n <= batch_size * world  # reshuffled unless there is one batch
-    sampler.start_epoch(0)
-    assert list(sampler) == batches  # deterministic per (seed, epoch)
-    if n >= 1000:  # length-bucketed: a batch spans far less than the whole range of lengths
-        spread = np.mean([np.ptp(lengths[b]) for b in batches])
-        assert spread < 0.25 * np.ptp(lengths)
 
 
 def test_early_stopping_after_patience_evaluations_without_improvement(data: dict[str, str], tmp_path: Path) -> None:
@@ -528,14 +359,3 @@ def test_early_stopping_after_patience_evaluations_without_improvement(data: dic
     assert metrics["stopped"] == "early_stopping"
     assert metrics["steps"] == 6 and metrics["best_step"] == 2
     assert [e["improved"] for e in events(run, "eval") if e.get("split") == "dev"] == [True, False, False]
-
-
-def test_learning_rate_schedules() -> None:
-    from trainer.batching import lr_factor
-
-    assert [lr_factor(s, 4, 14, "linear") for s in (0, 3)] == [0.25, 1.0]  # warmup
-    assert lr_factor(9, 4, 14, "linear") == pytest.approx(0.5)
-    assert lr_factor(9, 4, 14, "cosine") == pytest.approx(0.5)
-    assert lr_factor(6, 4, 14, "cosine") == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.2)))
-    assert lr_factor(14, 4, 14, "linear") == lr_factor(20, 4, 14, "cosine") == 0.0
-    assert lr_factor(13, 4, 14, "constant") == 1.0

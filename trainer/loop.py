@@ -2,7 +2,8 @@
 
 `Trainer.fit` trains the way accelerate's examples do, top-down in one place: for each epoch, for each
 batch: forward, backward, optimizer step, log, dev score, checkpoint, and the stop decision, taken by
-`Trainer.stop_reason` alone. `Trainer.finish` then scores the best weights on test.
+`Trainer.stop_reason` alone. `Trainer.finish` then scores the best weights on test. Resuming from a
+checkpoint (loop state, elastic re-layout) is trainer/resume.py.
 """
 
 from __future__ import annotations
@@ -11,38 +12,34 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, skip_first_batches
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from trainer.batching import BucketBatchSampler, Schedule, planned_steps
+from trainer.batching import BucketBatchSampler, Schedule
 from trainer.checkpoint import (
-    STATE_FILE,
-    Checkpoint,
-    conform,
     discard,
     list_checkpoints,
     publish,
     remove_stale,
-    restore,
     write_manifest,
     write_rng,
     write_training_state,
 )
 from trainer.core.config import TrainConfig
-from trainer.core.errors import ArtifactError, ConfigError, TrainingError
+from trainer.core.errors import TrainingError
 from trainer.core.preprocess import Vocabs
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.plots import end_torn_line
+from trainer.resume import TrainState
 
 
 def loss_sum(logits: torch.Tensor, batch: dict[str, torch.Tensor], task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,49 +104,6 @@ class Parts:
     epoch_batches: int  # per-process batches in a whole epoch
     vocabs: Vocabs
     data: dict[str, EncodedSplit]  # every non-empty split, encoded
-
-
-@dataclass
-class TrainState:
-    """What a resumed run needs besides model, optimizer, scheduler and RNG (trainer/checkpoint.py)."""
-
-    step: int = 0  # optimizer steps
-    epoch: int = 0
-    batches_in_epoch: int = 0  # per-process batches of `epoch` already trained on, in the current layout
-    global_batch: int = 0  # the layout's examples per global batch: batch_size x processes
-    # This epoch's layouts before a resume changed it: [global batch, processes, batches trained on] each.
-    earlier_layouts: list = field(default_factory=list)
-    best_metric: float = -1.0
-    best_step: int = 0
-    best_dev: dict = field(default_factory=dict)
-    evals_without_improvement: int = 0
-    bad_in_a_row: int = 0
-    skipped_steps: int = 0
-    tokens: int = 0  # real tokens trained on, all processes
-    train_seconds: float = 0.0  # main process, excluding evaluation and checkpoints
-    last_eval_step: int = -1
-    last_save_step: int = -1
-
-
-def check_layouts(state: TrainState, world: int, examples: int, where: str) -> None:
-    """The sampler's layouts from a checkpoint: a crafted one must not reach numpy as a bad batch size, nor
-    make the sampler replay more layouts than the epoch has examples (each trained on at least one batch)."""
-    layouts = [[state.global_batch, world, state.batches_in_epoch], *state.earlier_layouts]
-    for i, layout in enumerate(layouts):
-        if not (
-            isinstance(layout, list)
-            and len(layout) == 3
-            and all(type(x) is int for x in layout)
-            and 1 <= layout[1] <= layout[0]
-            and layout[2] >= (1 if i else 0)
-        ):
-            raise ArtifactError(
-                f"{where}: bad sampler layout {layout!r}; expected [global batch >= processes >= 1, "
-                "batches trained on >= 1 (>= 0 for the last)]"
-            )
-    # Every batch a layout trained on held at least one example per process.
-    if sum(world_ * done for _, world_, done in layouts) > examples:
-        raise ArtifactError(f"{where}: the sampler layouts account for more than the {examples} training examples")
 
 
 class Trainer:
@@ -343,78 +297,6 @@ class Trainer:
             raise
         acc.wait_for_everyone()
         self.log("checkpoint", state.step, path=str(final))
-
-    def load_checkpoint(self, checkpoint: Checkpoint) -> None:
-        path, saved = checkpoint.path, checkpoint.state
-        for key, value in self.identity.items():
-            if saved.get(key) != value:
-                raise ConfigError(
-                    f"--resume {path}: the checkpoint's {key} is {saved.get(key)!r} but this run's is "
-                    f"{value!r}; resume with the same settings, or train into a new --out"
-                )
-        where = f"{path / STATE_FILE} 'trainer'"
-        trainer = conform(dataclasses.asdict(TrainState()), saved["trainer"], where)
-        acc = self.accelerator
-        if not restore(
-            checkpoint, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, acc.process_index
-        ):
-            # A rank the checkpoint did not have: a fresh stream from seed + rank, as a new run's.
-            set_seed(self.cfg.seed, device_specific=True)
-        acc.step = saved["accelerator_step"]  # gradient accumulation's batch counter, as load_state set it
-        self.state = TrainState(**trainer)
-        check_layouts(self.state, saved["world_size"], len(self.parts.sampler.lengths), where)
-        if (self.state.global_batch, saved["world_size"]) != (
-            self.cfg.batch_size * acc.num_processes,
-            acc.num_processes,
-        ):
-            self.relayout(saved["world_size"])
-        self.plan()
-        self.window_seconds = self.state.train_seconds
-        self.best = checkpoint.best
-
-    def relayout(self, saved_world: int) -> None:
-        """Resume another layout's checkpoint (world size or batch size changed): same epoch, and the
-        examples it had not trained on yet this epoch cut into batches of this layout."""
-        state, acc, sampler = self.state, self.accelerator, self.parts.sampler
-        old_batch, world = state.global_batch // saved_world, acc.num_processes
-        if state.batches_in_epoch:
-            state.earlier_layouts.append([state.global_batch, saved_world, state.batches_in_epoch])
-        state.batches_in_epoch, state.global_batch = 0, self.cfg.batch_size * world
-        sampler.start_epoch(state.epoch, state.earlier_layouts)
-        left = len(sampler.remaining()[0])
-        if len(sampler) == 0:  # fewer examples left than processes: the epoch is over
-            state.epoch, state.earlier_layouts = state.epoch + 1, []
-        message = (
-            f"resuming a {saved_world}-process checkpoint (batch {old_batch}) with {world} "
-            f"process{'es' if world > 1 else ''} (batch {self.cfg.batch_size}): same epoch and sample "
-            f"position, data re-sharded; results are not bit-identical to an uninterrupted run "
-            f"(exact only at the same world size and batch size)"
-        )
-        if acc.is_main_process:
-            print(f"train: {message}", file=sys.stderr)
-        self.log(
-            "relayout",
-            state.step,
-            message=message,
-            epoch=state.epoch,
-            examples_left_in_epoch=left,
-            from_world_size=saved_world,
-            from_batch_size=old_batch,
-        )
-
-    def plan(self) -> None:
-        """The steps this run will take, from where the checkpoint left off (the LR decays to 0 there)."""
-        state, parts = self.state, self.parts
-        parts.sampler.start_epoch(state.epoch, state.earlier_layouts)
-        left = len(parts.train_loader) - state.batches_in_epoch if state.epoch < self.cfg.epochs else 0
-        parts.schedule.total = planned_steps(
-            state.step,
-            left,
-            parts.epoch_batches,
-            max(0, self.cfg.epochs - state.epoch - 1),
-            self.cfg.grad_accum,
-            self.cfg.max_steps,
-        )
 
     def finish(self, reason: str) -> dict[str, Any]:
         """Last dev score and checkpoint, then test metrics of the best weights (left in the model)."""

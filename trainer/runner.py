@@ -30,6 +30,7 @@ from trainer.models import build_model, run_lstms_in_float32
 from trainer.plots import plot_curves
 from trainer.precision import Precision
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
+from trainer.resume import resume
 
 
 @dataclass
@@ -142,7 +143,7 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
     log = RunLog(accelerator, job.run_dir / "logs" / "metrics.jsonl", fresh=job.checkpoint is None)
     trainer = Trainer(accelerator, parts, cfg, job.task, job.run_dir, identity, log)
     if job.checkpoint is not None:
-        trainer.load_checkpoint(job.checkpoint)
+        resume(trainer, job.checkpoint)
     examples = {name: len(d) for name, d in parts.data.items()}
     skipped |= {
         f"truncated to {job.preprocess.max_tokens} tokens ({name})": d.truncated
