@@ -102,6 +102,7 @@ def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str
     assert list((two / "logs").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow  # ~90 s; exact resume at 1 process stays in the default tier (test_checkpoint.py)
 def test_resume_mid_epoch_gives_the_same_weights(data: dict[str, str], tmp_path: Path) -> None:
     """40 steps straight vs 20 + stop + resume to 40, with dropout (random state matters), evaluation
     and best-model tracking on the way, and an epoch boundary (400 examples / 16 = 25 steps) after the stop."""
