@@ -291,6 +291,13 @@ def serve(*args: object, input: bytes | None = None, timeout: int = 120) -> subp
 # ---- python -m trainer on small real data ------------------------------------------------------
 
 TINY_TAGGER = ["--word_dim", "16", "--word_hidden", "16", "--char_dim", "8", "--char_hidden", "8"]
+
+
+def tiny_tagger(data_spec: str) -> list[str]:
+    """`--task tagger --data SPEC` and the tiny tagger's sizes: the start of most training argvs here."""
+    return ["--task", "tagger", "--data", data_spec, *TINY_TAGGER]
+
+
 TINY_SENTIMENT = ["--embed_dim", "16", "--hidden", "16", "--layers", "1"]
 TO_UPOS = {
     "NOUN": "NOUN",

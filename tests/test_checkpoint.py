@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, TINY_TAGGER, events, trainer
+from helpers import REPO, events, tiny_tagger, trainer
 from safetensors.torch import load, save
 
 from trainer import checkpoint as ckpt
@@ -42,11 +42,7 @@ def args(data: dict[str, str]) -> list[str]:
     """Dropout on, so that a resume is exact only if the random states come back."""
     return [
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(data["tagger"]),
         "--dropout",
         "0.3",
         "--batch_size",

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import TINY_TAGGER, trainer
+from helpers import tiny_tagger, trainer
 
 from trainer.plots import end_torn_line, read_events
 
@@ -35,11 +35,7 @@ def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> N
         "-m",
         "trainer",
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(data["tagger"]),
         "--dropout",
         "0.3",
         "--batch_size",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY_TAGGER, events, trainer
+from helpers import REPO, events, tiny_tagger, trainer
 
 from trainer.batching import BucketBatchSampler
 
@@ -94,11 +94,7 @@ def test_a_checkpoint_resumes_with_another_world_size(
     script, run = tmp_path / "record.py", tmp_path / "run"
     script.write_text(RECORD)
     args = [
-        "--task",
-        "tagger",
-        "--data",
-        small_data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(small_data["tagger"]),
         "--dropout",
         "0.3",
         "--batch_size",

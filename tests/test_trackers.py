@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import TINY_TAGGER, events, one_line_error, trainer
+from helpers import events, one_line_error, tiny_tagger, trainer
 
 # `python -m trainer` as if `module` were not installed (the package lookup answers None for it).
 WITHOUT = """
@@ -33,11 +33,7 @@ def test_mlflow_gets_the_config_and_the_metrics(
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     trainer(
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        small_data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(small_data["tagger"]),
         "--batch_size",
         "8",
         "--max_steps",
@@ -79,11 +75,7 @@ def test_mlflow_gets_the_config_and_the_metrics(
 def test_mlflow_refusing_its_store_is_one_line(small_data: dict[str, str], tmp_path: Path) -> None:
     proc = trainer(
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        small_data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(small_data["tagger"]),
         "--max_steps",
         "2",
         "--report_to",

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_SENTIMENT, TINY_TAGGER, events, trainer
+from helpers import REPO, TINY_SENTIMENT, events, tiny_tagger, trainer
 from safetensors.torch import load_file
 
 
@@ -37,11 +37,7 @@ def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str
     after 20 Adam steps at lr 2e-3 (observed ~2e-7), while the weights themselves move by > 1e-3."""
     common = [
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(data["tagger"]),
         "--dropout",
         "0",
         "--max_steps",
@@ -108,11 +104,7 @@ def test_resume_mid_epoch_gives_the_same_weights(data: dict[str, str], tmp_path:
     and best-model tracking on the way, and an epoch boundary (400 examples / 16 = 25 steps) after the stop."""
     args = [
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(data["tagger"]),
         "--dropout",
         "0.3",
         "--batch_size",
@@ -170,11 +162,7 @@ def test_bf16_on_cpu_trains_with_gradient_accumulation(data: dict[str, str], tmp
     run = tmp_path / "run"
     args = [
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(data["tagger"]),
         "--lr",
         "5e-3",
         "--warmup-steps",
@@ -210,11 +198,7 @@ def test_bf16_on_cpu_trains_with_gradient_accumulation(data: dict[str, str], tmp
 def test_two_nodes_of_one_process_each(data: dict[str, str], tmp_path: Path) -> None:
     run, port = tmp_path / "run", free_port()
     args = [
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(data["tagger"]),
         "--batch_size",
         "8",
         "--max_steps",
@@ -279,11 +263,7 @@ def test_non_finite_losses_stop_training_and_keep_the_last_checkpoint(data: dict
     run = tmp_path / "run"
     args = [
         "train",
-        "--task",
-        "tagger",
-        "--data",
-        data["tagger"],
-        *TINY_TAGGER,
+        *tiny_tagger(data["tagger"]),
         "--batch_size",
         "8",
         "--max_steps",
@@ -313,11 +293,7 @@ def test_launch_sh_trains_with_two_processes(data: dict[str, str], tmp_path: Pat
             "--nproc",
             "2",
             "--",
-            "--task",
-            "tagger",
-            "--data",
-            data["tagger"],
-            *TINY_TAGGER,
+            *tiny_tagger(data["tagger"]),
             "--max_steps",
             "10",
             "--out",
