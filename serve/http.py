@@ -28,7 +28,7 @@ from serve.runtime import OPT_LEVELS, ServingModel
 from trainer.core.cli import Parser, run_cli
 from trainer.core.errors import ConfigError
 
-SERVER_PACKAGES = {"fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client"}
+SERVER_PACKAGES = {"fastapi", "starlette", "pydantic", "uvicorn", "httptools", "prometheus_client"}
 INSTALL_HINT = "pip install 'seqlstm[server]'"
 BACKLOG = 2048  # a burst of concurrent connects must not overflow the listen queue
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}

@@ -96,13 +96,14 @@ class InProcessServer:
         import uvicorn
 
         from serve.app import Service, create_app
+        from serve.asgi import server_config
         from serve.http import listen
         from serve.metrics import Metrics
 
         self.service = Service(model, batcher, Metrics(), "tagger")
         sock = listen("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(self.service), log_level="warning", lifespan="off", **uvicorn_options)
+        config = server_config(create_app(self.service), **uvicorn_options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

@@ -185,3 +185,49 @@ def test_clients_that_hang_up_are_one_quiet_line_each(server: Server) -> None:
     assert "Traceback" not in log and '" 500 ' not in log, log
     lost = [line for line in log.splitlines()[before:] if "went away" in line or "connection lost" in line]
     assert len(lost) <= 3, log
+
+
+def test_the_predict_hot_path_replies_to_errors_as_fastapi_does(capsys: pytest.CaptureFixture) -> None:
+    """`POST /predict` skips FastAPI (serve.app.HotPath): its errors still get the same JSON replies and
+    route label, and every other request still reaches FastAPI."""
+    import asyncio
+
+    from fastapi.routing import APIRoute
+
+    from serve.api import ApiError
+    from serve.app import HotPath, error_replies
+
+    async def endpoint(request) -> None:
+        body = await request.body()
+        raise ApiError(422, "too long") if body == b"api" else RuntimeError("a bug")
+
+    fallback_paths: list[str] = []
+
+    async def fallback(scope, receive, send) -> None:
+        fallback_paths.append(f"{scope['method']} {scope['path']}")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    route = APIRoute("/predict", endpoint, methods=["POST"])
+    app = HotPath(fallback, route, endpoint, error_replies(["/predict"]))
+
+    def call(method: str, path: str, body: bytes) -> tuple[dict, int, bytes]:
+        scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))
+        return scope, sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    scope, status, body = call("POST", "/predict", b"api")
+    assert (status, json.loads(body)) == (422, {"error": "too long"}) and scope["route"] is route
+    _, status, body = call("POST", "/predict", b"bug")
+    assert (status, json.loads(body)) == (500, {"error": "internal server error (logged by the server)"})
+    assert "RuntimeError: a bug" in capsys.readouterr().err
+    assert call("GET", "/predict", b"")[1] == 204 and call("POST", "/health", b"")[1] == 204
+    assert fallback_paths == ["GET /predict", "POST /health"]
