@@ -22,6 +22,7 @@ from typing import Any
 import onnx
 import torch
 
+from export.char_table import TabledCharTagger
 from serve.model_json import EXPORT_FORMAT_VERSION
 from serve.onnx_metadata import check_metadata_props, metadata_props, tokenizer_description
 from trainer import __version__
@@ -30,8 +31,12 @@ from trainer.core.config import to_dict
 from trainer.core.errors import ArtifactError, ConfigError, ValidationError
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder
+from trainer.models import DualLSTMTagger
 
 EXPORTER = "torchscript"
+# Character-tagger table rows (export/char_table.py): words past the 10,000th add 10 MB to model.onnx for
+# a few percent of the tokens (docs/BENCHMARKS.md section 4b).
+DEFAULT_CHAR_TABLE = 10_000
 DEFAULT_OPSET = 17
 MIN_OPSET = 12
 # torch keeps this limit in a private module; 20 is its value in torch 2.2 to 2.13.
@@ -63,11 +68,21 @@ def check_opset(opset: int) -> None:
         )
 
 
-def export_onnx(artifact: Artifact, path: Path, opset: int) -> None:
+def graph_module(artifact: Artifact, encoder: Encoder, char_table: int) -> torch.nn.Module:
+    """What is traced: the model itself, or for a character tagger with `char_table` > 0 rows the
+    same model with the char states of its `char_table` most frequent words precomputed
+    (export/char_table.py). Either way the graph's inputs and outputs are the model's."""
+    model = artifact.model.eval()
+    if char_table > 0 and isinstance(model, DualLSTMTagger):
+        return TabledCharTagger(model, encoder, min(char_table, len(artifact.vocabs.words))).eval()
+    return model
+
+
+def export_onnx(artifact: Artifact, path: Path, opset: int, char_table: int = 0) -> None:
     """Trace the model on a small encoded batch and write `path` with named, dynamic axes and the
     `seqlstm.*` metadata_props."""
-    model = artifact.model.eval()
     encoder = Encoder(artifact.vocabs, artifact.preprocess)
+    model = graph_module(artifact, encoder, char_table)
     arrays = encoder.batch([encoder.encode(s) for s in EXAMPLE_SENTENCES])
     names = list(model.input_names)
     args = tuple(torch.from_numpy(arrays[name]) for name in names)
@@ -162,9 +177,13 @@ def description(artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> dict[str, Any]:
-    """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir."""
+def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float, char_table: int = 0) -> dict[str, Any]:
+    """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir.
+
+    `graph` says how the graph computes (informational: the inputs and outputs do not depend on it).
+    """
     inputs, outputs = signature(onnx_path)
+    tabled = isinstance(artifact.model, DualLSTMTagger) and char_table > 0
     return {
         **description(artifact),
         "source_format_version": artifact.format_version,
@@ -173,4 +192,5 @@ def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> 
         "outputs": outputs,
         "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": opset, "exporter": EXPORTER},
         "atol": atol,
+        "graph": {"char_table_words": min(char_table, len(artifact.vocabs.words)) if tabled else 0},
     }

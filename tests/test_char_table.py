@@ -1,0 +1,123 @@
+"""The tagger's char table (export/char_table.py): frequent words' char states precomputed into the
+graph, equal to the char BiLSTM's within atol wherever a row is used, and never used elsewhere.
+
+Uses conftest's `tiny_artifact` (random weights, a 20-word vocabulary): every word of it fits in the
+table, so sentences can be made of table words only, of none, or of both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from helpers import TINY_WORDS, load_json, run_main
+
+from export import onnx_export
+from export.char_table import NO_ROW, TabledCharTagger, surfaces
+from trainer.artifact import load_artifact
+from trainer.core.preprocess import Encoder
+
+HELD = ["the", "cat", "sat", "on", "The", "mat", ".", "Dog", "good", "movie"]  # in the table (vocab or Capitalized)
+NOT_HELD = ["THE", "cAt", "Zebra", "qqq", "Ωmega", "sAT", "movies", "tHe"]  # other casings, unknown words
+SENTENCES = {"all-held": HELD, "none-held": NOT_HELD, "mixed": [w for p in zip(HELD, NOT_HELD) for w in p]}
+
+
+@pytest.fixture(scope="module")
+def tagger(tiny_artifact, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny tagger, its encoder, and its graph with (`table`) and without (`plain`) the char table."""
+    root = tmp_path_factory.mktemp("char-table")
+    artifact = load_artifact(tiny_artifact(root / "run" / "model", "tagger", seed=3))
+    encoder = Encoder(artifact.vocabs, artifact.preprocess)
+    sessions = {}
+    for name, rows in (("table", len(TINY_WORDS)), ("plain", 0)):
+        path = root / f"{name}.onnx"
+        onnx_export.export_onnx(artifact, path, onnx_export.DEFAULT_OPSET, rows)
+        sessions[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return {"artifact": artifact, "encoder": encoder, "sessions": sessions, "root": root}
+
+
+def torch_logits(artifact, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.inference_mode():
+        return artifact.model.eval()(**{k: torch.from_numpy(v) for k, v in arrays.items()}).numpy()
+
+
+def real_diff(a: np.ndarray, b: np.ndarray, lengths: np.ndarray) -> float:
+    real = np.arange(a.shape[1])[None, :] < lengths[:, None]
+    return float(np.abs(a[real] - b[real]).max())
+
+
+def test_table_rows_are_the_char_lstm_states_of_their_surface_forms(tagger: dict) -> None:
+    artifact, encoder = tagger["artifact"], tagger["encoder"]
+    module = TabledCharTagger(artifact.model.eval(), encoder, rows=len(TINY_WORDS))
+    forms = surfaces(artifact.vocabs, len(TINY_WORDS))
+    assert forms[:2] == [None, None] and forms[2] == "the" and forms[len(TINY_WORDS) + 2] == "The"
+    lengths = module.table_lengths.numpy()
+    assert (lengths[[0, 1, len(TINY_WORDS), len(TINY_WORDS) + 1]] == NO_ROW).all()
+    for row in (2, 5, len(TINY_WORDS) + 3, 2 * len(TINY_WORDS) - 1):
+        ids = torch.tensor([encoder.char_ids(forms[row])])
+        with torch.inference_mode():
+            expected = artifact.model.char_states(ids, torch.tensor([ids.shape[1]]))[0]
+        assert lengths[row] == ids.shape[1]
+        assert torch.allclose(module.table_states[row], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(SENTENCES))
+def test_lookup_finds_exactly_the_held_spellings(tagger: dict, name: str) -> None:
+    artifact, encoder = tagger["artifact"], tagger["encoder"]
+    module = TabledCharTagger(artifact.model.eval(), encoder, rows=len(TINY_WORDS))
+    arrays = encoder.batch([encoder.encode(SENTENCES[name])])
+    words, chars, lengths = (torch.from_numpy(arrays[k]) for k in ("words", "chars", "word_lengths"))
+    found, _ = module.lookup(words.reshape(-1), chars.reshape(-1, chars.shape[2]), lengths.reshape(-1))
+    expected = [w in HELD for w in SENTENCES[name]]
+    assert found.tolist() == expected
+
+
+@pytest.mark.parametrize("batch", [["all-held"], ["none-held"], ["mixed"], ["all-held", "none-held", "mixed"]])
+def test_the_tabled_graph_equals_torch_and_the_plain_graph(tagger: dict, batch: list[str]) -> None:
+    artifact, encoder, sessions = tagger["artifact"], tagger["encoder"], tagger["sessions"]
+    arrays = encoder.batch([encoder.encode(SENTENCES[n]) for n in batch])
+    expected = torch_logits(artifact, arrays)
+    tabled, plain = (sessions[k].run(None, arrays)[0] for k in ("table", "plain"))
+    assert real_diff(tabled, expected, arrays["lengths"]) <= artifact.config.atol
+    assert real_diff(tabled, plain, arrays["lengths"]) <= 1e-5
+
+
+def test_the_tabled_graph_is_padding_invariant_at_other_shapes(tagger: dict) -> None:
+    """Alone, and beside longer sentences with longer words, and with chars padded past max_word_len."""
+    encoder, session = tagger["encoder"], tagger["sessions"]["table"]
+    long = ["x" * 40] + HELD + NOT_HELD  # max_tokens is 20 here: the long word comes first
+    for name, sentence in SENTENCES.items():
+        alone = session.run(None, encoder.batch([encoder.encode(sentence)]))[0][0, : len(sentence)]
+        together = encoder.batch([encoder.encode(t) for t in (long, sentence, NOT_HELD[:2])])
+        batched = session.run(None, together)[0][1, : len(sentence)]
+        assert np.abs(alone - batched).max() <= 1e-5, name
+        assert together["chars"].shape[2] == encoder.config.max_word_len
+        wide = dict(together, chars=np.pad(together["chars"], ((0, 0), (0, 0), (0, 12))))  # W = max_word_len + 12
+        assert np.abs(session.run(None, wide)[0][1, : len(sentence)] - batched).max() <= 1e-5, name
+
+
+def test_export_records_the_table_and_zero_turns_it_off(tiny_artifact, tmp_path: Path) -> None:
+    model = tiny_artifact(tmp_path / "run" / "model", "tagger")
+    sizes = {}
+    for rows in (None, 0):
+        out = tmp_path / f"export-{rows}"
+        argv = ["export", "--model", model, "--out", out] + ([] if rows is None else ["--char-table", str(rows)])
+        result = run_main(*argv, timeout=300)
+        assert result.returncode == 0, result.stderr
+        meta = load_json(out / "model.json")
+        initializers = {i.name for i in onnx.load(str(out / "model.onnx")).graph.initializer}
+        sizes[rows] = meta["graph"]["char_table_words"]
+        assert ("table_states" in initializers) == (rows is None)
+        assert load_json(out / "validation.json")["passed"]
+    assert sizes == {None: len(TINY_WORDS), 0: 0}  # the default (10,000) is cut to the vocabulary
+
+
+def test_a_negative_char_table_is_one_line_exit_2(tiny_artifact, tmp_path: Path) -> None:
+    model = tiny_artifact(tmp_path / "run" / "model", "tagger")
+    result = run_main("export", "--model", model, "--out", tmp_path / "out", "--char-table", "-1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --char-table must be in [0, 1000000]; got -1"]
