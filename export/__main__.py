@@ -1,5 +1,5 @@
 """`python -m export --model RUN_DIR/model --out EXPORT_DIR [--opset N] [--atol A] [--quantize int8]
-[--data SPEC] [--char-table N] [--force]`.
+[--data SPEC] [--graph fast|plain] [--char-table N] [--force]`.
 
 Everything is written into a temporary directory next to EXPORT_DIR and renamed into place only
 after validation passed, so EXPORT_DIR either holds a validated export or is left as it was; the
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from trainer import __version__
 from trainer.core.cli import Parser, run_cli
 from trainer.core.config import check_value
-from trainer.core.errors import ArtifactError, DataError
+from trainer.core.errors import ArtifactError, ConfigError, DataError
 from trainer.core.fetch import sha256_file
 
 # Rows beyond the vocabulary are never used; this bounds the constant a typo could ask for.
@@ -57,11 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="data for real-sentence cases and int8 scoring (without it those cases are skipped)",
     )
     parser.add_argument(
+        "--graph",
+        choices=["fast", "plain"],
+        default="fast",
+        help="character tagger: fast (char table, one LSTM node per layer; the default) or plain (the model "
+        "traced as it is; other models are always traced as they are)",
+    )
+    parser.add_argument(
         "--char-table",
         type=int,
         default=None,
         metavar="N",
-        help="tagger: precompute the char states of the N most frequent words into the graph "
+        help="fast graph: precompute the char states of the N most frequent words into it "
         "(default 10000; 0: none, every word runs the char BiLSTM)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
@@ -99,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         check_value("--atol", args.atol, float, {"gt": 0})
     if args.char_table is not None:
         check_value("--char-table", args.char_table, int, {"min": 0, "max": MAX_CHAR_TABLE})
+        if args.graph == "plain":
+            raise ConfigError("--char-table sizes the fast graph's table; --graph plain has none")
     check_out_dir(args.out, args.model, args.force)
 
     # Only now: importing torch takes seconds. The highest opset is the torch exporter's, so it is checked here.
@@ -186,7 +195,9 @@ def export_and_check(
     from trainer.core.preprocess import Encoder
 
     onnx_path = tmp / "model.onnx"
-    char_table = onnx_export.DEFAULT_CHAR_TABLE if args.char_table is None else args.char_table
+    char_table = None  # the plain graph
+    if args.graph == "fast":
+        char_table = onnx_export.DEFAULT_CHAR_TABLE if args.char_table is None else args.char_table
     onnx_export.export_onnx(artifact, onnx_path, opset, char_table)
     meta = onnx_export.model_json(artifact, onnx_path, opset, atol, char_table)
     report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], data_note)

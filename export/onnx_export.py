@@ -22,7 +22,7 @@ from typing import Any
 import onnx
 import torch
 
-from export.char_table import TabledCharTagger
+from export.tagger_graph import TaggerGraph
 from serve.model_json import EXPORT_FORMAT_VERSION
 from serve.onnx_metadata import check_metadata_props, metadata_props, tokenizer_description
 from trainer import __version__
@@ -68,17 +68,27 @@ def check_opset(opset: int) -> None:
         )
 
 
-def graph_module(artifact: Artifact, encoder: Encoder, char_table: int) -> torch.nn.Module:
-    """What is traced: the model itself, or for a character tagger with `char_table` > 0 rows the
-    same model with the char states of its `char_table` most frequent words precomputed
-    (export/char_table.py). Either way the graph's inputs and outputs are the model's."""
+def graph_module(artifact: Artifact, encoder: Encoder, char_table: int | None) -> torch.nn.Module:
+    """What is traced: the model itself (`char_table` None: the plain graph), or for a character tagger
+    the fast graph with the char states of its `char_table` most frequent words precomputed and one
+    LSTM node per bidirectional layer (export/tagger_graph.py). Either way the graph's inputs and
+    outputs are the model's."""
     model = artifact.model.eval()
-    if char_table > 0 and isinstance(model, DualLSTMTagger):
-        return TabledCharTagger(model, encoder, min(char_table, len(artifact.vocabs.words))).eval()
-    return model
+    if char_table is None or not isinstance(model, DualLSTMTagger):
+        return model
+    rows = min(char_table, len(artifact.vocabs.words))
+    return TaggerGraph(model, encoder, rows if rows > 2 else 0).eval()  # rows 0 and 1 are <pad> and <unk>
 
 
-def export_onnx(artifact: Artifact, path: Path, opset: int, char_table: int = 0) -> None:
+def graph_description(artifact: Artifact, char_table: int | None) -> dict[str, Any]:
+    """model.json's `graph`: which form was traced (informational; inputs and outputs do not depend on it)."""
+    if char_table is None or not isinstance(artifact.model, DualLSTMTagger):
+        return {"form": "plain"}
+    rows = min(char_table, len(artifact.vocabs.words))
+    return {"form": "fast", "char_table_words": rows if rows > 2 else 0}
+
+
+def export_onnx(artifact: Artifact, path: Path, opset: int, char_table: int | None = None) -> None:
     """Trace the model on a small encoded batch and write `path` with named, dynamic axes and the
     `seqlstm.*` metadata_props."""
     encoder = Encoder(artifact.vocabs, artifact.preprocess)
@@ -177,13 +187,11 @@ def description(artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float, char_table: int = 0) -> dict[str, Any]:
-    """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir.
-
-    `graph` says how the graph computes (informational: the inputs and outputs do not depend on it).
-    """
+def model_json(
+    artifact: Artifact, onnx_path: Path, opset: int, atol: float, char_table: int | None = None
+) -> dict[str, Any]:
+    """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir."""
     inputs, outputs = signature(onnx_path)
-    tabled = isinstance(artifact.model, DualLSTMTagger) and char_table > 0
     return {
         **description(artifact),
         "source_format_version": artifact.format_version,
@@ -192,5 +200,5 @@ def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float, cha
         "outputs": outputs,
         "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": opset, "exporter": EXPORTER},
         "atol": atol,
-        "graph": {"char_table_words": min(char_table, len(artifact.vocabs.words)) if tabled else 0},
+        "graph": graph_description(artifact, char_table),
     }

@@ -27,6 +27,7 @@ import torch
 from onnx.reference import ReferenceEvaluator
 
 from export.onnx_export import declared_shapes
+from export.reference import reference_evaluator
 from trainer.artifact import Artifact
 from trainer.core.data import Dataset, TaggedSentence, open_dataset
 from trainer.core.errors import DataError, ValidationError
@@ -306,7 +307,7 @@ def reference_checks(
     path: Path, cases: list[Case], runners: dict[str, Runner], task: str, atol: float
 ) -> tuple[list[dict], list[str]]:
     """onnx's ReferenceEvaluator, an independent reading of the graph, against onnxruntime and torch."""
-    reference = session_runner(ReferenceEvaluator(str(path)))
+    reference = session_runner(reference_evaluator(path))
     records, failures = [], []
     for case in cases:
         for label, run in runners.items():

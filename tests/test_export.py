@@ -22,9 +22,9 @@ import onnxruntime as ort
 import pytest
 from helpers import EXPORT_KINDS, REPO, load_json, run_export
 from onnx import numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from export import onnx_export, quantize
+from export.reference import reference_evaluator
 from export.validate import validate
 from trainer.artifact import load_artifact
 from trainer.core.config import PreprocessConfig
@@ -182,7 +182,7 @@ def test_reference_evaluator_agrees_with_onnxruntime(kind: str, exports: dict) -
     path = str(exports[kind] / "model.onnx")
     arrays = encode(exports[kind], [s.split() for s in SENTENCES])
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, arrays)[0]
-    reference = ReferenceEvaluator(path).run(None, arrays)[0]
+    reference = reference_evaluator(Path(path)).run(None, arrays)[0]
     real = np.arange(expected.shape[1])[None, :] < arrays["lengths"][:, None] if expected.ndim == 3 else slice(None)
     assert np.abs(expected[real] - reference[real]).max() <= 1e-5
     recorded = [c for c in load_json(exports[kind] / "validation.json")["cases"] if c["kind"] == "reference"]

@@ -1,4 +1,4 @@
-"""The tagger's character states of frequent words, precomputed into the exported graph.
+"""The tagger's fast graph: character states of frequent words precomputed into it, one LSTM node per layer.
 
 The character BiLSTM is a function of a token's character ids alone, so the states of the tokens
 that make up most of any text can be computed once at export and stored as a constant. Each row
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.bilstm import ExportedBiLSTM
 from trainer.core.preprocess import Encoder, Vocabs
 from trainer.models import DualLSTMTagger
 
@@ -46,6 +47,8 @@ def table_arrays(model: DualLSTMTagger, encoder: Encoder, rows: int) -> tuple[np
             lengths[i] = len(ids)
     used = np.flatnonzero(lengths > 0)
     states = np.zeros((len(forms), 2 * model.config.char_hidden), np.float32)
+    if not len(used):  # a vocabulary of specials only
+        return chars, lengths, states
     with torch.inference_mode():
         computed = model.distinct_char_states(
             torch.from_numpy(chars[used].astype(np.int64)), torch.from_numpy(lengths[used])
@@ -54,14 +57,17 @@ def table_arrays(model: DualLSTMTagger, encoder: Encoder, rows: int) -> tuple[np
     return chars, lengths, states
 
 
-class TabledCharTagger(nn.Module):
-    """`DualLSTMTagger` with the char states of `rows` frequent words looked up instead of computed:
-    the module that is traced into model.onnx. Same inputs, same outputs, same values."""
+class TaggerGraph(nn.Module):
+    """What `--graph fast` traces for a `DualLSTMTagger`: the same inputs, outputs and values, with the
+    char states of `rows` frequent words looked up instead of computed, and each bidirectional LSTM
+    layer as one ONNX node (export/bilstm.py)."""
 
     def __init__(self, model: DualLSTMTagger, encoder: Encoder, rows: int) -> None:
         super().__init__()
         self.model = model
         self.input_names, self.output_names = model.input_names, model.output_names
+        self.char_lstm = ExportedBiLSTM(model.char_encoder)
+        self.word_lstm = ExportedBiLSTM(model.encoder) if model.config.bidirectional else None
         self.rows = rows
         chars, lengths, states = table_arrays(model, encoder, rows)
         self.register_buffer("table_chars", torch.from_numpy(chars))
@@ -74,15 +80,20 @@ class TabledCharTagger(nn.Module):
         batch, steps, width = chars.shape
         flat_chars = chars.reshape(batch * steps, width)  # (N, W)
         flat_lengths = word_lengths.reshape(batch * steps)  # (N,)
-        found, row = self.lookup(words.reshape(batch * steps), flat_chars, flat_lengths)
-        # Tokens found in the table all become the padding key, so Unique leaves only the others to run.
-        keyed = torch.cat([flat_lengths.unsqueeze(1), flat_chars], dim=1)  # (N, 1 + W)
-        keyed = torch.where(found.unsqueeze(1), torch.zeros_like(keyed), keyed)
+        keyed = torch.cat([flat_lengths.unsqueeze(1), flat_chars], dim=1)  # (N, 1 + W): equal rows, equal words
+        if self.rows:
+            found, row = self.lookup(words.reshape(batch * steps), flat_chars, flat_lengths)
+            # Tokens found in the table all become one key, so Unique leaves only the others to run.
+            keyed = torch.where(found.unsqueeze(1), torch.zeros_like(keyed), keyed)
         distinct, inverse = torch.unique(keyed, dim=0, return_inverse=True)  # (U, 1 + W), (N,)
-        computed = self.model.char_states(distinct[:, 1:], distinct[:, 0].clamp(min=1))[inverse]  # (N, 2Hc)
-        per_word = torch.where(found.unsqueeze(1), self.table_states[row], computed)  # (N, 2Hc)
+        embedded = self.model.char_embedding(distinct[:, 1:])  # (U, W, Cc)
+        per_word = self.char_lstm(embedded, distinct[:, 0].clamp(min=1))[1][inverse]  # (N, 2Hc); padding: 1 step
+        if self.rows:
+            per_word = torch.where(found.unsqueeze(1), self.table_states[row], per_word)
         features = torch.cat([self.model.word_embedding(words), per_word.reshape(batch, steps, -1)], dim=2)
-        return self.model.tag(features, lengths)  # (B, T, n_tags)
+        if self.word_lstm is None:
+            return self.model.tag(features, lengths)  # (B, T, n_tags)
+        return self.model.output(self.word_lstm(features, lengths)[0])
 
     def lookup(
         self, words: torch.Tensor, chars: torch.Tensor, lengths: torch.Tensor
@@ -90,7 +101,7 @@ class TabledCharTagger(nn.Module):
         """(N,) bool: the token's characters are those of table row `row` (N,); `row` is any row elsewhere."""
         first = torch.where(words < self.rows, words, torch.zeros_like(words))  # (N,): row 0 never matches
         second = first + self.rows
-        # A row is at most max_word_len wide and a batch's words at most that long, but a client may pad wider.
+        # A row is max_word_len wide and a batch's words at most that long, but a client may pad wider.
         ids = chars[:, : self.table_chars.shape[1]].to(torch.int32)  # (N, min(W, L))
         width = ids.shape[1]
 

@@ -1,5 +1,6 @@
-"""The tagger's char table (export/char_table.py): frequent words' char states precomputed into the
-graph, equal to the char BiLSTM's within atol wherever a row is used, and never used elsewhere.
+"""The tagger's fast graph (export/tagger_graph.py, export/bilstm.py): frequent words' char states
+precomputed into the graph, used exactly where a token spells a row, and one bidirectional LSTM node
+per layer; equal to torch and to the plain graph within atol, at any padding.
 
 Uses conftest's `tiny_artifact` (random weights, a 20-word vocabulary): every word of it fits in the
 table, so sentences can be made of table words only, of none, or of both.
@@ -17,7 +18,7 @@ import torch
 from helpers import TINY_WORDS, load_json, run_main
 
 from export import onnx_export
-from export.char_table import NO_ROW, TabledCharTagger, surfaces
+from export.tagger_graph import NO_ROW, TaggerGraph, surfaces
 from trainer.artifact import load_artifact
 from trainer.core.preprocess import Encoder
 
@@ -28,12 +29,13 @@ SENTENCES = {"all-held": HELD, "none-held": NOT_HELD, "mixed": [w for p in zip(H
 
 @pytest.fixture(scope="module")
 def tagger(tiny_artifact, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny tagger, its encoder, and its graph with (`table`) and without (`plain`) the char table."""
+    """The tiny tagger, its encoder, and its fast graph with (`table`) and without (`no-table`) the char table,
+    and its plain graph."""
     root = tmp_path_factory.mktemp("char-table")
     artifact = load_artifact(tiny_artifact(root / "run" / "model", "tagger", seed=3))
     encoder = Encoder(artifact.vocabs, artifact.preprocess)
     sessions = {}
-    for name, rows in (("table", len(TINY_WORDS)), ("plain", 0)):
+    for name, rows in (("table", len(TINY_WORDS)), ("no-table", 0), ("plain", None)):
         path = root / f"{name}.onnx"
         onnx_export.export_onnx(artifact, path, onnx_export.DEFAULT_OPSET, rows)
         sessions[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -52,7 +54,7 @@ def real_diff(a: np.ndarray, b: np.ndarray, lengths: np.ndarray) -> float:
 
 def test_table_rows_are_the_char_lstm_states_of_their_surface_forms(tagger: dict) -> None:
     artifact, encoder = tagger["artifact"], tagger["encoder"]
-    module = TabledCharTagger(artifact.model.eval(), encoder, rows=len(TINY_WORDS))
+    module = TaggerGraph(artifact.model.eval(), encoder, rows=len(TINY_WORDS))
     forms = surfaces(artifact.vocabs, len(TINY_WORDS))
     assert forms[:2] == [None, None] and forms[2] == "the" and forms[len(TINY_WORDS) + 2] == "The"
     lengths = module.table_lengths.numpy()
@@ -68,7 +70,7 @@ def test_table_rows_are_the_char_lstm_states_of_their_surface_forms(tagger: dict
 @pytest.mark.parametrize("name", list(SENTENCES))
 def test_lookup_finds_exactly_the_held_spellings(tagger: dict, name: str) -> None:
     artifact, encoder = tagger["artifact"], tagger["encoder"]
-    module = TabledCharTagger(artifact.model.eval(), encoder, rows=len(TINY_WORDS))
+    module = TaggerGraph(artifact.model.eval(), encoder, rows=len(TINY_WORDS))
     arrays = encoder.batch([encoder.encode(SENTENCES[name])])
     words, chars, lengths = (torch.from_numpy(arrays[k]) for k in ("words", "chars", "word_lengths"))
     found, _ = module.lookup(words.reshape(-1), chars.reshape(-1, chars.shape[2]), lengths.reshape(-1))
@@ -77,18 +79,20 @@ def test_lookup_finds_exactly_the_held_spellings(tagger: dict, name: str) -> Non
 
 
 @pytest.mark.parametrize("batch", [["all-held"], ["none-held"], ["mixed"], ["all-held", "none-held", "mixed"]])
-def test_the_tabled_graph_equals_torch_and_the_plain_graph(tagger: dict, batch: list[str]) -> None:
+def test_the_fast_graph_equals_torch_and_the_plain_graph(tagger: dict, batch: list[str]) -> None:
     artifact, encoder, sessions = tagger["artifact"], tagger["encoder"], tagger["sessions"]
     arrays = encoder.batch([encoder.encode(SENTENCES[n]) for n in batch])
     expected = torch_logits(artifact, arrays)
-    tabled, plain = (sessions[k].run(None, arrays)[0] for k in ("table", "plain"))
-    assert real_diff(tabled, expected, arrays["lengths"]) <= artifact.config.atol
+    tabled, untabled, plain = (sessions[k].run(None, arrays)[0] for k in ("table", "no-table", "plain"))
+    for got in (tabled, untabled, plain):
+        assert real_diff(got, expected, arrays["lengths"]) <= artifact.config.atol
     assert real_diff(tabled, plain, arrays["lengths"]) <= 1e-5
 
 
-def test_the_tabled_graph_is_padding_invariant_at_other_shapes(tagger: dict) -> None:
+@pytest.mark.parametrize("graph", ["table", "no-table"])
+def test_the_fast_graph_is_padding_invariant_at_other_shapes(tagger: dict, graph: str) -> None:
     """Alone, and beside longer sentences with longer words, and with chars padded past max_word_len."""
-    encoder, session = tagger["encoder"], tagger["sessions"]["table"]
+    encoder, session = tagger["encoder"], tagger["sessions"][graph]
     long = ["x" * 40] + HELD + NOT_HELD  # max_tokens is 20 here: the long word comes first
     for name, sentence in SENTENCES.items():
         alone = session.run(None, encoder.batch([encoder.encode(sentence)]))[0][0, : len(sentence)]
@@ -100,24 +104,43 @@ def test_the_tabled_graph_is_padding_invariant_at_other_shapes(tagger: dict) -> 
         assert np.abs(session.run(None, wide)[0][1, : len(sentence)] - batched).max() <= 1e-5, name
 
 
-def test_export_records_the_table_and_zero_turns_it_off(tiny_artifact, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "graph", "lstms"),
+    [
+        ([], {"form": "fast", "char_table_words": len(TINY_WORDS)}, ["bidirectional"] * 2),  # 10,000 cut to the vocab
+        (["--char-table", "0"], {"form": "fast", "char_table_words": 0}, ["bidirectional"] * 2),
+        (["--graph", "plain"], {"form": "plain"}, ["forward"] * 4),
+    ],
+)
+def test_export_records_the_graph_form(tiny_artifact, tmp_path: Path, flags: list, graph: dict, lstms: list) -> None:
     model = tiny_artifact(tmp_path / "run" / "model", "tagger")
-    sizes = {}
-    for rows in (None, 0):
-        out = tmp_path / f"export-{rows}"
-        argv = ["export", "--model", model, "--out", out] + ([] if rows is None else ["--char-table", str(rows)])
-        result = run_main(*argv, timeout=300)
-        assert result.returncode == 0, result.stderr
-        meta = load_json(out / "model.json")
-        initializers = {i.name for i in onnx.load(str(out / "model.onnx")).graph.initializer}
-        sizes[rows] = meta["graph"]["char_table_words"]
-        assert ("table_states" in initializers) == (rows is None)
-        assert load_json(out / "validation.json")["passed"]
-    assert sizes == {None: len(TINY_WORDS), 0: 0}  # the default (10,000) is cut to the vocabulary
+    result = run_main("export", "--model", model, "--out", tmp_path / "out", *flags, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert load_json(tmp_path / "out" / "model.json")["graph"] == graph
+    onnx_graph = onnx.load(str(tmp_path / "out" / "model.onnx")).graph
+    directions = [
+        next((a.s.decode() for a in node.attribute if a.name == "direction"), "forward")
+        for node in onnx_graph.node
+        if node.op_type == "LSTM"
+    ]
+    assert directions == lstms
+    assert ("table_states" in {i.name for i in onnx_graph.initializer}) == bool(graph.get("char_table_words"))
+    assert load_json(tmp_path / "out" / "validation.json")["passed"]
 
 
-def test_a_negative_char_table_is_one_line_exit_2(tiny_artifact, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--char-table", "-1"], "error: --char-table must be in [0, 1000000]; got -1"),
+        (
+            ["--graph", "plain", "--char-table", "5"],
+            "error: --char-table sizes the fast graph's table; --graph plain has none",
+        ),
+    ],
+)
+def test_bad_graph_flags_are_one_line_exit_2(tiny_artifact, tmp_path: Path, flags: list, message: str) -> None:
     model = tiny_artifact(tmp_path / "run" / "model", "tagger")
-    result = run_main("export", "--model", model, "--out", tmp_path / "out", "--char-table", "-1")
+    result = run_main("export", "--model", model, "--out", tmp_path / "out", *flags)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: --char-table must be in [0, 1000000]; got -1"]
+    assert result.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "out").exists()
