@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="fast graph: precompute the char states of the N most frequent words into it "
-        "(default 10000; 0: none, every word runs the char BiLSTM)",
+        "(default 25000; 0: none, every word runs the char BiLSTM)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
     return parser

@@ -107,7 +107,7 @@ def test_the_fast_graph_is_padding_invariant_at_other_shapes(tagger: dict, graph
 @pytest.mark.parametrize(
     ("flags", "graph", "lstms"),
     [
-        ([], {"form": "fast", "char_table_words": len(TINY_WORDS)}, ["bidirectional"] * 2),  # 10,000 cut to the vocab
+        ([], {"form": "fast", "char_table_words": len(TINY_WORDS)}, ["bidirectional"] * 2),  # 25,000 cut to the vocab
         (["--char-table", "0"], {"form": "fast", "char_table_words": 0}, ["bidirectional"] * 2),
         (["--graph", "plain"], {"form": "plain"}, ["forward"] * 4),
     ],
