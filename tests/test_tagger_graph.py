@@ -15,12 +15,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import TINY_WORDS, load_json, run_main
+from helpers import TINY_CHARS, TINY_WORDS, load_json, run_main
+from onnx.reference import ReferenceEvaluator
 
 from export import onnx_export
+from export.reference import reference_evaluator
 from export.tagger_graph import NO_ROW, TaggerGraph, surfaces
-from trainer.artifact import load_artifact
-from trainer.core.preprocess import Encoder
+from trainer.artifact import load_artifact, save_artifact
+from trainer.core.config import PreprocessConfig, TaggerConfig
+from trainer.core.preprocess import UNIVERSAL_TAGS, Encoder, Vocab, Vocabs
+from trainer.models import build_model
 
 HELD = ["the", "cat", "sat", "on", "The", "mat", ".", "Dog", "good", "movie"]  # in the table (vocab or Capitalized)
 NOT_HELD = ["THE", "cAt", "Zebra", "qqq", "Ωmega", "sAT", "movies", "tHe"]  # other casings, unknown words
@@ -144,3 +148,41 @@ def test_bad_graph_flags_are_one_line_exit_2(tiny_artifact, tmp_path: Path, flag
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [message]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TaggerConfig(word_dim=12, word_hidden=10, char_dim=6, char_hidden=5, layers=2),
+        TaggerConfig(word_dim=12, word_hidden=10, char_dim=6, char_hidden=5, layers=2, bidirectional=False),
+    ],
+    ids=["two-bidirectional-layers", "unidirectional-word-lstm"],
+)
+def test_other_shapes_of_tagger_export_fast_and_equal_torch(config: TaggerConfig, tmp_path: Path) -> None:
+    """Stacked one-node BiLSTM layers, and a forward-only word LSTM (traced as it is, the char LSTM as one node)."""
+    vocabs = Vocabs(Vocab(TINY_WORDS), Vocab.labels(UNIVERSAL_TAGS), Vocab(TINY_CHARS))
+    torch.manual_seed(1)
+    save_artifact(tmp_path / "model", build_model(config, vocabs), config, PreprocessConfig(), vocabs, {})
+    artifact = load_artifact(tmp_path / "model")
+    onnx_export.export_onnx(artifact, tmp_path / "model.onnx", onnx_export.DEFAULT_OPSET, len(TINY_WORDS))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    encoder = Encoder(artifact.vocabs, artifact.preprocess)
+    arrays = encoder.batch([encoder.encode(s) for s in SENTENCES.values()])
+    # A forward-only word LSTM never reads `lengths`, and the exporter drops an unused input (as it does for
+    # the plain graph of such a model), so only the inputs the graph takes are fed.
+    feeds = {i.name: arrays[i.name] for i in session.get_inputs()}
+    assert real_diff(session.run(None, feeds)[0], torch_logits(artifact, arrays), arrays["lengths"]) <= config.atol
+    lstms = [n for n in onnx.load(str(tmp_path / "model.onnx")).graph.node if n.op_type == "LSTM"]
+    directions = [next((a.s.decode() for a in n.attribute if a.name == "direction"), "forward") for n in lstms]
+    expected = ["bidirectional"] * 3 if config.bidirectional else ["bidirectional", "forward", "forward"]
+    assert sorted(directions) == sorted(expected)  # the char node, then one per word layer (or two forward ones)
+
+
+def test_the_reference_lstm_needs_sequence_lens_and_ours_applies_it(tagger: dict) -> None:
+    """onnx's own evaluator misreads the fast graph (it ignores sequence_lens); export.reference agrees with
+    onnxruntime."""
+    encoder, path = tagger["encoder"], tagger["root"] / "table.onnx"
+    arrays = encoder.batch([encoder.encode(SENTENCES["mixed"]), encoder.encode(NOT_HELD[:3])])
+    expected = tagger["sessions"]["table"].run(None, arrays)[0]
+    assert real_diff(reference_evaluator(path).run(None, arrays)[0], expected, arrays["lengths"]) <= 1e-5
+    assert real_diff(ReferenceEvaluator(str(path)).run(None, arrays)[0], expected, arrays["lengths"]) > 1e-3
