@@ -7,6 +7,10 @@ shape (pytorch issue 191855), so onnxruntime prints VerifyOutputSizes warnings a
 sentence length. `validate` checks the declared output shapes against every case it runs, and
 tests/test_export.py checks them and onnxruntime's log, so a regression in this choice fails loudly.
 
+What is traced: the model itself (`--graph plain`), or for a character tagger by default the fast
+graph of export/tagger_graph.py, which computes the same values with less work (a table of frequent
+words' char states, one `LSTM` node per bidirectional layer). Both take and return the same arrays.
+
 Opset: 17 by default, well inside what the onnxruntime>=1.17 this project requires can run; any
 opset from 12 (opset 11's Clip takes no int64, which the character encoder's length clamp needs)
 up to the lower of what the TorchScript exporter (20) and the installed onnx can write. Both ends
@@ -69,24 +73,28 @@ def check_opset(opset: int) -> None:
         )
 
 
-def graph_module(artifact: Artifact, encoder: Encoder, char_table: int | None) -> torch.nn.Module:
-    """What is traced: the model itself (`char_table` None: the plain graph), or for a character tagger
-    the fast graph with the char states of its `char_table` most frequent words precomputed and one
-    LSTM node per bidirectional layer (export/tagger_graph.py). Either way the graph's inputs and
-    outputs are the model's."""
-    model = artifact.model.eval()
-    if char_table is None or not isinstance(model, DualLSTMTagger):
-        return model
+def table_rows(artifact: Artifact, char_table: int | None) -> int | None:
+    """Char table rows of the fast graph (`char_table` cut to the vocabulary; 0 when only <pad> and
+    <unk> would be left), or None where the model is traced as it is: `char_table` None (the plain
+    graph) or a model without a character encoder."""
+    if char_table is None or not isinstance(artifact.model, DualLSTMTagger):
+        return None
     rows = min(char_table, len(artifact.vocabs.words))
-    return TaggerGraph(model, encoder, rows if rows > 2 else 0).eval()  # rows 0 and 1 are <pad> and <unk>
+    return rows if rows > 2 else 0
+
+
+def graph_module(artifact: Artifact, encoder: Encoder, char_table: int | None) -> torch.nn.Module:
+    """What is traced: the model itself, or for a character tagger the fast graph, with the char states
+    of its most frequent words precomputed and one LSTM node per bidirectional layer
+    (export/tagger_graph.py). Either way the graph's inputs and outputs are the model's."""
+    model, rows = artifact.model.eval(), table_rows(artifact, char_table)
+    return model if rows is None else TaggerGraph(model, encoder, rows).eval()
 
 
 def graph_description(artifact: Artifact, char_table: int | None) -> dict[str, Any]:
     """model.json's `graph`: which form was traced (informational; inputs and outputs do not depend on it)."""
-    if char_table is None or not isinstance(artifact.model, DualLSTMTagger):
-        return {"form": "plain"}
-    rows = min(char_table, len(artifact.vocabs.words))
-    return {"form": "fast", "char_table_words": rows if rows > 2 else 0}
+    rows = table_rows(artifact, char_table)
+    return {"form": "plain"} if rows is None else {"form": "fast", "char_table_words": rows}
 
 
 def export_onnx(artifact: Artifact, path: Path, opset: int, char_table: int | None = None) -> None:

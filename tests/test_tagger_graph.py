@@ -135,7 +135,7 @@ def test_export_records_the_graph_form(tiny_artifact, tmp_path: Path, flags: lis
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--char-table", "-1"], "error: --char-table must be in [0, 1000000]; got -1"),
+        (["--char-table", "-1"], "error: --char-table must be in [0, 2147483647]; got -1"),
         (
             ["--graph", "plain", "--char-table", "5"],
             "error: --char-table sizes the fast graph's table; --graph plain has none",
