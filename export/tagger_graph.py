@@ -28,7 +28,7 @@ NO_ROW = -1  # table length of the rows that must never match (<pad>, <unk>, and
 
 def surfaces(vocabs: Vocabs, rows: int) -> list[str | None]:
     """The 2 * rows surface forms of the table, None where a row is unused."""
-    words: list[str | None] = [None, None] + vocabs.words.itos[2:rows]
+    words: list[str | None] = ([None, None] + vocabs.words.itos[2:rows])[:rows]  # <pad> and <unk>: no spelling
     words += [None] * (rows - len(words))
     return words + [w[:1].upper() + w[1:] if w is not None else None for w in words]
 

@@ -186,3 +186,13 @@ def test_the_reference_lstm_needs_sequence_lens_and_ours_applies_it(tagger: dict
     expected = tagger["sessions"]["table"].run(None, arrays)[0]
     assert real_diff(reference_evaluator(path).run(None, arrays)[0], expected, arrays["lengths"]) <= 1e-5
     assert real_diff(ReferenceEvaluator(str(path)).run(None, arrays)[0], expected, arrays["lengths"]) > 1e-3
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 5, len(TINY_WORDS) + 3])
+def test_surfaces_are_two_spellings_per_row_and_none_for_the_specials(rows: int) -> None:
+    vocabs = Vocabs(Vocab(TINY_WORDS), Vocab.labels(UNIVERSAL_TAGS), Vocab(TINY_CHARS))
+    forms = surfaces(vocabs, rows)
+    assert len(forms) == 2 * rows
+    words = [None, None] + TINY_WORDS[2:]
+    assert forms[:rows] == (words + [None] * rows)[:rows]
+    assert forms[rows:] == [w.capitalize() if w else None for w in forms[:rows]]
