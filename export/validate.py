@@ -145,8 +145,9 @@ def text_cases(encoder: Encoder, rng: np.random.Generator, real: Sequence[list[s
 
 
 def char_table_sentences(vocabs: Vocabs, unknown: Sequence[str]) -> list[list[str]]:
-    """Frequent words as the char table holds them (as in the vocabulary and capitalized), the same
-    words in capitals and unknown words (which it does not hold), and the two mixed (export/char_table.py)."""
+    """Frequent words as the char table holds them (as in the vocabulary and capitalized); spellings it
+    mostly does not hold (the same words in capitals with an `x` added, unknown words); and the two
+    mixed (export/tagger_graph.py)."""
     frequent = vocabs.words.itos[2:14]
     held = frequent + [w[:1].upper() + w[1:] for w in frequent]
     others = [w.upper() + "x" for w in frequent] + list(unknown[:6])
