@@ -11,6 +11,8 @@ definition. Export validation compares the graph with the eager `PaddedLSTM` wit
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -38,7 +40,9 @@ class BiLSTMNode(torch.autograd.Function):
     """(T, B, C) input, (B,) lengths, ONNX weights -> Y (T, 2, B, H), Y_h (2, B, H)."""
 
     @staticmethod
-    def forward(ctx, x, lengths, w, r, b):  # noqa: ANN001, ANN205 (autograd.Function's signature)
+    def forward(
+        ctx: Any, x: torch.Tensor, lengths: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         steps, batch, _ = x.shape
         hidden = r.shape[2]
         y = x.new_zeros(steps, 2, batch, hidden)
@@ -57,7 +61,8 @@ class BiLSTMNode(torch.autograd.Function):
         return y, y_h
 
     @staticmethod
-    def symbolic(g, x, lengths, w, r, b):  # noqa: ANN001, ANN205
+    def symbolic(g: Any, x: Any, lengths: Any, w: Any, r: Any, b: Any) -> tuple[Any, Any]:
+        """The ONNX node; `g` and the values are the TorchScript exporter's graph and `torch._C.Value`s."""
         from torch.onnx import TensorProtoDataType
 
         sequence_lens = g.op("Cast", lengths, to_i=TensorProtoDataType.INT32)
