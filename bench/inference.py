@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import add_json_arg, publish, timed
@@ -43,9 +44,16 @@ def held_out_texts(spec: str, task: str, n: int) -> list[str]:
 
 
 def serve_bench(
-    export: Path, model: Path, texts: list[str], batch_sizes: str, min_seconds: float, workdir: Path
+    export: Path,
+    model: Path | None,
+    texts: list[str],
+    batch_sizes: str,
+    min_seconds: float,
+    workdir: Path,
+    extra: Sequence[str] = (),
 ) -> dict:
-    """`python -m serve bench` on these texts: onnxruntime fp32, int8 (if exported) and torch eager."""
+    """`python -m serve bench` on these texts: onnxruntime fp32, int8 (if exported) and, given the
+    artifact `model`, torch eager; `extra` flags (--threads, --optimization) go to serve bench."""
     input_file, out = workdir / "input.txt", workdir / "serve-bench.json"
     input_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
     command = [
@@ -55,8 +63,7 @@ def serve_bench(
         "bench",
         "--model",
         str(export),
-        "--torch",
-        str(model),
+        *(["--torch", str(model)] if model is not None else []),
         "--input",
         str(input_file),
         "--texts",
@@ -67,6 +74,7 @@ def serve_bench(
         str(min_seconds),
         "--json",
         str(out),
+        *extra,
     ]
     checked(command)
     return {**json.loads(out.read_text(encoding="utf-8")), "command": " ".join(command)}
@@ -78,7 +86,7 @@ def checked(command: list[str]) -> None:
         sys.exit(f"error: `{' '.join(command)}` failed ({done.returncode}):\n{done.stderr[-2000:]}")
 
 
-def predict_seconds(export: Path, input_file: Path, batch_size: int, workdir: Path) -> float:
+def predict_seconds(export: Path, input_file: Path, batch_size: int, workdir: Path, extra: Sequence[str] = ()) -> float:
     command = [
         sys.executable,
         "-m",
@@ -92,20 +100,23 @@ def predict_seconds(export: Path, input_file: Path, batch_size: int, workdir: Pa
         str(workdir / "predict.jsonl"),
         "--batch-size",
         str(batch_size),
+        *extra,
     ]
     with timed() as t:
         checked(command)
     return t["s"]
 
 
-def end_to_end(export: Path, texts: list[str], task: str, batch_size: int, workdir: Path, repeats: int) -> dict:
-    """Marginal raw-text throughput of the `serve predict` CLI: (N lines - 1 line) / time difference,
-    with the median of `repeats` full runs."""
+def end_to_end(
+    export: Path, texts: list[str], task: str, batch_size: int, workdir: Path, repeats: int, extra: Sequence[str] = ()
+) -> dict:
+    """Marginal raw-text throughput of the `serve predict` CLI (`extra`: more of its flags): (N lines - 1 line)
+    / time difference, with the median of `repeats` full runs."""
     full, one = workdir / "e2e-full.txt", workdir / "e2e-one.txt"
     full.write_text("\n".join(texts) + "\n", encoding="utf-8")
     one.write_text(texts[0] + "\n", encoding="utf-8")
-    startup = min(predict_seconds(export, one, batch_size, workdir) for _ in range(3))  # start-up is noisy
-    runs = [predict_seconds(export, full, batch_size, workdir) for _ in range(repeats)]
+    startup = min(predict_seconds(export, one, batch_size, workdir, extra) for _ in range(3))  # start-up is noisy
+    runs = [predict_seconds(export, full, batch_size, workdir, extra) for _ in range(repeats)]
     total = statistics.median(runs)
     if total <= startup:
         sys.exit(

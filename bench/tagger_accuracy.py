@@ -15,6 +15,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.common import add_json_arg, publish, timed
 from trainer.core.config import PreprocessConfig
@@ -51,16 +52,22 @@ def score(
     }
 
 
-def perceptron(
-    train: Sequence[TaggedSentence], test: Sequence[TaggedSentence], nr_iter: int = 5, seed: int = 1234
-) -> tuple[list[list[str]], dict[str, float]]:
-    """Train NLTK's averaged perceptron from scratch (no nltk_data) and tag the test sentences."""
+def train_perceptron(train: Sequence[TaggedSentence], nr_iter: int = 5, seed: int = 1234) -> Any:
+    """NLTK's averaged perceptron trained from scratch (no nltk_data) on `train`."""
     from nltk.tag.perceptron import PerceptronTagger
 
     tagger = PerceptronTagger(load=False)
     random.seed(seed)  # train() shuffles the sentences with the global `random`
+    tagger.train([list(zip(s.words, s.tags)) for s in train], nr_iter=nr_iter)
+    return tagger
+
+
+def perceptron(
+    train: Sequence[TaggedSentence], test: Sequence[TaggedSentence], nr_iter: int = 5, seed: int = 1234
+) -> tuple[list[list[str]], dict[str, float]]:
+    """Train NLTK's averaged perceptron from scratch (no nltk_data) and tag the test sentences."""
     with timed() as fit:
-        tagger.train([list(zip(s.words, s.tags)) for s in train], nr_iter=nr_iter)
+        tagger = train_perceptron(train, nr_iter, seed)
     with timed() as run:
         tags = [[tag for _, tag in tagger.tag(list(s.words))] for s in test]
     return tags, {"train_s": fit["s"], "tag_s": run["s"]}

@@ -1,5 +1,5 @@
 """`python -m export --model RUN_DIR/model --out EXPORT_DIR [--opset N] [--atol A] [--quantize int8]
-[--data SPEC] [--force]`.
+[--data SPEC] [--graph fast|plain] [--char-table N] [--force]`.
 
 Everything is written into a temporary directory next to EXPORT_DIR and renamed into place only
 after validation passed, so EXPORT_DIR either holds a validated export or is left as it was; the
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from trainer import __version__
 from trainer.core.cli import Parser, run_cli
 from trainer.core.config import check_value
-from trainer.core.errors import ArtifactError, DataError
+from trainer.core.errors import ArtifactError, ConfigError, DataError
 from trainer.core.fetch import sha256_file
 
 if TYPE_CHECKING:  # torch comes in with export.onnx_export, imported by `run` once --atol and --out are checked
@@ -52,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         metavar="SPEC",
         help="data for real-sentence cases and int8 scoring (without it those cases are skipped)",
+    )
+    parser.add_argument(
+        "--graph",
+        choices=["fast", "plain"],
+        default="fast",
+        help="character tagger: fast (char table, one LSTM node per layer; the default) or plain (the model "
+        "traced as it is; other models are always traced as they are)",
+    )
+    parser.add_argument(
+        "--char-table",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fast graph: precompute the char states of the N most frequent words into it "
+        "(default 25000; 0: none, every word runs the char BiLSTM)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
     return parser
@@ -86,6 +101,10 @@ def check_out_dir(out: Path, model: Path, force: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.atol is not None:
         check_value("--atol", args.atol, float, {"gt": 0})
+    if args.char_table is not None:
+        check_value("--char-table", args.char_table, int, {"min": 0})  # cut to the vocabulary at export
+        if args.graph == "plain":
+            raise ConfigError("--char-table sizes the fast graph's table; --graph plain has none")
     check_out_dir(args.out, args.model, args.force)
 
     # Only now: importing torch takes seconds. The highest opset is the torch exporter's, so it is checked here.
@@ -173,8 +192,11 @@ def export_and_check(
     from trainer.core.preprocess import Encoder
 
     onnx_path = tmp / "model.onnx"
-    onnx_export.export_onnx(artifact, onnx_path, opset)
-    meta = onnx_export.model_json(artifact, onnx_path, opset, atol)
+    char_table = None  # the plain graph
+    if args.graph == "fast":
+        char_table = onnx_export.DEFAULT_CHAR_TABLE if args.char_table is None else args.char_table
+    onnx_export.export_onnx(artifact, onnx_path, opset, char_table)
+    meta = onnx_export.model_json(artifact, onnx_path, opset, atol, char_table)
     report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], data_note)
     report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model), seqlstm_version=__version__)
     vectors, records, failures = build_vectors(artifact, onnx_path, dataset, atol)

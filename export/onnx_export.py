@@ -7,6 +7,10 @@ shape (pytorch issue 191855), so onnxruntime prints VerifyOutputSizes warnings a
 sentence length. `validate` checks the declared output shapes against every case it runs, and
 tests/test_export.py checks them and onnxruntime's log, so a regression in this choice fails loudly.
 
+What is traced: the model itself (`--graph plain`), or for a character tagger by default the fast
+graph of export/tagger_graph.py, which computes the same values with less work (a table of frequent
+words' char states, one `LSTM` node per bidirectional layer). Both take and return the same arrays.
+
 Opset: 17 by default, well inside what the onnxruntime>=1.17 this project requires can run; any
 opset from 12 (opset 11's Clip takes no int64, which the character encoder's length clamp needs)
 up to the lower of what the TorchScript exporter (20) and the installed onnx can write. Both ends
@@ -22,6 +26,7 @@ from typing import Any
 import onnx
 import torch
 
+from export.tagger_graph import TaggerGraph
 from serve.model_json import EXPORT_FORMAT_VERSION
 from serve.onnx_metadata import check_metadata_props, metadata_props, tokenizer_description
 from trainer import __version__
@@ -30,8 +35,13 @@ from trainer.core.config import to_dict
 from trainer.core.errors import ArtifactError, ConfigError, ValidationError
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder
+from trainer.models import DualLSTMTagger
 
 EXPORTER = "torchscript"
+# Character-tagger table rows (export/tagger_graph.py): Brown's whole vocabulary (23,917 words) fits. On it the
+# table adds 25 MB to model.onnx, and 10,000 rows would give 11% less throughput for 15 MB less
+# (docs/BENCHMARKS.md section 4b).
+DEFAULT_CHAR_TABLE = 25_000
 DEFAULT_OPSET = 17
 MIN_OPSET = 12
 # torch keeps this limit in a private module; 20 is its value in torch 2.2 to 2.13.
@@ -63,11 +73,35 @@ def check_opset(opset: int) -> None:
         )
 
 
-def export_onnx(artifact: Artifact, path: Path, opset: int) -> None:
+def table_rows(artifact: Artifact, char_table: int | None) -> int | None:
+    """Char table rows of the fast graph (`char_table` cut to the vocabulary; 0 when only <pad> and
+    <unk> would be left), or None where the model is traced as it is: `char_table` None (the plain
+    graph) or a model without a character encoder."""
+    if char_table is None or not isinstance(artifact.model, DualLSTMTagger):
+        return None
+    rows = min(char_table, len(artifact.vocabs.words))
+    return rows if rows > 2 else 0
+
+
+def graph_module(artifact: Artifact, encoder: Encoder, char_table: int | None) -> torch.nn.Module:
+    """What is traced: the model itself, or for a character tagger the fast graph, with the char states
+    of its most frequent words precomputed and one LSTM node per bidirectional layer
+    (export/tagger_graph.py). Either way the graph's inputs and outputs are the model's."""
+    model, rows = artifact.model.eval(), table_rows(artifact, char_table)
+    return model if rows is None else TaggerGraph(model, encoder, rows).eval()
+
+
+def graph_description(artifact: Artifact, char_table: int | None) -> dict[str, Any]:
+    """model.json's `graph`: which form was traced (informational; inputs and outputs do not depend on it)."""
+    rows = table_rows(artifact, char_table)
+    return {"form": "plain"} if rows is None else {"form": "fast", "char_table_words": rows}
+
+
+def export_onnx(artifact: Artifact, path: Path, opset: int, char_table: int | None = None) -> None:
     """Trace the model on a small encoded batch and write `path` with named, dynamic axes and the
     `seqlstm.*` metadata_props."""
-    model = artifact.model.eval()
     encoder = Encoder(artifact.vocabs, artifact.preprocess)
+    model = graph_module(artifact, encoder, char_table)
     arrays = encoder.batch([encoder.encode(s) for s in EXAMPLE_SENTENCES])
     names = list(model.input_names)
     args = tuple(torch.from_numpy(arrays[name]) for name in names)
@@ -162,7 +196,9 @@ def description(artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> dict[str, Any]:
+def model_json(
+    artifact: Artifact, onnx_path: Path, opset: int, atol: float, char_table: int | None = None
+) -> dict[str, Any]:
     """Everything serving needs besides the ONNX file (docs/DESIGN.md), so it never reads the run dir."""
     inputs, outputs = signature(onnx_path)
     return {
@@ -173,4 +209,5 @@ def model_json(artifact: Artifact, onnx_path: Path, opset: int, atol: float) -> 
         "outputs": outputs,
         "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": opset, "exporter": EXPORTER},
         "atol": atol,
+        "graph": graph_description(artifact, char_table),
     }

@@ -7,8 +7,9 @@ and any failure rejects the export. Tagger outputs are compared only at real pos
 (t < lengths[b]); positions past a sentence's length are undefined by contract.
 
 Inputs come from text through the shared `Encoder` (the path serving uses): built-in sentences,
-unknown words, words of 1 to 30+ characters, sentences of 1 to 230 tokens at batch sizes 1, 7
-and 64, and real dev-split sentences when `--data` names a data set; plus random id arrays.
+unknown words, words of 1 to 30+ characters, words the tagger's char table holds and does not,
+sentences of 1 to 230 tokens at batch sizes 1, 7 and 64, and real dev-split sentences when
+`--data` names a data set; plus random id arrays.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from onnx.reference import ReferenceEvaluator
 
 from export.onnx_export import declared_shapes
+from export.reference import reference_evaluator
 from trainer.artifact import Artifact
 from trainer.core.data import Dataset, TaggedSentence, open_dataset
 from trainer.core.errors import DataError, ValidationError
@@ -134,11 +136,22 @@ def text_cases(encoder: Encoder, rng: np.random.Generator, real: Sequence[list[s
     ]
     if vocabs.chars is not None:
         cases.append(Case("text-b7-wordlen-1-35", batch([long_words[i::7] for i in range(7)])))
+        cases.append(Case("text-b3-char-table", batch(char_table_sentences(vocabs, unknown))))
     if real:
         cases.append(Case("data-b7", batch(real[:7])))
         picked = rng.choice(len(real), size=min(64, len(real)), replace=False)
         cases.append(Case(f"data-b{len(picked)}", batch([real[i] for i in picked])))
     return cases
+
+
+def char_table_sentences(vocabs: Vocabs, unknown: Sequence[str]) -> list[list[str]]:
+    """Frequent words as the char table holds them (as in the vocabulary and capitalized); spellings it
+    mostly does not hold (the same words in capitals with an `x` added, unknown words); and the two
+    mixed (export/tagger_graph.py)."""
+    frequent = vocabs.words.itos[2:14]
+    held = frequent + [w[:1].upper() + w[1:] for w in frequent]
+    others = [w.upper() + "x" for w in frequent] + list(unknown[:6])
+    return [held, others, [w for pair in zip(held, others) for w in pair]]
 
 
 def random_case(name: str, vocabs: Vocabs, rng: np.random.Generator, batch: int, time: int, width: int) -> Case:
@@ -295,7 +308,7 @@ def reference_checks(
     path: Path, cases: list[Case], runners: dict[str, Runner], task: str, atol: float
 ) -> tuple[list[dict], list[str]]:
     """onnx's ReferenceEvaluator, an independent reading of the graph, against onnxruntime and torch."""
-    reference = session_runner(ReferenceEvaluator(str(path)))
+    reference = session_runner(reference_evaluator(path))
     records, failures = [], []
     for case in cases:
         for label, run in runners.items():
