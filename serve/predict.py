@@ -34,6 +34,7 @@ and fails if any logit differs by more than model.json's atol or any argmax diff
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,7 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between progress lines when stderr is not a terminal",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra-op threads (0: one per usable core but one, which reads and tokenizes)",
+    )
     parser.add_argument(
         "--optimization", choices=sorted(OPT_LEVELS), default="all", help="onnxruntime graph optimization level"
     )
@@ -159,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     check_numbers(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
     target = check_output(args.output, input_name=args.input)
-    model = ServingModel(args.model, int8=args.int8, threads=args.threads, optimization=args.optimization)
+    threads = args.threads or model_threads()
+    model = ServingModel(args.model, int8=args.int8, threads=threads, optimization=args.optimization)
     if args.pretokenized and model.task != "tagger":
         raise ConfigError(
             f"--pretokenized needs a tagger model; {args.model} is a {model.task} model, whose reviews must go "
@@ -193,6 +200,14 @@ def run(args: argparse.Namespace) -> int:
     # Skipped records are left out of the output: that is said even under --quiet.
     progress.finish(parser.summary(), force=bool(parser.skipped))
     return 0
+
+
+def model_threads() -> int:
+    """onnxruntime threads by default: one per usable core but one, because the main thread reads and
+    tokenizes beside the model. On 2 cores, 1 thread ran the tagger 21% faster end to end than 2 did
+    (docs/BENCHMARKS.md section 4b), the two onnxruntime threads and the tokenizer contending for 2 cores."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, usable - 1)
 
 
 class Pipeline:

@@ -210,3 +210,13 @@ def test_predict_path_arguments_of_the_wrong_kind(runs, lines_file: Path, tmp_pa
     )
     assert "no-dir does not exist" in message
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (16, 15)])
+def test_predict_leaves_a_core_to_the_tokenizing_thread(monkeypatch, cores: int, threads: int) -> None:
+    import os
+
+    from serve.predict import model_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert model_threads() == threads
