@@ -128,7 +128,9 @@ class ServingModel:
         metadata_props."""
         where, onnx_name = self.model_json, self.onnx_path.name
         probe = self._probe()
-        if set(self.input_names) != set(probe):
+        # A graph may leave out `lengths`: the exporter drops an input nothing reads, as in a tagger whose
+        # word LSTM is forward-only (padding follows the real tokens, so no state depends on it).
+        if set(self.input_names) - set(probe) or set(probe) - set(self.input_names) - {"lengths"}:
             raise ArtifactError(
                 f"{where}: its vocabularies (vocab.chars {'set' if self.vocabs.chars else 'absent'}) make inputs "
                 f"{sorted(probe)}, but {onnx_name} takes {self.input_names}"
@@ -174,7 +176,7 @@ class ServingModel:
         quiet = ort.RunOptions()
         quiet.log_severity_level = 4  # an id out of range is what the probes look for, not news
         try:
-            self.session.run(None, arrays, quiet)
+            self.session.run(None, self._feeds(arrays), quiet)
         except Exception:  # onnxruntime's untyped errors; here Gather's "indices element out of data bounds"
             return False
         return True
@@ -194,8 +196,11 @@ class ServingModel:
     def prepare_text(self, text: str) -> Item:
         return self.prepare_tokens(tokenize(text))
 
+    def _feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: arrays[name] for name in self.input_names}
+
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, {name: arrays[name] for name in self.input_names})[0]
+        return self.session.run(None, self._feeds(arrays))[0]
 
     def predict(
         self, items: Sequence[Item], batch_size: int, observer: BatchObserver | None = None

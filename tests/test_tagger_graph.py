@@ -196,3 +196,27 @@ def test_surfaces_are_two_spellings_per_row_and_none_for_the_specials(rows: int)
     words = [None, None] + TINY_WORDS[2:]
     assert forms[:rows] == (words + [None] * rows)[:rows]
     assert forms[rows:] == [w.capitalize() if w else None for w in forms[:rows]]
+
+
+def test_a_forward_only_tagger_exports_and_serves(tmp_path: Path) -> None:
+    """Its graph takes no `lengths` (nothing reads it, and the exporter drops unused inputs); `serve` feeds
+    what the graph takes, and tags as torch does."""
+    from serve.runtime import ServingModel
+
+    config = TaggerConfig(word_dim=12, word_hidden=10, char_dim=6, char_hidden=5, bidirectional=False)
+    vocabs = Vocabs(Vocab(TINY_WORDS), Vocab.labels(UNIVERSAL_TAGS), Vocab(TINY_CHARS))
+    torch.manual_seed(2)
+    model = tmp_path / "run" / "model"
+    save_artifact(model, build_model(config, vocabs), config, PreprocessConfig(), vocabs, {})
+    result = run_main("export", "--model", model, "--out", tmp_path / "out", timeout=300)
+    assert result.returncode == 0, result.stderr
+    served = ServingModel(tmp_path / "out")
+    assert "lengths" not in served.input_names
+    sentences = list(SENTENCES.values())
+    results = served.predict([served.prepare_tokens(s) for s in sentences], batch_size=4)
+    artifact = load_artifact(model)
+    encoder = Encoder(artifact.vocabs, artifact.preprocess)
+    arrays = encoder.batch([encoder.encode(s) for s in sentences])
+    expected = torch_logits(artifact, arrays).argmax(-1)
+    for row, (sentence, got) in enumerate(zip(sentences, results)):
+        assert got["tags"] == [UNIVERSAL_TAGS[i] for i in expected[row, : len(sentence)]], sentence
