@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from bench.common import add_json_arg, publish
 
@@ -78,8 +79,14 @@ def model_only(export: Path, texts: list[str], seconds: float) -> dict:
     from serve.runtime import ServingModel
 
     model = ServingModel(export)
-    batches = make_batches(model, [model.prepare_text(t) for t in texts], 64)
-    return measure(model.run, batches, seconds)
+    cpu = time.process_time()
+    items = [model.prepare_text(t) for t in texts]
+    prepare_ms = 1000 * (time.process_time() - cpu) / len(texts)  # tokenize + encode: each request pays it too
+    batches = make_batches(model, items, 64)
+    cpu = time.process_time()
+    result = measure(model.run, batches, seconds)
+    result["cpu_ms_per_text"] = 1000 * (time.process_time() - cpu) / result["units"]  # onnxruntime's threads too
+    return {**result, "prepare_cpu_ms_per_text": prepare_ms}
 
 
 def start_server(export: Path, kind: str, log: Path) -> tuple[subprocess.Popen, int]:
@@ -168,17 +175,22 @@ async def load(port: int, requests: list[bytes], clients: int, seconds: float, m
 
 def bench_server(export: Path, kind: str, requests: list[bytes], args: argparse.Namespace, workdir: Path) -> list:
     proc, port = start_server(export, kind, workdir / f"{kind}.log")
+    server = psutil.Process(proc.pid)
     try:
         levels = []
         for clients in LEVELS:
             asyncio.run(load(port, requests, clients, args.warmup, args.max_requests))  # warm-up, not counted
-            levels.append(
-                {"server": kind, **asyncio.run(load(port, requests, clients, args.seconds, args.max_requests))}
-            )
+            before = server.cpu_times()
+            level = asyncio.run(load(port, requests, clients, args.seconds, args.max_requests))
+            after = server.cpu_times()
+            # CPU time per request (all the server's threads, the model's included) does not depend on what
+            # else the machine runs, unlike requests/s: the figure to compare servers by on a shared machine.
+            cpu_s = after.user + after.system - before.user - before.system
+            levels.append({"server": kind, **level, "server_cpu_ms_per_request": 1000 * cpu_s / level["requests"]})
             print(
-                f"{kind:6} {clients:3} clients: {levels[-1]['requests_per_s']:8.1f} req/s, "
-                f"p50 {levels[-1]['p50_ms']:.1f} ms, p99 {levels[-1]['p99_ms']:.1f} ms, "
-                f"{levels[-1]['errors']} errors",
+                f"{kind:6} {clients:3} clients: {level['requests_per_s']:8.1f} req/s, "
+                f"p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms, "
+                f"server CPU {levels[-1]['server_cpu_ms_per_request']:.2f} ms/request, {level['errors']} errors",
                 flush=True,
             )
         return levels
@@ -193,7 +205,11 @@ def run(args: argparse.Namespace) -> dict:
         export = args.export or build_export(workdir)
         texts = test_texts(2048)
         only = model_only(export, texts, args.model_seconds)
-        print(f"model only, batch 64: {only['throughput']:.1f} reviews/s", flush=True)
+        print(
+            f"model only, batch 64: {only['throughput']:.1f} reviews/s, CPU {only['cpu_ms_per_text']:.3f} ms/review; "
+            f"tokenize + encode {only['prepare_cpu_ms_per_text']:.3f} ms/review",
+            flush=True,
+        )
         requests = [request_bytes(t) for t in texts]
         rows = [row for kind in ("stdlib", "asgi") for row in bench_server(export, kind, requests, args, workdir)]
     at = {(r["server"], r["clients"]): r for r in rows}
@@ -219,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "http_server",
         args,
         run(args),
-        ["server", "clients", "requests", "requests_per_s", "p50_ms", "p99_ms", "errors"],
+        ["server", "clients", "requests", "requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "errors"],
     )["results"]
     for name, value in results["targets"].items():
         print(f"{name}: {value:.2f}")

@@ -110,6 +110,7 @@ def measure(runner: Runner, batches: list[tuple[dict[str, np.ndarray], int]], mi
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
         "batches": len(latencies),
+        "units": units,
     }
 
 
