@@ -41,8 +41,9 @@ class BiLanguageModel(nn.Module):
         self.backward_lstm = nn.LSTM(config.embed_dim, config.hidden, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
         # Most of a full softmax's time would go to rare words: the adaptive softmax (Grave et al. 2017) puts
-        # the 1,000 most frequent in its head (ids are by frequency) and the rest in two smaller clusters.
-        cutoffs = [c for c in (1000, 4000) if c < config.output_words - 1]
+        # the 1,000 most frequent in its head (ids are by frequency) and the rest in two smaller clusters
+        # (a small vocabulary: half in the head).
+        cutoffs = [c for c in (1000, 4000) if c < config.output_words - 1] or [config.output_words // 2]
         self.output = nn.AdaptiveLogSoftmaxWithLoss(config.hidden, config.output_words, cutoffs, div_value=4.0)
         self.output_words = config.output_words
 
@@ -154,9 +155,10 @@ def copy_layers(model: nn.Module, layers: dict[str, torch.Tensor], where: str) -
     the forward direction only; a shape that differs is a ConfigError naming the config key to change."""
     own = model.state_dict()
     copied = []
-    for key, tensor in layers.items():
-        if key not in own:
+    for key in ENCODER_KEYS:  # in this order, so that a mismatch is named the same way each time
+        if key not in own or key not in layers:
             continue
+        tensor = layers[key]
         if own[key].shape != tensor.shape:
             raise ConfigError(
                 f"{where}: pretrained {key} has shape {tuple(tensor.shape)}, the model's is "
