@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import tiny_tagger, trainer
 
+import trainer.train
 from trainer.batching import word_drop_probabilities
 from trainer.core.preprocess import UNK_ID
 from trainer.loop import drop_words
@@ -78,3 +79,16 @@ def test_weight_drop_masks_recurrent_weights_in_training_only() -> None:
     lstm.eval()
     assert torch.equal(lstm(x, lengths), plain)  # evaluation runs the plain weights
     assert all(layer.weight_hh_l0.grad is not None for layer in lstm.forward_layers)
+
+
+def test_task_defaults_set_the_schedule_and_flags_override_them(tmp_path: Path) -> None:
+    def train_config(*argv: str):
+        return trainer.train.parse_args([*argv, "--data", "unused", "--out", str(tmp_path / "run")])[3]
+
+    for task, defaults in trainer.train.TASK_TRAIN.items():
+        config = train_config("--task", task)
+        assert {key: getattr(config, key) for key in defaults} == defaults
+    assert train_config("--task", "tagger", "--word_dropout", "0").word_dropout == 0.0
+    config_file = tmp_path / "c.json"
+    config_file.write_text(json.dumps({"word_dropout": 0.5}))
+    assert train_config("--task", "tagger", "--config", str(config_file)).word_dropout == 0.5
