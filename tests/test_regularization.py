@@ -13,11 +13,11 @@ import pytest
 import torch
 from helpers import tiny_tagger, trainer
 
-import trainer.train
 from trainer.batching import word_drop_probabilities
 from trainer.core.preprocess import UNK_ID
 from trainer.loop import drop_words
 from trainer.models import PaddedLSTM, set_weight_drop
+from trainer.train import TASK_TRAIN, parse_args
 
 
 def test_chance_is_alpha_over_alpha_plus_count() -> None:
@@ -83,9 +83,9 @@ def test_weight_drop_masks_recurrent_weights_in_training_only() -> None:
 
 def test_task_defaults_set_the_schedule_and_flags_override_them(tmp_path: Path) -> None:
     def train_config(*argv: str):
-        return trainer.train.parse_args([*argv, "--data", "unused", "--out", str(tmp_path / "run")])[3]
+        return parse_args([*argv, "--data", "unused", "--out", str(tmp_path / "run")])[3]
 
-    for task, defaults in trainer.train.TASK_TRAIN.items():
+    for task, defaults in TASK_TRAIN.items():
         config = train_config("--task", task)
         assert {key: getattr(config, key) for key in defaults} == defaults
     assert train_config("--task", "tagger", "--word_dropout", "0").word_dropout == 0.0
