@@ -46,7 +46,10 @@ if TYPE_CHECKING:
 TASK_EPOCHS = {"tagger": 4, "sentiment": 10}
 # Each task's default schedule where it differs from TrainConfig's defaults (docs/BENCHMARKS.md sections 1-2,
 # which give what each value was chosen over); --config and --key value still override them.
-TASK_TRAIN: dict[str, dict[str, Any]] = {"tagger": {"word_dropout": 1.0}, "sentiment": {}}
+TASK_TRAIN: dict[str, dict[str, Any]] = {
+    "tagger": {"word_dropout": 1.0},
+    "sentiment": {"lr": 4e-3, "weight_drop": 0.3},
+}
 
 
 def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig]:
