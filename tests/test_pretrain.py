@@ -18,7 +18,7 @@ from trainer.core.config import PreprocessConfig, PretrainConfig, SentimentConfi
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError
 from trainer.core.preprocess import SENTIMENT_LABELS, Vocab, Vocabs
-from trainer.lm import ENCODER_KEYS, copy_layers
+from trainer.lm import ENCODER_KEYS, BiLanguageModel, copy_layers, next_words
 from trainer.models import build_model
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings, save_embeddings
 
@@ -246,3 +246,24 @@ def test_ngram_objective_writes_embeddings_only(small: dict[str, str]) -> None:
     config = json.loads((path / "config.json").read_text())["pretrain"]
     assert config["objective"] == "ngram" and config["batch_size"] == 512
     assert json.loads((path / "metrics.json").read_text())["held_out"]["accuracy"] >= 0
+
+
+def test_lm_targets_are_the_next_word_then_the_end() -> None:
+    ids = torch.tensor([[5, 6, 9, 0], [8, 3, 0, 0]])
+    target = next_words(ids, torch.tensor([3, 2]), output_words=7)
+    assert target.tolist() == [[6, 1, 0, -1], [3, 0, -1, -1]]  # 9 is past the softmax: <unk>; -1: padding
+
+
+def test_lm_backward_direction_reads_each_sentence_reversed_within_its_length() -> None:
+    """With one LSTM in both directions, a batch and the same sentences reversed (padding left in place)
+    get the same summed loss only if the backward pass is the forward one over each sentence reversed
+    within its length, with its targets; and the padded batch scores as its sentences alone."""
+    torch.manual_seed(0)
+    model = BiLanguageModel(12, PretrainConfig(embed_dim=8, hidden=8, output_words=12, dropout=0.0)).eval()
+    model.backward_lstm = model.forward_lstm
+    lengths = torch.tensor([4, 2])
+    total, count = model(torch.tensor([[3, 4, 5, 6, 0], [7, 8, 0, 0, 0]]), lengths)
+    mirrored, _ = model(torch.tensor([[6, 5, 4, 3, 0], [8, 7, 0, 0, 0]]), lengths)
+    assert count.item() == 2 * 6 and torch.allclose(total, mirrored, atol=1e-5)
+    alone = sum(model(torch.tensor([s]), torch.tensor([len(s)]))[0] for s in ([3, 4, 5, 6], [7, 8]))
+    assert torch.allclose(total, alone, atol=1e-5)  # padding changes nothing

@@ -27,8 +27,8 @@ from trainer.core.errors import ConfigError
 from trainer.models import gather_time, reverse_index
 
 LSTM_PARAMS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-DIRECTIONS = {"forward": "encoder.forward_layers.0.", "backward": "encoder.backward_layers.0."}
-ENCODER_KEYS = tuple(prefix + name for prefix in DIRECTIONS.values() for name in LSTM_PARAMS)
+DIRECTIONS = ("encoder.forward_layers.0.", "encoder.backward_layers.0.")  # SentimentNet's first layer
+ENCODER_KEYS = tuple(prefix + name for prefix in DIRECTIONS for name in LSTM_PARAMS)
 
 
 class BiLanguageModel(nn.Module):
@@ -68,7 +68,7 @@ class BiLanguageModel(nn.Module):
         """The two LSTMs under the sentiment encoder's names (ENCODER_KEYS)."""
         return {
             prefix + name: getattr(lstm, name).detach().to("cpu", torch.float32).contiguous()
-            for prefix, lstm in zip(DIRECTIONS.values(), (self.forward_lstm, self.backward_lstm), strict=True)
+            for prefix, lstm in zip(DIRECTIONS, (self.forward_lstm, self.backward_lstm), strict=True)
             for name in LSTM_PARAMS
         }
 
