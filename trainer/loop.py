@@ -171,9 +171,9 @@ class Trainer:
                 clock = time.perf_counter()
                 for batch in loader:
                     with acc.accumulate(self.model):
-                        if self.drop_prob is not None:  # training only: evaluation never passes here
-                            batch["words"] = drop_words(batch["words"], self.drop_prob)
-                        logits = self.model(*(batch[name] for name in self.input_names))
+                        words = batch["words"]  # word dropout: training only, evaluation never passes here
+                        words = words if self.drop_prob is None else drop_words(words, self.drop_prob)
+                        logits = self.model(*(words if n == "words" else batch[n] for n in self.input_names))
                         total, count = loss_sum(logits, batch, self.task)
                         # Normalised by the count over all processes (DDP then averages gradients), so a step's
                         # loss is the mean over the global batch however the tokens fall across processes.
