@@ -4,14 +4,21 @@ Naive Bayes sees unigram and bigram presence features of the same tokens our mod
 (`trainer.core.preprocess.tokenize`, lower-cased). The test set has ~1,300 reviews, so each accuracy
 carries a binomial 95% interval of about +-2.3 points; it is reported beside the figure.
 
-    python -m bench.sentiment_accuracy --model runs/bench-sentiment/model --json bench/results/sentiment_accuracy.json
+Several `--model` directories (the same recipe trained with different seeds) are each scored, then
+summarized: mean test accuracy, sample sd over the runs, and the 95% interval of the mean over seeds
+(Student's t), beside the binomial interval of the mean accuracy on this test set.
+
+    python -m bench.sentiment_accuracy --model runs/s1/model runs/s2/model runs/s3/model \
+        --json bench/results/sentiment_accuracy.json
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +69,38 @@ def lstm(model_dir: Path, test: Sequence[Review], batch_size: int) -> tuple[list
     return [positive if float(z) > 0 else negative for z in logits], {"predict_s": run["s"]}
 
 
+# Student's t, two-sided 95%, by degrees of freedom (runs - 1): a handful of seeds is all a benchmark trains.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def seeds_summary(runs: Sequence[dict], documents: int, baseline: float) -> dict[str, float | int | bool]:
+    """Mean, sd and 95% intervals of the runs' test accuracies; whether the interval over seeds clears `baseline`."""
+    accs = [r["accuracy"] for r in runs]
+    mean = statistics.fmean(accs)
+    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    half = T95.get(len(accs) - 1, 1.96) * sd / math.sqrt(len(accs)) if len(accs) > 1 else None
+    return {
+        "runs": len(accs),
+        "accuracy": mean,
+        "sd": sd,
+        "ci95_seeds": half,
+        "ci95": 1.96 * math.sqrt(mean * (1 - mean) / documents),
+        "dev_accuracy": statistics.fmean(r["dev_accuracy"] for r in runs),
+        "seeds_interval_above_baseline": half is not None and mean - half > baseline,
+    }
+
+
+def run_facts(model_dir: Path) -> dict:
+    """The run's seed and dev accuracy, from the artifact's metrics.json and the run's start event."""
+    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    facts = {"dev_accuracy": metrics["dev"]["accuracy"], "train_s": metrics.get("train_seconds")}
+    log = model_dir.parent / "logs" / "metrics.jsonl"
+    if log.is_file():
+        start = json.loads(log.read_text(encoding="utf-8").splitlines()[0])
+        facts["seed"] = start.get("config", {}).get("train", {}).get("seed")
+    return facts
+
+
 def run(args: argparse.Namespace) -> dict:
     train = load_split(args.data, "train", args.limit_train)
     test = load_split(args.data, "test", args.limit_test)
@@ -69,17 +108,23 @@ def run(args: argparse.Namespace) -> dict:
     labels, times = naive_bayes(train, test)
     results["naive_bayes"] = {**accuracy(test, labels), **times, "features": "unigram+bigram presence"}
     rows = [{"classifier": "nltk NaiveBayes (uni+bigrams)", **results["naive_bayes"]}]
-    if args.model:
-        labels, times = lstm(args.model, test, args.batch_size)
-        results["lstm"] = {**accuracy(test, labels), **times, "model": str(args.model)}
-        rows.append({"classifier": "our sentiment LSTM", **results["lstm"]})
+    results["lstm"] = []
+    for model in map(Path, args.model or []):
+        labels, times = lstm(model, test, args.batch_size)
+        results["lstm"].append({**accuracy(test, labels), **times, **run_facts(model), "model": str(model)})
+        rows.append({"classifier": f"our sentiment LSTM ({model})", **results["lstm"][-1]})
+    if len(results["lstm"]) > 1:
+        results["lstm_summary"] = seeds_summary(results["lstm"], len(test), results["naive_bayes"]["accuracy"])
+        rows.append({"classifier": "our sentiment LSTM, mean over runs", **results["lstm_summary"]})
     results["table"] = rows
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sentiment_accuracy", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, help="RUN_DIR/model of a sentiment model (omit: Naive Bayes only)")
+    parser.add_argument(
+        "--model", nargs="+", help="RUN_DIR/model of sentiment models, e.g. one per seed (omit: NB only)"
+    )
     parser.add_argument("--data", default="rotten-tomatoes", help="a sentiment --data spec (default: rotten-tomatoes)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--limit-train", type=int, help="use only the first N train reviews (smoke tests)")
@@ -87,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     add_json_arg(parser)
     args = parser.parse_args(argv)
     publish(
-        "sentiment_accuracy", args, run(args), ["classifier", "accuracy", "ci95", "documents", "train_s", "predict_s"]
+        "sentiment_accuracy",
+        args,
+        run(args),
+        ["classifier", "accuracy", "sd", "ci95_seeds", "ci95", "dev_accuracy", "documents", "train_s", "predict_s"],
     )
     return 0
 

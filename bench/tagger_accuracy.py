@@ -5,6 +5,8 @@ one definition for both: the word, normalized as our model normalizes it (lower-
 `trainer.core.preprocess.normalize_word`), never occurs in the train split.
 
     python -m bench.tagger_accuracy --model runs/bench-tagger/model --json bench/results/tagger_accuracy.json
+
+Several `--model` directories (variants of a recipe) are each scored against the same perceptron run.
 """
 
 from __future__ import annotations
@@ -91,10 +93,14 @@ def lstm(model_dir: Path, test: Sequence[TaggedSentence], batch_size: int) -> tu
 
 def run(args: argparse.Namespace) -> dict:
     config = PreprocessConfig()
-    if args.model:
+    models = [Path(m) for m in args.model or []]
+    if models:
         from trainer.artifact import read_meta
 
-        config = read_meta(args.model)[1]  # OOV is normalized exactly as our model normalizes words
+        config = read_meta(models[0])[1]  # OOV is normalized exactly as our model normalizes words
+        for model in models[1:]:
+            if read_meta(model)[1] != config:
+                sys.exit(f"error: --model {model} normalizes words unlike {models[0]}; score them in separate runs")
     train = load_split(args.data, "train", args.limit_train)
     test = load_split(args.data, "test", args.limit_test)
     known = train_words(train, config)
@@ -103,17 +109,18 @@ def run(args: argparse.Namespace) -> dict:
     tags, times = perceptron(train, test, args.nr_iter, args.seed)
     results["perceptron"] = {**score(test, tags, known, config), **times, "nr_iter": args.nr_iter}
     rows.append({"tagger": "nltk averaged perceptron", **results["perceptron"]})
-    if args.model:
-        tags, times = lstm(args.model, test, args.batch_size)
-        results["lstm"] = {**score(test, tags, known, config), **times, "model": str(args.model)}
-        rows.append({"tagger": "our LSTM tagger", **results["lstm"]})
+    results["lstm"] = []
+    for model in models:
+        tags, times = lstm(model, test, args.batch_size)
+        results["lstm"].append({**score(test, tags, known, config), **times, "model": str(model)})
+        rows.append({"tagger": f"our LSTM tagger ({model})", **results["lstm"][-1]})
     results["table"] = rows
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tagger_accuracy", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, help="RUN_DIR/model of a trained tagger (omit: perceptron only)")
+    parser.add_argument("--model", nargs="+", help="RUN_DIR/model of trained taggers (omit: perceptron only)")
     parser.add_argument("--data", default="brown", help="a tagger --data spec (default: brown)")
     parser.add_argument("--nr-iter", type=int, default=5, help="perceptron training passes (default: 5)")
     parser.add_argument("--batch-size", type=int, default=256)

@@ -81,6 +81,16 @@ def test_naive_bayes_baseline_on_1000_reviews(data_dir):
     assert 0 < result["ci95"] < 0.1
 
 
+def test_sentiment_seeds_summary_is_mean_sd_and_t_interval():
+    runs = [{"accuracy": a, "dev_accuracy": d} for a, d in ((0.80, 0.79), (0.81, 0.80), (0.82, 0.78))]
+    summary = sentiment_accuracy.seeds_summary(runs, 1300, baseline=0.775)
+    assert summary["runs"] == 3 and abs(summary["accuracy"] - 0.81) < 1e-12 and abs(summary["sd"] - 0.01) < 1e-12
+    assert abs(summary["ci95_seeds"] - 4.303 * 0.01 / 3**0.5) < 1e-12  # t(2) = 4.303
+    assert abs(summary["ci95"] - 1.96 * (0.81 * 0.19 / 1300) ** 0.5) < 1e-12
+    assert abs(summary["dev_accuracy"] - 0.79) < 1e-12 and summary["seeds_interval_above_baseline"]
+    assert not sentiment_accuracy.seeds_summary(runs, 1300, baseline=0.80)["seeds_interval_above_baseline"]
+
+
 def test_tutorial_loop_trains_a_few_sentences(data_dir):
     train = tagger_accuracy.load_split("brown", "train", 30)
     result = train_speed.tutorial_tokens_per_s(train, steps=3, threads=1, warmup=1)

@@ -39,12 +39,16 @@ FILES = [
 
 @pytest.fixture(scope="module")
 def args(data: dict[str, str]) -> list[str]:
-    """Dropout on, so that a resume is exact only if the random states come back."""
+    """Dropout, word dropout and weight drop on, so that a resume is exact only if the random states come back."""
     return [
         "train",
         *tiny_tagger(data["tagger"]),
         "--dropout",
         "0.3",
+        "--word_dropout",
+        "0.5",
+        "--weight_drop",
+        "0.2",
         "--batch_size",
         "8",
         "--save_every",

@@ -17,7 +17,7 @@ from trainer.core.cli import Parser, run_cli
 DELEGATED = {
     "train": "train a tagger or sentiment model (see `python -m trainer train --help`)",
     "evaluate": "evaluate a trained model (see `python -m trainer evaluate --help`)",
-    "pretrain": "pretrain word embeddings with an N-gram language model (see `python -m trainer pretrain --help`)",
+    "pretrain": "pretrain a language model to start a model from (see `python -m trainer pretrain --help`)",
 }
 
 

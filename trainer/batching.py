@@ -78,6 +78,17 @@ class BucketBatchSampler:
         return (count - (0 < tail < self.world)) * self.world
 
 
+def word_drop_probabilities(sentences: Sequence[np.ndarray], vocab_size: int, alpha: float) -> np.ndarray:
+    """(V,) float32: the chance that word dropout turns each word id into `<unk>`, alpha / (alpha + count),
+    `count` being the id's occurrences in the training `sentences` (id arrays). `<pad>` and `<unk>` are never
+    dropped; alpha 0 drops nothing."""
+    prob = np.zeros(vocab_size, np.float32)
+    if alpha > 0:
+        counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *sentences]), minlength=vocab_size)
+        prob[2:] = alpha / (alpha + counts[2:])
+    return prob
+
+
 def planned_steps(
     step: int, batches_left: int, epoch_batches: int, epochs_after: int, grad_accum: int, max_steps: int
 ) -> int:

@@ -24,7 +24,7 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from trainer.batching import BucketBatchSampler, Schedule
+from trainer.batching import BucketBatchSampler, Schedule, word_drop_probabilities
 from trainer.checkpoint import (
     discard,
     list_checkpoints,
@@ -36,7 +36,7 @@ from trainer.checkpoint import (
 )
 from trainer.core.config import TrainConfig
 from trainer.core.errors import TrainingError
-from trainer.core.preprocess import Vocabs
+from trainer.core.preprocess import UNK_ID, Vocabs
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.plots import end_torn_line
 from trainer.resume import TrainState
@@ -56,6 +56,14 @@ def loss_sum(logits: torch.Tensor, batch: dict[str, torch.Tensor], task: str) ->
         return F.cross_entropy(logits.float()[real], targets[real], reduction="sum"), real.sum()
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
     return loss, targets.new_tensor(len(targets))
+
+
+def drop_words(words: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    """`words` with each id turned into <unk> at its chance `prob[id]` (word dropout, TrainConfig.word_dropout).
+    The draw is from the global torch RNG, as dropout's, which checkpoints save and restore, so a resumed run
+    draws the same masks as an uninterrupted one."""
+    drop = torch.rand(words.shape, device=words.device) < prob[words]
+    return words.masked_fill(drop, UNK_ID)
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -133,6 +141,13 @@ class Trainer:
         self.window = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, count, tokens
         self.window_seconds = 0.0
         self.grad_norm = torch.zeros(())
+        self.drop_prob = None  # (V,) word dropout's chance per word id; None when off
+        if cfg.word_dropout > 0:
+            train = parts.data["train"]
+            prob = word_drop_probabilities(
+                [item.words for item in train.items], len(parts.vocabs.words), cfg.word_dropout
+            )
+            self.drop_prob = torch.from_numpy(prob).to(accelerator.device)
 
     def fit(self) -> str:
         """Train until a stop condition holds; return which."""
@@ -156,7 +171,9 @@ class Trainer:
                 clock = time.perf_counter()
                 for batch in loader:
                     with acc.accumulate(self.model):
-                        logits = self.model(*(batch[name] for name in self.input_names))
+                        words = batch["words"]  # word dropout: training only, evaluation never passes here
+                        words = words if self.drop_prob is None else drop_words(words, self.drop_prob)
+                        logits = self.model(*(words if n == "words" else batch[n] for n in self.input_names))
                         total, count = loss_sum(logits, batch, self.task)
                         # Normalised by the count over all processes (DDP then averages gradients), so a step's
                         # loss is the mean over the global batch however the tokens fall across processes.

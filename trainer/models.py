@@ -10,7 +10,9 @@ way. Both are plain `nn.LSTM` calls, which the exporter turns into ONNX `LSTM` n
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from trainer.core.config import POOLINGS, ModelConfig, SentimentConfig, TaggerConfig
 from trainer.core.errors import ConfigError
@@ -55,6 +57,9 @@ class PaddedLSTM(nn.Module):
         # Set by the trainer on CPUs whose oneDNN has no bf16 LSTM (trainer.precision): the LSTM kernels
         # then leave the autocast region and run in float32. Not a weight; exports never see it.
         self.float32_kernels = False
+        # DropConnect on the hidden-to-hidden weights in training (AWD-LSTM's weight drop, TrainConfig.weight_drop),
+        # also set by the trainer: evaluation and export run the plain weights.
+        self.weight_drop = 0.0
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         backward = self.backward_layers
@@ -72,7 +77,13 @@ class PaddedLSTM(nn.Module):
     def run_lstm(self, layer: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
         if self.float32_kernels and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
-                return layer(x.float())[0]
+                return self.call_lstm(layer, x.float())
+        return self.call_lstm(layer, x)
+
+    def call_lstm(self, layer: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.weight_drop > 0:  # one mask per batch, the same at every step
+            dropped = F.dropout(layer.weight_hh_l0, self.weight_drop)
+            return functional_call(layer, {"weight_hh_l0": dropped}, (x,))[0]
         return layer(x)[0]
 
     def final_state(self, out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -190,6 +201,13 @@ def run_lstms_in_float32(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, PaddedLSTM):
             module.float32_kernels = True
+
+
+def set_weight_drop(model: nn.Module, rate: float) -> None:
+    """Every LSTM of `model` trains with DropConnect at `rate` on its hidden-to-hidden weights."""
+    for module in model.modules():
+        if isinstance(module, PaddedLSTM):
+            module.weight_drop = rate
 
 
 def build_model(config: ModelConfig, vocabs: Vocabs) -> nn.Module:

@@ -1,9 +1,12 @@
-"""`python -m trainer pretrain`: word embeddings from an N-gram language model on unlabeled text.
+"""`python -m trainer pretrain`: a language model on unlabeled text, to initialize a model from.
 
-The PyTorch tutorial's NGramLanguageModeler: the embeddings of the previous `context` words,
-concatenated, -> linear -> ReLU -> linear over the `output_words` most frequent words. Its input
-embedding matrix is written to RUN_DIR/embeddings, and `train --init_embeddings RUN_DIR/embeddings`
-starts a sentiment model or tagger from it (`extend_vocab` + `copy_vectors`, used by trainer.runner).
+`--objective lstm` (the default): a bidirectional LSTM LM shaped like the sentiment encoder's first layer
+(trainer/lm.py); RUN_DIR/embeddings then holds its embeddings and both LSTM directions.
+`--objective ngram`: the PyTorch tutorial's NGramLanguageModeler: the embeddings of the previous `context`
+words, concatenated, -> linear -> ReLU -> linear over the `output_words` most frequent words; embeddings only.
+`train --init_embeddings RUN_DIR/embeddings` starts a sentiment model or tagger from the embeddings
+(`extend_vocab` + `copy_vectors`, used by trainer.runner) and a sentiment model's first LSTM layer from the
+LSTM's (`trainer.lm.copy_layers`).
 
 Text: every split of tagger datasets, only the train split of sentiment datasets (see `read_text`).
 Held out (never trained on): the first HELD_OUT sentences/reviews of each dataset's dev split,
@@ -35,6 +38,7 @@ from tqdm.auto import tqdm
 from trainer.artifact import replace_dir, write_json
 from trainer.core.cli import Parser
 from trainer.core.config import (
+    PRETRAIN_BATCH,
     PreprocessConfig,
     PretrainConfig,
     apply_overrides,
@@ -48,6 +52,7 @@ from trainer.core.config import (
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError, DataError
 from trainer.core.preprocess import UNK_ID, Vocab, Vocabs, normalize_word, tokenize
+from trainer.lm import ENCODER_KEYS, BiLanguageModel, fit_lm, score_lm
 
 FORMAT_VERSION = 1
 HELD_OUT = 1000  # dev sentences/reviews per dataset kept out of training and scored
@@ -97,14 +102,18 @@ def read_text(spec: str, preprocess: PreprocessConfig) -> tuple[list[list[str]],
     return train, held_out
 
 
+def ids(words: list[str], vocab: Vocab) -> np.ndarray:
+    return np.fromiter((vocab.id(w) for w in words), np.int64, len(words))
+
+
 def ngrams(sentences: list[list[str]], vocab: Vocab, cfg: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(contexts (M, N), targets (M,)): every word with its N previous ones, `<pad>` before the start."""
     contexts, targets = [], []
     for words in sentences:
-        ids = np.fromiter((vocab.id(w) for w in words), np.int64, len(words))
-        padded = np.concatenate([np.zeros(cfg.context, np.int64), ids])
-        contexts.append(np.stack([padded[i : i + len(ids)] for i in range(cfg.context)], axis=1))  # (T, N)
-        targets.append(ids)
+        word_ids = ids(words, vocab)
+        padded = np.concatenate([np.zeros(cfg.context, np.int64), word_ids])
+        contexts.append(np.stack([padded[i : i + len(word_ids)] for i in range(cfg.context)], axis=1))  # (T, N)
+        targets.append(word_ids)
     target = np.concatenate(targets) if targets else np.zeros(0, np.int64)
     target = np.where(target < cfg.output_words, target, UNK_ID)  # ids are by frequency: rarer words -> <unk>
     context = np.concatenate(contexts) if contexts else np.zeros((0, cfg.context), np.int64)
@@ -132,7 +141,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     parser = Parser(
         prog="python -m trainer pretrain",
         allow_abbrev=False,
-        description="Pretrain word embeddings with an N-gram language model; --key value overrides.",
+        description="Pretrain a language model (embeddings, and an LSTM layer); --key value overrides.",
         epilog="config keys: " + " ".join(sorted(field_types(PretrainConfig))),
     )
     parser.add_argument("--data", required=True, metavar="SPEC[+SPEC...]")
@@ -141,6 +150,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     check_out_path(args.out, "--out", directory=True)
     cfg = PretrainConfig()
     apply_overrides([cfg], parse_key_values(rest), source="command line")
+    cfg.batch_size = cfg.batch_size or PRETRAIN_BATCH[cfg.objective]
     check_config(cfg)
     return args, cfg
 
@@ -156,22 +166,21 @@ def main(argv: list[str]) -> int:
         train, held_out = read_text(args.data, preprocess)
         vocab = Vocab.build(Counter(w for words in train for w in words), cfg.min_count)
         cfg.output_words = min(cfg.output_words, len(vocab))
-        context, target = ngrams(train, vocab, cfg)
-        held_context, held_target = ngrams(held_out, vocab, cfg)
-    model = NGramLanguageModel(len(vocab), cfg)
+        if cfg.objective == "lstm":
+            held = [ids(words, vocab) for words in held_out]
+            data = [ids(words, vocab) for words in train]
+        else:
+            held = ngrams(held_out, vocab, cfg)
+            data = ngrams(train, vocab, cfg)
+    model = (BiLanguageModel if cfg.objective == "lstm" else NGramLanguageModel)(len(vocab), cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    # The loader deals out example indices; the (M, N) id tensors are indexed in the loop, which is
-    # much faster than collating 512 tiny examples one by one.
-    loader = DataLoader(
-        torch.arange(len(target)),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    total = cfg.epochs * len(loader) if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * len(loader))
-    accelerator.print(f"pretrain: {len(train)} sentences, {len(target)} tokens, vocabulary {len(vocab)}, {total} steps")
-    step, tokens, seconds, loss_avg = fit(accelerator, model, optimizer, loader, (context, target), total)
+    tokens = sum(len(words) for words in train)
+    accelerator.print(f"pretrain: {cfg.objective} LM, {len(train)} sentences, {tokens} tokens, vocabulary {len(vocab)}")
+    if cfg.objective == "lstm":
+        model, optimizer = accelerator.prepare(model, optimizer)
+        step, tokens, seconds, loss_avg = fit_lm(accelerator, model, optimizer, data, cfg)
+    else:
+        step, tokens, seconds, loss_avg = fit_ngram(accelerator, model, optimizer, data, cfg)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model).cpu()
@@ -184,24 +193,34 @@ def main(argv: list[str]) -> int:
             "train_seconds": round(seconds, 1),
             "train_loss": round(loss_avg, 4),
             "vocab": len(vocab),
-            "held_out": score(model, held_context, held_target, 4096),
+            "held_out": score_lm(model, held, 64) if cfg.objective == "lstm" else score(model, *held, 4096),
         }
-        save_embeddings(args.out / "embeddings", model.embedding.weight, vocab, cfg, preprocess, metrics)
+        layers = model.encoder_state() if cfg.objective == "lstm" else {}
+        save_embeddings(args.out / "embeddings", model.embedding.weight, layers, vocab, cfg, preprocess, metrics)
         accelerator.print(json.dumps({"held_out": metrics["held_out"], "embeddings": str(args.out / "embeddings")}))
     accelerator.end_training()
     return 0
 
 
-def fit(
+def fit_ngram(
     accelerator: Accelerator,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    loader: DataLoader,
     data: tuple[torch.Tensor, torch.Tensor],
-    total: int,
+    cfg: PretrainConfig,
 ) -> tuple[int, int, float, float]:
-    """Train `total` steps at most; (steps, tokens, seconds, smoothed loss)."""
+    """Train for cfg.epochs (or cfg.max_steps); (steps, tokens, seconds, smoothed loss)."""
     context, target = data
+    # The loader deals out example indices; the (M, N) id tensors are indexed in the loop, which is
+    # much faster than collating 512 tiny examples one by one.
+    loader = DataLoader(
+        torch.arange(len(target)),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    total = cfg.epochs * len(loader) if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * len(loader))
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not accelerator.is_main_process)
     step, tokens, started, loss_avg = 0, 0, time.time(), float("nan")
     while step < total:  # epochs: the loader reshuffles on every pass
@@ -226,14 +245,21 @@ def fit(
 
 
 def save_embeddings(
-    path: Path, weight: torch.Tensor, vocab: Vocab, cfg: PretrainConfig, preprocess: PreprocessConfig, metrics: dict
+    path: Path,
+    weight: torch.Tensor,
+    layers: dict[str, torch.Tensor],
+    vocab: Vocab,
+    cfg: PretrainConfig,
+    preprocess: PreprocessConfig,
+    metrics: dict,
 ) -> None:
-    """Written under a temporary name and renamed into place, as the release model is."""
+    """The embeddings and any encoder `layers` (trainer.lm.ENCODER_KEYS) in one safetensors file, written
+    under a temporary name and renamed into place, as the release model is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         save_file(
-            {"embeddings": weight.detach().to("cpu", torch.float32).contiguous()},
+            {"embeddings": weight.detach().to("cpu", torch.float32).contiguous(), **layers},
             str(tmp / "embeddings.safetensors"),
             metadata={"format_version": str(FORMAT_VERSION)},
         )
@@ -254,8 +280,11 @@ def save_embeddings(
         raise
 
 
-def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessConfig) -> tuple[Vocab, torch.Tensor]:
-    """Vocabulary and (V, dim) vectors of RUN_DIR/embeddings, checked against the model about to use them."""
+def load_embeddings(
+    path: Path, dim: int, dim_key: str, preprocess: PreprocessConfig
+) -> tuple[Vocab, torch.Tensor, dict[str, torch.Tensor]]:
+    """Vocabulary, (V, dim) vectors and encoder layers (empty from the ngram objective) of RUN_DIR/embeddings,
+    checked against the model about to use them (the layers' shapes: `trainer.lm.copy_layers`)."""
     where = f"--init_embeddings {path}"
     if not path.is_dir():
         raise ArtifactError(
@@ -267,7 +296,8 @@ def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessCo
     try:
         meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
         words = Vocab(json.loads((path / "vocab.json").read_text(encoding="utf-8"))["words"])
-        vectors = load_file(str(path / "embeddings.safetensors"))["embeddings"]
+        tensors = load_file(str(path / "embeddings.safetensors"))
+        vectors = tensors.pop("embeddings")
         saved = preprocess_config_from_dict(meta["preprocess"], source=str(path / "config.json"))
     except (
         json.JSONDecodeError,
@@ -285,7 +315,13 @@ def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessCo
         raise ArtifactError(f"{where}: config.json is not an embeddings directory of format {FORMAT_VERSION}")
     if vectors.ndim != 2 or vectors.shape[0] != len(words):
         raise ArtifactError(f"{where}: {tuple(vectors.shape)} vectors do not match {len(words)} words in vocab.json")
-    if not torch.isfinite(vectors).all():
+    unknown = sorted(set(tensors) - set(ENCODER_KEYS))
+    if unknown or tensors and len(tensors) != len(ENCODER_KEYS):
+        what = (
+            f"unknown tensor {unknown[0]!r}" if unknown else f"{len(tensors)} of the {len(ENCODER_KEYS)} LSTM tensors"
+        )
+        raise ArtifactError(f"{where}: embeddings.safetensors holds {what}")
+    if not all(torch.isfinite(t).all() for t in (vectors, *tensors.values())):
         raise ArtifactError(f"{where}: embeddings.safetensors holds non-finite values (NaN or inf)")
     if vectors.shape[1] != dim:
         raise ConfigError(
@@ -298,7 +334,7 @@ def load_embeddings(path: Path, dim: int, dim_key: str, preprocess: PreprocessCo
                 f"{where}: embeddings were built with {key}={getattr(saved, key)}, "
                 f"the model uses {key}={getattr(preprocess, key)}"
             )
-    return words, vectors
+    return words, vectors, tensors
 
 
 def extend_vocab(vocabs: Vocabs, pretrained: Vocab) -> Vocabs:

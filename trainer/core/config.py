@@ -66,8 +66,8 @@ class SentimentConfig:
     embed_dim: int = rule(128, min=1, max=DIM_MAX)
     hidden: int = rule(128, min=1, max=DIM_MAX)  # per direction
     layers: int = rule(2, min=1, max=LAYERS_MAX)
-    # Chosen by dev accuracy on rotten-tomatoes (docs/BENCHMARKS.md): a BiLSTM with max pooling
-    # beat the final state of a unidirectional LSTM, and N-gram LM pretrained embeddings did not help.
+    # Chosen by dev accuracy on rotten-tomatoes (docs/BENCHMARKS.md section 2): a BiLSTM with max pooling
+    # beat the final state of a unidirectional LSTM; LM pretraining (N-gram or LSTM) gave no clear gain.
     bidirectional: bool = True
     # "max": max over real positions of every state; "last": the final state
     pooling: str = rule("max", choices=POOLINGS)
@@ -85,7 +85,7 @@ class TrainConfig:
     max_steps: int = rule(0, min=0)  # 0: no limit beyond epochs
     batch_size: int = rule(32, min=1)  # sentences per process per step
     grad_accum: int = rule(1, min=1)
-    lr: float = rule(2e-3, gt=0)
+    lr: float = rule(2e-3, gt=0)  # the sentiment schedule's is 4e-3 (trainer.train.TASK_TRAIN)
     weight_decay: float = rule(0.0, min=0)
     warmup_steps: int = rule(100, min=0)
     clip_grad_norm: float = rule(5.0, min=0)  # 0: no clipping
@@ -103,24 +103,42 @@ class TrainConfig:
         0, min=0
     )  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
     threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process (torch.set_num_threads); 0: default
-    init_embeddings: str = ""  # RUN_DIR/embeddings from `python -m trainer pretrain`: initial word vectors
+    # RUN_DIR/embeddings from `python -m trainer pretrain`: initial word vectors, and from its LSTM objective
+    # a sentiment encoder's first layer
+    init_embeddings: str = ""
+    # Word dropout (Kiperwasser & Goldberg 2016): in training only, a word id becomes <unk> with probability
+    # alpha / (alpha + its train count), so the model (the tagger's character BiLSTM) learns to read
+    # unknown words from what rare ones look like. 0: off; the tagger's schedule uses 1 (trainer.train.TASK_TRAIN).
+    word_dropout: float = rule(0.0, min=0)
+    # DropConnect on every LSTM's hidden-to-hidden weights, in training (the sentiment schedule's: 0.3)
+    weight_drop: float = rule(0.0, min=0, lt=1)
     report_to: str = rule(
         "tensorboard", choices=REPORT_TO
     )  # the tracker that also gets the metrics (README "Trackers")
 
 
+OBJECTIVES = ("ngram", "lstm")  # trainer/pretrain.py: the N-gram LM's embeddings; trainer/lm.py: a BiLSTM LM
+PRETRAIN_BATCH = {"ngram": 512, "lstm": 64}
+
+
 @dataclass
 class PretrainConfig:
-    """The N-gram language model of `python -m trainer pretrain` (embeddings from next-word prediction)."""
+    """`python -m trainer pretrain`: a language model whose embeddings (and, for `lstm`, first LSTM layer)
+    initialize a model through `train --init_embeddings`."""
 
+    # "lstm": a bidirectional LSTM LM shaped like the sentiment encoder's first layer (trainer/lm.py);
+    # "ngram": the tutorial's N-gram LM, embeddings only
+    objective: str = rule("lstm", choices=OBJECTIVES)
     # must equal the model's embed_dim (sentiment) or word_dim (tagger) to initialize it
     embed_dim: int = rule(128, min=1, max=DIM_MAX)
-    context: int = rule(2, min=1, max=LAYERS_MAX)  # previous words the model sees
-    hidden: int = rule(256, min=1, max=DIM_MAX)
+    context: int = rule(2, min=1, max=LAYERS_MAX)  # ngram: previous words the model sees
+    # lstm: per direction, must equal the sentiment model's hidden; ngram: the hidden layer
+    hidden: int = rule(128, min=1, max=DIM_MAX)
+    dropout: float = rule(0.3, min=0, lt=1)  # lstm: on embeddings and LSTM outputs
     output_words: int = rule(8000, min=3)  # softmax over the most frequent words; rarer targets are <unk>
     min_count: int = rule(3, min=1)  # words below this count get no vector of their own
     epochs: int = rule(2, min=1)
-    batch_size: int = rule(512, min=1)
+    batch_size: int = rule(0, min=0)  # 0: the objective's (PRETRAIN_BATCH): ngram counts words, lstm sentences
     lr: float = rule(2e-3, gt=0)
     seed: int = rule(1234, min=0)
     threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process; 0: torch's default
