@@ -226,7 +226,7 @@ class HotPath:
     """`POST /predict` straight to its handler; every other request through FastAPI.
 
     The handler and the error replies are the ones FastAPI's route and exception handlers use, so the
-    API is the same either way. A single-text request spends about as long in the framework as in the
+    API is the same either way. A single-text request spends longer in the HTTP stack than in the
     model: skipping FastAPI's middleware stack, routing and dependency solving takes 13% off the
     server's CPU time per request (docs/BENCHMARKS.md section 7).
     """
