@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,18 +117,35 @@ def fit_lm(
     rng = np.random.default_rng(cfg.seed)
     per_epoch = math.ceil(len(sentences) / cfg.batch_size)
     total = cfg.epochs * per_epoch if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * per_epoch)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def train_step(index: np.ndarray) -> tuple[torch.Tensor, int]:
+        words, lengths = pad(sentences, index)
+        loss_sum, count = model(words.to(accelerator.device), lengths.to(accelerator.device))
+        loss = loss_sum / count.clamp(min=1)
+        optimizer.zero_grad()
+        accelerator.backward(loss)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        return loss, int(lengths.sum())
+
+    return run_steps(total, lambda: batches(sentences, cfg.batch_size, rng), train_step)
+
+
+def run_steps(
+    total: int,
+    epoch: Callable[[], Iterable[Any]],
+    train_step: Callable[[Any], tuple[torch.Tensor, int]],
+    show: bool = True,
+) -> tuple[int, int, float, float]:
+    """`train_step(batch)` (one optimizer step: its loss and tokens) over `epoch()`'s batches, pass after
+    pass, until `total` steps, with a progress bar; (steps, tokens, seconds, smoothed loss). Both
+    pretraining objectives (this LM and trainer.pretrain's N-gram LM) train through it."""
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not show)
     step, tokens, started, loss_avg = 0, 0, time.time(), float("nan")
     while step < total:
-        for index in batches(sentences, cfg.batch_size, rng):
-            words, lengths = pad(sentences, index)
-            loss_sum, count = model(words.to(accelerator.device), lengths.to(accelerator.device))
-            loss = loss_sum / count.clamp(min=1)
-            optimizer.zero_grad()
-            accelerator.backward(loss)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            step, tokens = step + 1, tokens + int(lengths.sum())
+        for batch in epoch():
+            loss, batch_tokens = train_step(batch)
+            step, tokens = step + 1, tokens + batch_tokens
             loss_avg = loss.item() if step == 1 else 0.98 * loss_avg + 0.02 * loss.item()
             bar.update()
             bar.set_postfix(loss=f"{loss_avg:.3f}", tok_s=f"{tokens / (time.time() - started):.0f}", refresh=False)

@@ -20,7 +20,6 @@ import json
 import math
 import shutil
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +32,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from trainer.artifact import replace_dir, write_json
 from trainer.core.cli import Parser
@@ -52,7 +50,7 @@ from trainer.core.config import (
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError, DataError
 from trainer.core.preprocess import UNK_ID, Vocab, Vocabs, normalize_word, tokenize
-from trainer.lm import ENCODER_KEYS, BiLanguageModel, fit_lm, score_lm
+from trainer.lm import ENCODER_KEYS, BiLanguageModel, fit_lm, run_steps, score_lm
 
 FORMAT_VERSION = 1
 HELD_OUT = 1000  # dev sentences/reviews per dataset kept out of training and scored
@@ -221,24 +219,18 @@ def fit_ngram(
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     total = cfg.epochs * len(loader) if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * len(loader))
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not accelerator.is_main_process)
-    step, tokens, started, loss_avg = 0, 0, time.time(), float("nan")
-    while step < total:  # epochs: the loader reshuffles on every pass
-        for index in loader:
-            index = index.cpu()
-            logits = model(context[index].to(accelerator.device))  # (B, output_words)
-            loss = F.cross_entropy(logits, target[index].to(accelerator.device))
-            optimizer.zero_grad()
-            accelerator.backward(loss)
-            optimizer.step()
-            step, tokens = step + 1, tokens + len(index) * accelerator.num_processes
-            loss_avg = loss.item() if step == 1 else 0.98 * loss_avg + 0.02 * loss.item()
-            bar.update()
-            bar.set_postfix(loss=f"{loss_avg:.3f}", tok_s=f"{tokens / (time.time() - started):.0f}", refresh=False)
-            if step >= total:
-                break
-    bar.close()
-    return step, tokens, time.time() - started, loss_avg
+
+    def train_step(index: torch.Tensor) -> tuple[torch.Tensor, int]:
+        index = index.cpu()
+        logits = model(context[index].to(accelerator.device))  # (B, output_words)
+        loss = F.cross_entropy(logits, target[index].to(accelerator.device))
+        optimizer.zero_grad()
+        accelerator.backward(loss)
+        optimizer.step()
+        return loss, len(index) * accelerator.num_processes
+
+    # The loader reshuffles on every pass.
+    return run_steps(total, lambda: loader, train_step, show=accelerator.is_main_process)
 
 
 # ---- RUN_DIR/embeddings -----------------------------------------------------------------------
