@@ -119,14 +119,16 @@ def tutorial_tokens_per_s(
     }
 
 
-def trainer_command(out: Path, data: str, steps: int, nproc: int, extra: Sequence[str]) -> list[str]:
+def trainer_command(
+    out: Path, data: str, steps: int, nproc: int, extra: Sequence[str], task: str = "tagger"
+) -> list[str]:
     """The product's training command, on `nproc` CPU processes through torch.distributed.run."""
     args = [
         "-m",
         "trainer",
         "train",
         "--task",
-        "tagger",
+        task,
         "--data",
         data,
         "--out",

@@ -162,3 +162,37 @@ def test_tokenize_cli_compares_with_nltk_on_both_test_splits_and_worst_cases(tmp
     assert all(row["differ"] == 0 and row["tokens"] > row["texts"] and row["speedup"] > 0 for row in results["table"])
     assert len(results["worst_cases"]) == len(tokenize.WORST_CASES)
     assert all(row["differ"] == 0 and row["growth_to_1000"] > 0 for row in results["worst_cases"])
+
+
+def test_schedule_cost_times_each_schedule_per_step_against_the_first(tmp_path, data):
+    report = tmp_path / "cost.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.schedule_cost",
+            "--task",
+            "sentiment",
+            "--data",
+            data["sentiment"],
+            "--steps",
+            "3",
+            "--rounds",
+            "2",
+            "--schedule",
+            "plain=--embed_dim 8 --hidden 8 --layers 1",
+            "--schedule",
+            "adversarial=--embed_dim 8 --hidden 8 --layers 1 --adversarial 1",
+            "--json",
+            str(report),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(report.read_text())["results"]["table"]
+    assert [row["schedule"] for row in rows] == ["plain", "adversarial"]
+    assert rows[0]["x_first"] == 1.0 and rows[1]["x_first"] > 0
+    assert all(len(row["rounds_ms"]) == 2 for row in rows)

@@ -27,6 +27,7 @@ from trainer.core.errors import ArtifactError
 from trainer.plots import read_events
 
 FILES = [
+    "average.safetensors",
     "best.safetensors",
     "model.safetensors",
     "optimizer.json",
@@ -39,7 +40,8 @@ FILES = [
 
 @pytest.fixture(scope="module")
 def args(data: dict[str, str]) -> list[str]:
-    """Dropout, word dropout and weight drop on, so that a resume is exact only if the random states come back."""
+    """Dropout, word dropout and weight drop on, so that a resume is exact only if the random states come back;
+    adversarial training and weight averaging on, so that the average must come back too."""
     return [
         "train",
         *tiny_tagger(data["tagger"]),
@@ -49,6 +51,10 @@ def args(data: dict[str, str]) -> list[str]:
         "0.5",
         "--weight_drop",
         "0.2",
+        "--adversarial",
+        "1.0",
+        "--average",
+        "0.9",
         "--batch_size",
         "8",
         "--save_every",

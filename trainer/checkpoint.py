@@ -31,7 +31,7 @@ from trainer.core.errors import ArtifactError
 FORMAT_VERSION = 1
 STATE_FILE = "trainer_state.json"
 REQUIRED = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json")
-OPTIONAL = ("best.safetensors", "scaler.json")
+OPTIONAL = ("best.safetensors", "average.safetensors", "scaler.json")
 RNG_FILE = re.compile(r"rng-([0-9]+)\.json")
 # What torch, numpy and random raise on a state of the right JSON shape but the wrong content.
 RESTORE_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError)
@@ -45,6 +45,7 @@ class Checkpoint:
     state: dict[str, Any]  # trainer_state.json
     model: dict[str, torch.Tensor]
     best: dict[str, torch.Tensor] | None
+    average: dict[str, torch.Tensor] | None  # the weights' moving average (TrainConfig.average)
     optimizer: dict[str, Any]  # {"state": {index: {name: tensor}}, "param_groups": [...]}, as state_dict() gives
     scheduler: dict[str, Any]
     scaler: dict[str, Any] | None
@@ -77,11 +78,14 @@ def write_training_state(
     scheduler: Any,
     scaler: Any,
     best: dict[str, torch.Tensor] | None,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights, best weights, optimizer, scheduler and GradScaler: the files every process shares."""
+    """Weights, best weights, their average, optimizer, scheduler and GradScaler: the files every process shares."""
     save_file(_cpu(model.state_dict()), str(folder / "model.safetensors"))
     if best is not None:
         save_file(best, str(folder / "best.safetensors"))
+    if average is not None:
+        save_file(average, str(folder / "average.safetensors"))
     saved = optimizer.state_dict()
     tensors = {f"{index}.{name}": value for index, values in saved["state"].items() for name, value in values.items()}
     save_file(_cpu(tensors), str(folder / "optimizer.safetensors"))
@@ -135,6 +139,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         state,
         data["model.safetensors"],
         data.get("best.safetensors"),
+        data.get("average.safetensors"),
         optimizer,
         data["scheduler.json"],
         data.get("scaler.json"),

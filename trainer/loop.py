@@ -8,6 +8,7 @@ checkpoint (loop state, elastic re-layout) is trainer/resume.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,6 +25,8 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from trainer.adversarial import EmbeddingPerturbation, word_embedding
+from trainer.averaging import WeightAverage
 from trainer.batching import BucketBatchSampler, Schedule, word_drop_probabilities
 from trainer.checkpoint import (
     discard,
@@ -148,6 +151,12 @@ class Trainer:
                 [item.words for item in train.items], len(parts.vocabs.words), cfg.word_dropout
             )
             self.drop_prob = torch.from_numpy(prob).to(accelerator.device)
+        self.perturbation = None  # adversarial training's hook on the word embeddings; None when off
+        if cfg.adversarial > 0:
+            embedding = word_embedding(accelerator.unwrap_model(self.model))
+            self.perturbation = EmbeddingPerturbation(embedding, cfg.adversarial)
+        # The moving average of the weights that dev scoring and the best weights use; None when off.
+        self.average = WeightAverage(accelerator.unwrap_model(self.model), cfg.average) if cfg.average > 0 else None
 
     def fit(self) -> str:
         """Train until a stop condition holds; return which."""
@@ -171,16 +180,7 @@ class Trainer:
                 clock = time.perf_counter()
                 for batch in loader:
                     with acc.accumulate(self.model):
-                        words = batch["words"]  # word dropout: training only, evaluation never passes here
-                        words = words if self.drop_prob is None else drop_words(words, self.drop_prob)
-                        logits = self.model(*(words if n == "words" else batch[n] for n in self.input_names))
-                        total, count = loss_sum(logits, batch, self.task)
-                        # Normalised by the count over all processes (DDP then averages gradients), so a step's
-                        # loss is the mean over the global batch however the tokens fall across processes.
-                        share = count
-                        if acc.num_processes > 1:
-                            share = acc.reduce(count.double(), "sum") / acc.num_processes
-                        acc.backward(total / share)
+                        total, count = self.train_batch(batch)
                         if acc.sync_gradients:  # the last batch of an accumulation
                             self.optimizer_step()
                     self.window += torch.stack(
@@ -216,6 +216,28 @@ class Trainer:
             bar.close()
         return reason
 
+    def train_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward on one batch (twice with adversarial training); its clean loss sum and count."""
+        acc = self.accelerator
+        words = batch["words"]  # word dropout: training only, evaluation never passes here
+        words = words if self.drop_prob is None else drop_words(words, self.drop_prob)
+        inputs = [words if n == "words" else batch[n] for n in self.input_names]
+        total, count = loss_sum(self.model(*inputs), batch, self.task)
+        # Normalised by the count over all processes (DDP then averages gradients), so a step's
+        # loss is the mean over the global batch however the tokens fall across processes.
+        share = count
+        if acc.num_processes > 1:
+            share = acc.reduce(count.double(), "sum") / acc.num_processes
+        if self.perturbation is None:
+            acc.backward(total / share)
+            return total, count
+        with acc.no_sync(self.model):  # gradients are exchanged once, after the adversarial pass
+            acc.backward(total / share)
+        with self.perturbation.adversarial():
+            adversarial, _ = loss_sum(self.model(*inputs), batch, self.task)
+            acc.backward(adversarial / share)
+        return total, count
+
     def stop_reason(self, session_start: int) -> str | None:
         state, cfg = self.state, self.cfg
         if cfg.patience > 0 and state.evals_without_improvement >= cfg.patience:
@@ -238,6 +260,8 @@ class Trainer:
         if self.accelerator.mixed_precision == "fp16" or torch.isfinite(self.grad_norm):
             self.optimizer.step()  # under fp16 the GradScaler itself skips steps whose gradients overflowed
             state.bad_in_a_row = 0
+            if self.average is not None:
+                self.average.update(state.step + 1)
         else:
             state.skipped_steps += 1
             state.bad_in_a_row += 1
@@ -262,16 +286,18 @@ class Trainer:
 
     def evaluate_dev(self) -> None:
         state = self.state
-        metrics = summary(
-            score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.labels)
-        )
+        with contextlib.nullcontext() if self.average is None else self.average.swapped_in():
+            metrics = summary(
+                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.labels)
+            )
+            improved = metrics["accuracy"] > state.best_metric
+            if improved:
+                weights = self.accelerator.unwrap_model(self.model).state_dict()
+                self.best = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
         state.last_eval_step = state.step
-        improved = metrics["accuracy"] > state.best_metric
         if improved:
             state.best_metric, state.best_step, state.best_dev = metrics["accuracy"], state.step, metrics
             state.evals_without_improvement = 0
-            weights = self.accelerator.unwrap_model(self.model).state_dict()
-            self.best = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
         else:
             state.evals_without_improvement += 1
         self.log("eval", state.step, split="dev", improved=improved, **metrics)
@@ -291,8 +317,9 @@ class Trainer:
             acc.wait_for_everyone()
             write_rng(tmp, acc.process_index)
             if acc.is_main_process:
+                average = None if self.average is None else self.average.state_dict()
                 write_training_state(
-                    tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, self.best
+                    tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, self.best, average
                 )
             acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
             if acc.is_main_process:

@@ -94,6 +94,15 @@ def resume(trainer: Trainer, checkpoint: Checkpoint) -> None:
     plan(trainer)
     trainer.window_seconds = trainer.state.train_seconds
     trainer.best = checkpoint.best
+    if trainer.average is not None:  # a checkpoint of a run without averaging starts it from its weights
+        trainer.average.reset() if checkpoint.average is None else load_average(trainer, checkpoint)
+
+
+def load_average(trainer: Trainer, checkpoint: Checkpoint) -> None:
+    try:
+        trainer.average.load_state_dict(checkpoint.average)
+    except ValueError as exc:
+        raise ArtifactError(f"checkpoint {checkpoint.path} does not fit this run: {exc}") from None
 
 
 def relayout(trainer: Trainer, saved_world: int) -> None:

@@ -81,7 +81,7 @@ MODEL_CONFIGS: dict[str, type] = {"tagger": TaggerConfig, "sentiment": Sentiment
 
 @dataclass
 class TrainConfig:
-    epochs: int = rule(0, min=0)  # 0: the task's default (trainer.train.TASK_EPOCHS: tagger 4, sentiment 10)
+    epochs: int = rule(0, min=0)  # 0: the task's default (trainer.train.TASK_EPOCHS: tagger 4, sentiment 8)
     max_steps: int = rule(0, min=0)  # 0: no limit beyond epochs
     batch_size: int = rule(32, min=1)  # sentences per process per step
     grad_accum: int = rule(1, min=1)
@@ -112,6 +112,13 @@ class TrainConfig:
     word_dropout: float = rule(0.0, min=0)
     # DropConnect on every LSTM's hidden-to-hidden weights, in training (the sentiment schedule's: 0.3)
     weight_drop: float = rule(0.0, min=0, lt=1)
+    # Adversarial training (Miyato et al. 2017, trainer/adversarial.py): each step also trains on the batch with
+    # every sentence's word embeddings moved by this L2 norm along its loss gradient; two passes a step. 0: off;
+    # the sentiment schedule's: 2.
+    adversarial: float = rule(0.0, min=0)
+    # Keep an exponential moving average of the weights with this decay (trainer/averaging.py); dev scoring, the
+    # best weights and the released model use it. 0: off.
+    average: float = rule(0.0, min=0, lt=1)
     report_to: str = rule(
         "tensorboard", choices=REPORT_TO
     )  # the tracker that also gets the metrics (README "Trackers")

@@ -1,0 +1,85 @@
+"""Adversarial training on the word embeddings (trainer/adversarial.py) and the moving average of the
+weights (trainer/averaging.py). Their resumes are exact: tests/test_checkpoint.py and
+tests/test_checkpoint_resume.py train with both on, with one process and with two."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trainer.adversarial import EmbeddingPerturbation, word_embedding
+from trainer.averaging import WeightAverage
+from trainer.core.config import SentimentConfig, TaggerConfig
+from trainer.core.preprocess import Vocabs
+from trainer.models import DualLSTMTagger, SentimentNet
+
+
+def tiny_models() -> tuple[DualLSTMTagger, SentimentNet]:
+    specials = ["<pad>", "<unk>", "a", "b"]
+    vocabs = Vocabs.from_json({"words": specials, "labels": ["X", "Y"], "chars": specials})
+    tagger = DualLSTMTagger(TaggerConfig(word_dim=8, word_hidden=4, char_dim=3, char_hidden=4), vocabs)
+    return tagger, SentimentNet(SentimentConfig(embed_dim=8, hidden=4, layers=1), vocabs)
+
+
+def test_the_adversarial_step_is_epsilon_along_each_sentences_loss_gradient() -> None:
+    torch.manual_seed(0)
+    embedding = nn.Embedding(10, 4)
+    perturbation = EmbeddingPerturbation(embedding, 0.5)
+    words = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    direction = torch.randn(4)
+    clean = embedding(words)
+    (clean @ direction).pow(2).sum().backward()
+    gradient = clean.grad.clone()
+    with perturbation.adversarial():
+        moved = embedding(words)
+    delta = (moved - embedding(words)).detach()
+    assert torch.allclose(delta.flatten(1).norm(dim=1), torch.tensor([0.5, 0.5]))
+    cosine = nn.functional.cosine_similarity(delta.flatten(1), gradient.flatten(1))
+    assert torch.allclose(cosine, torch.ones(2))
+    assert torch.equal(embedding(words), clean)  # out of the context the embeddings are themselves again
+
+
+def test_evaluation_is_never_perturbed_and_a_missing_clean_pass_is_an_error() -> None:
+    embedding = nn.Embedding(10, 4)
+    perturbation = EmbeddingPerturbation(embedding, 3.0)
+    words = torch.tensor([[1, 2]])
+    with pytest.raises(RuntimeError, match="needs a clean forward and backward pass first"), perturbation.adversarial():
+        pass
+    embedding(words).sum().backward()
+    embedding.eval()
+    with perturbation.adversarial():
+        assert torch.equal(embedding(words), embedding.weight[words])
+
+
+def test_the_perturbed_module_is_the_word_embedding() -> None:
+    tagger, classifier = tiny_models()
+    assert word_embedding(tagger) is tagger.word_embedding  # not its character embedding
+    assert word_embedding(classifier) is classifier.embedding
+    with pytest.raises(TypeError, match="Linear has no word embedding to perturb"):
+        word_embedding(nn.Linear(2, 2))
+
+
+def test_the_average_follows_the_weights_with_a_warm_start_and_swaps_in_and_out() -> None:
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, 0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average.update(1)  # decay min(0.5, 2/11): the average moves 9/11 of the way
+    assert torch.allclose(average.tensors[0], torch.full((1, 2), 9 / 11))
+    average.update(100)  # decay 0.5
+    assert torch.allclose(average.tensors[0], torch.full((1, 2), 9 / 11 + (1 - 9 / 11) / 2))
+    with average.swapped_in():
+        assert torch.allclose(model.weight, average.tensors[0])
+    assert torch.equal(model.weight, torch.ones(1, 2))
+    saved = average.state_dict()
+    average.reset()
+    assert torch.equal(average.tensors[0], torch.ones(1, 2))
+    average.load_state_dict(saved)
+    assert torch.equal(average.tensors[0], saved["weight"])
+    with pytest.raises(ValueError, match=r"the weight average's weight is \(2, 2\), not \(1, 2\)"):
+        average.load_state_dict({"weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match="has the tensors"):
+        average.load_state_dict({"bias": torch.zeros(1)})
