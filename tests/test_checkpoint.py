@@ -259,6 +259,22 @@ def rewrite_state(folder: Path, change: Callable[[dict], object]) -> None:
     (folder / ckpt.STATE_FILE).write_text(json.dumps(state))
 
 
+def test_a_weight_average_that_does_not_fit_the_model_is_a_one_line_error(
+    base: Path, args: list[str], tmp_path: Path
+) -> None:
+    run = copy_run(base, tmp_path)
+    folder = run / "checkpoints" / "step-2"
+    average = load((folder / "average.safetensors").read_bytes())
+    average["output.bias"] = torch.zeros(1)
+    crafted_file(folder, "average.safetensors", save(average))
+    proc = trainer(*args, "--out", str(run), "--resume", str(folder), check=False)
+    assert proc.returncode == 2
+    [line] = messages(proc.stderr)
+    assert line.startswith(
+        f"error: checkpoint {folder} does not fit this run: the weight average's output.bias is (1,)"
+    )
+
+
 def crafted_file(folder: Path, name: str, data: bytes) -> None:
     (folder / name).write_bytes(data)
     set_manifest_entry(folder, name)
