@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.adversarial import EmbeddingPerturbation, word_embedding
+from trainer.adversarial import EmbeddingPerturbation
 from trainer.averaging import WeightAverage
 from trainer.core.config import SentimentConfig, TaggerConfig
 from trainer.core.preprocess import Vocabs
-from trainer.models import DualLSTMTagger, SentimentNet
+from trainer.models import DualLSTMTagger, SentimentNet, word_embedding
 
 
 def tiny_models() -> tuple[DualLSTMTagger, SentimentNet]:
@@ -56,7 +56,7 @@ def test_the_perturbed_module_is_the_word_embedding() -> None:
     tagger, classifier = tiny_models()
     assert word_embedding(tagger) is tagger.word_embedding  # not its character embedding
     assert word_embedding(classifier) is classifier.embedding
-    with pytest.raises(TypeError, match="Linear has no word embedding to perturb"):
+    with pytest.raises(TypeError, match="Linear has no word embedding"):
         word_embedding(nn.Linear(2, 2))
 
 

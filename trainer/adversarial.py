@@ -23,15 +23,6 @@ import torch
 from torch import nn
 
 
-def word_embedding(model: nn.Module) -> nn.Embedding:
-    """The module whose output adversarial training perturbs: the tagger's or the classifier's word vectors."""
-    for name in ("word_embedding", "embedding"):
-        module = getattr(model, name, None)
-        if isinstance(module, nn.Embedding):
-            return module
-    raise TypeError(f"{type(model).__name__} has no word embedding to perturb")
-
-
 class EmbeddingPerturbation:
     """Captures the word embeddings of a clean pass; adds an `epsilon`-sized adversarial step to the next's."""
 

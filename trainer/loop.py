@@ -25,7 +25,7 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from trainer.adversarial import EmbeddingPerturbation, word_embedding
+from trainer.adversarial import EmbeddingPerturbation
 from trainer.averaging import WeightAverage
 from trainer.batching import BucketBatchSampler, Schedule, word_drop_probabilities
 from trainer.checkpoint import (
@@ -41,6 +41,7 @@ from trainer.core.config import TrainConfig
 from trainer.core.errors import TrainingError
 from trainer.core.preprocess import UNK_ID, Vocabs
 from trainer.evaluate import EncodedSplit, score, summary
+from trainer.models import word_embedding
 from trainer.plots import end_torn_line
 from trainer.resume import TrainState
 

@@ -210,6 +210,16 @@ def set_weight_drop(model: nn.Module, rate: float) -> None:
             module.weight_drop = rate
 
 
+def word_embedding(model: nn.Module) -> nn.Embedding:
+    """The word vectors of a tagger or a classifier (pretrained vectors go there, adversarial training
+    perturbs their output)."""
+    for name in ("word_embedding", "embedding"):
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Embedding):
+            return module
+    raise TypeError(f"{type(model).__name__} has no word embedding")
+
+
 def build_model(config: ModelConfig, vocabs: Vocabs) -> nn.Module:
     """The model a config describes; vocabulary sizes come from the vocabularies it was trained with."""
     if isinstance(config, SentimentConfig):

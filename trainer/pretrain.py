@@ -51,6 +51,7 @@ from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError, DataError
 from trainer.core.preprocess import UNK_ID, Vocab, Vocabs, normalize_word, tokenize
 from trainer.lm import ENCODER_KEYS, BiLanguageModel, fit_lm, run_steps, score_lm
+from trainer.models import word_embedding
 
 FORMAT_VERSION = 1
 HELD_OUT = 1000  # dev sentences/reviews per dataset kept out of training and scored
@@ -338,7 +339,7 @@ def extend_vocab(vocabs: Vocabs, pretrained: Vocab) -> Vocabs:
 @torch.no_grad()
 def copy_vectors(model: nn.Module, vocabs: Vocabs, pretrained: Vocab, vectors: torch.Tensor) -> int:
     """Copy the pretrained vector of every word that has one (not `<pad>`); how many were copied."""
-    embedding = model.embedding if hasattr(model, "embedding") else model.word_embedding
+    embedding = word_embedding(model)
     pairs = [(i, pretrained.stoi[w]) for i, w in enumerate(vocabs.words.itos) if i > 0 and w in pretrained.stoi]
     rows, source = zip(*pairs, strict=True) if pairs else ((), ())
     embedding.weight[list(rows)] = vectors[list(source)].to(embedding.weight.dtype)
