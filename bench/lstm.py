@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,14 @@ def load(model_dir: Path) -> tuple[Artifact, Encoder]:
 
 @torch.inference_mode()
 def logits(
-    artifact: Artifact, encoder: Encoder, token_lists: Sequence[Sequence[str]], batch_size: int = 256
+    artifact: Artifact,
+    encoder: Encoder,
+    token_lists: Sequence[Sequence[str]],
+    batch_size: int = 256,
+    forward: Callable[..., torch.Tensor] | None = None,
 ) -> list[np.ndarray]:
     """One logits array per input, in input order: (T, n_tags) for a tagger, a 0-d logit for sentiment.
+    `forward` (default: the model) takes the model's inputs, e.g. a part of the model alone.
 
     Inputs are sorted by length before batching so batches carry little padding; padding does not
     change outputs (the models are padding-invariant), only the time spent.
@@ -29,11 +34,12 @@ def logits(
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     out: list[np.ndarray | None] = [None] * len(token_lists)
     model = artifact.model
+    forward = forward or model
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         encoded = [encoder.encode(token_lists[i]) for i in chunk]
         arrays = encoder.batch(encoded)
-        result = model(**{name: torch.from_numpy(arrays[name]) for name in model.input_names}).numpy()
+        result = forward(*(torch.from_numpy(arrays[name]) for name in model.input_names)).numpy()
         for row, (i, item) in enumerate(zip(chunk, encoded)):
             out[i] = result[row, : len(item.words)] if result.ndim == 3 else result[row]
     return out  # type: ignore[return-value]

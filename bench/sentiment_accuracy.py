@@ -22,6 +22,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.common import add_json_arg, publish, timed
 from trainer.core.data import Review, open_dataset
@@ -56,17 +57,28 @@ def naive_bayes(train: Sequence[Review], test: Sequence[Review]) -> tuple[list[s
     return labels, {"train_s": fit["s"], "predict_s": run["s"]}
 
 
-def lstm(model_dir: Path, test: Sequence[Review], batch_size: int) -> tuple[list[str], dict[str, float]]:
-    """Labels from our artifact: logit > 0 is P(positive) > 0.5."""
+def lstm(model_dir: Path, test: Sequence[Review], batch_size: int) -> tuple[list[str], dict[str, Any]]:
+    """Labels from our artifact: logit > 0 is P(positive) > 0.5. For a model with an n-gram head, also the
+    test accuracy of each of the two logits it sums, alone (`parts`)."""
     from bench import lstm as torch_lstm
 
     artifact, encoder = torch_lstm.load(model_dir)
     if artifact.task != "sentiment":
         sys.exit(f"error: --model {model_dir} is a {artifact.task} model; expected a sentiment model")
     negative, positive = artifact.vocabs.labels.itos
+    tokens = [tokenize(r.text) for r in test]
+
+    def labels(forward: Any = None) -> list[str]:
+        logits = torch_lstm.logits(artifact, encoder, tokens, batch_size, forward)
+        return [positive if float(z) > 0 else negative for z in logits]
+
     with timed() as run:
-        logits = torch_lstm.logits(artifact, encoder, [tokenize(r.text) for r in test], batch_size)
-    return [positive if float(z) > 0 else negative for z in logits], {"predict_s": run["s"]}
+        predicted = labels()
+    facts: dict[str, Any] = {"predict_s": run["s"]}
+    if artifact.model.ngram is not None:
+        parts = {"lstm_alone": artifact.model.lstm_logits, "ngram_head_alone": artifact.model.ngram}
+        facts["parts"] = {name: accuracy(test, labels(part))["accuracy"] for name, part in parts.items()}
+    return predicted, facts
 
 
 # Student's t, two-sided 95%, by degrees of freedom (runs - 1): a handful of seeds is all a benchmark trains.
@@ -116,6 +128,13 @@ def run(args: argparse.Namespace) -> dict:
     if len(results["lstm"]) > 1:
         results["lstm_summary"] = seeds_summary(results["lstm"], len(test), results["naive_bayes"]["accuracy"])
         rows.append({"classifier": "our sentiment LSTM, mean over runs", **results["lstm_summary"]})
+    for part in ("lstm_alone", "ngram_head_alone"):  # each half of a model with an n-gram head, alone
+        accs = [r["parts"][part] for r in results["lstm"] if "parts" in r]
+        if accs:
+            results[f"{part}_mean"] = statistics.fmean(accs)
+            rows.append(
+                {"classifier": f"its {part.replace('_', ' ')}, mean over runs", "accuracy": statistics.fmean(accs)}
+            )
     results["table"] = rows
     return results
 

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -188,8 +188,19 @@ TINY_WORDS = ["<pad>", "<unk>"] + (
 TINY_CHARS = ["<pad>", "<unk>"] + list(string.ascii_letters + string.digits + ".,'!")
 TINY_CONFIGS = {
     "tagger": TaggerConfig(word_dim=8, word_hidden=6, char_dim=4, char_hidden=3),
-    "sentiment": SentimentConfig(embed_dim=8, hidden=6, layers=2),
+    "sentiment": SentimentConfig(embed_dim=8, hidden=6, layers=2, ngram_buckets=32),
 }
+
+
+def random_ngram_head(model: Any) -> None:
+    """Non-zero weights for a sentiment model's n-gram head (zeros until fitted), so that exports and
+    serving are tested with it doing something."""
+    import torch
+
+    if getattr(model, "ngram", None) is not None:
+        with torch.no_grad():
+            model.ngram.weight.normal_(0.0, 0.1)
+            model.ngram.bias.fill_(0.05)
 
 
 def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
@@ -206,6 +217,7 @@ def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
     labels = Vocab.labels(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
     vocabs = Vocabs(Vocab(TINY_WORDS), labels, chars)
     model = build_model(TINY_CONFIGS[task], vocabs)
+    random_ngram_head(model)
     save_artifact(path, model, TINY_CONFIGS[task], PreprocessConfig(max_tokens=TINY_MAX_TOKENS), vocabs, {"task": task})
     return path
 
@@ -219,7 +231,7 @@ EXPORT_KINDS = {
     "sentiment": ("rotten-tomatoes", SentimentConfig(embed_dim=12, hidden=10, layers=2)),
     "sentiment-bi-max": (
         "rotten-tomatoes",
-        SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True, pooling="max"),
+        SentimentConfig(embed_dim=12, hidden=10, layers=2, bidirectional=True, pooling="max", ngram_buckets=64),
     ),
 }
 
@@ -241,7 +253,9 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     preprocess = PreprocessConfig(min_count=1)
     vocabs = build_vocabs(tokens, labels, preprocess, chars=getattr(config, "char_encoder", False))
     torch.manual_seed(0)
-    save_artifact(path, build_model(config, vocabs), config, preprocess, vocabs, {"task": config.task, "data": spec})
+    model = build_model(config, vocabs)
+    random_ngram_head(model)
+    save_artifact(path, model, config, preprocess, vocabs, {"task": config.task, "data": spec})
     return path
 
 

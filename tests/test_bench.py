@@ -13,9 +13,18 @@ import subprocess
 import sys
 
 import numpy as np
-from helpers import REPO
+from helpers import REPO, write_tiny_artifact
 
-from bench import flops, inference, preprocess_scale, sentiment_accuracy, tagger_accuracy, tokenize, train_speed
+from bench import (
+    flops,
+    inference,
+    ngram_grid,
+    preprocess_scale,
+    sentiment_accuracy,
+    tagger_accuracy,
+    tokenize,
+    train_speed,
+)
 from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
 from trainer.core.data import TaggedSentence
 
@@ -79,6 +88,32 @@ def test_naive_bayes_baseline_on_1000_reviews(data_dir):
     result = sentiment_accuracy.accuracy(test, labels)
     assert result["documents"] == 200 and result["accuracy"] > 0.6
     assert 0 < result["ci95"] < 0.1
+
+
+def test_sentiment_benchmark_scores_a_model_and_each_half_of_its_sum(data_dir, tmp_path):
+    """Two tiny random-weight models with n-gram heads (`helpers.write_tiny_artifact`), end to end."""
+    for seed in (1, 2):
+        model = write_tiny_artifact(tmp_path / f"s{seed}" / "model", "sentiment", seed)
+        (model / "metrics.json").write_text(json.dumps({"dev": {"accuracy": 0.5}}))
+    args = ["--model", str(tmp_path / "s1" / "model"), str(tmp_path / "s2" / "model")]
+    args += ["--limit-train", "300", "--limit-test", "100", "--json", str(tmp_path / "report.json")]
+    assert sentiment_accuracy.main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())["results"]
+    assert [r["documents"] for r in report["lstm"]] == [100, 100] and report["lstm_summary"]["runs"] == 2
+    for run in report["lstm"]:
+        assert set(run["parts"]) == {"lstm_alone", "ngram_head_alone"}
+    mean_alone = sum(r["parts"]["lstm_alone"] for r in report["lstm"]) / 2
+    assert abs(report["lstm_alone_mean"] - mean_alone) < 1e-12
+
+
+def test_ngram_grid_refits_the_head_for_every_setting_and_ranks_by_dev(data_dir, tmp_path):
+    model = write_tiny_artifact(tmp_path / "run" / "model", "sentiment")
+    args = ["--model", str(model), "--l2", "1e-5", "1e-4", "--steps", "5", "--scale", "1", "2", "--buckets", "64"]
+    assert ngram_grid.main([*args, "--limit", "120", "--json", str(tmp_path / "grid.json")]) == 0
+    results = json.loads((tmp_path / "grid.json").read_text())["results"]
+    assert [(f["l2"], f["steps"], f["reviews"]) for f in results["fits"]] == [(1e-5, 5, 120), (1e-4, 5, 120)]
+    assert len(results["table"]) == 4 and results["best_by_dev"] == results["table"][0]
+    assert all(0 <= row["test_accuracy"] <= 1 for row in results["table"])
 
 
 def test_sentiment_seeds_summary_is_mean_sd_and_t_interval():

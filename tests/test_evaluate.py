@@ -90,6 +90,25 @@ def test_sentiment_report(trained_runs: dict, tmp_path: Path) -> None:
     assert (tmp_path / "sentiment.confusion.png").is_file()
 
 
+def test_the_released_sentiment_model_carries_its_fitted_ngram_head(trained_runs: dict, tmp_path: Path) -> None:
+    """The train CLI's sentiment schedule fits the n-gram head after the LSTM; metrics.json's dev figure is the
+    released model's, the one `evaluate --split dev` computes, and the LSTM's own is kept beside it."""
+    run, spec = trained_runs["sentiment"]
+    metrics = json.loads((run / "model" / "metrics.json").read_text())
+    ngram = metrics["ngram"]
+    assert ngram["reviews"] == metrics["examples"]["train"] and 0.5 < ngram["train_accuracy"] <= 1.0
+    assert ngram["dev_accuracy"] == metrics["dev"]["accuracy"]
+    printed = run_main("trainer", "evaluate", "--model", run / "model", "--data", spec, "--split", "dev")
+    assert json.loads(printed.stdout)["accuracy"] == metrics["dev"]["accuracy"]
+    head = load_file(str(run / "model" / "model.safetensors"))["ngram.weight"]
+    assert len(head) == json.loads((run / "model" / "config.json").read_text())["model"]["ngram_buckets"] + len(
+        json.loads((run / "model" / "vocab.json").read_text())["words"]
+    )
+    assert head.abs().max() > 0
+    events = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][-3:] == ["ngram", "eval", "end"]  # fitted, then the test split scored
+
+
 def test_wrong_data_for_the_model_is_a_one_line_error(trained_runs: dict) -> None:
     run, _ = trained_runs["tagger"]
     _, sentiment_spec = trained_runs["sentiment"]

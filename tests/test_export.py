@@ -177,7 +177,7 @@ def test_padding_invariance_in_onnxruntime(kind: str, exports: dict) -> None:
         assert diff.max() <= 1e-5, f"{kind}: {sentence}: {diff.max()}"
 
 
-@pytest.mark.parametrize("kind", ["dual-tagger", "sentiment"])
+@pytest.mark.parametrize("kind", ["dual-tagger", "sentiment", "sentiment-bi-max"])
 def test_reference_evaluator_agrees_with_onnxruntime(kind: str, exports: dict) -> None:
     path = str(exports[kind] / "model.onnx")
     arrays = encode(exports[kind], [s.split() for s in SENTENCES])

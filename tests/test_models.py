@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import random_ngram_head
 from torch import nn
 
 from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
@@ -30,6 +31,7 @@ CASES = {
         SENTIMENT_LABELS,
         None,
     ),
+    "sentiment-ngram": (SentimentConfig(embed_dim=12, hidden=10, ngram_buckets=64), SENTIMENT_LABELS, None),
 }
 
 
@@ -53,6 +55,7 @@ def test_padding_invariance(case: str) -> None:
     vocabs = Vocabs(WORDS, Vocab.labels(labels), chars)
     torch.manual_seed(0)
     model = build_model(config, vocabs).eval()
+    random_ngram_head(model)
     encoder = Encoder(vocabs, PreprocessConfig())
     rng = np.random.default_rng(7)
     worst = 0.0

@@ -42,6 +42,7 @@ from trainer.core.errors import TrainingError
 from trainer.core.preprocess import UNK_ID, Vocabs
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.models import word_embedding
+from trainer.ngram import fit as fit_ngram
 from trainer.plots import end_torn_line
 from trainer.resume import TrainState
 
@@ -344,7 +345,8 @@ class Trainer:
         self.log("checkpoint", state.step, path=str(final))
 
     def finish(self, reason: str) -> dict[str, Any]:
-        """Last dev score and checkpoint, then test metrics of the best weights (left in the model)."""
+        """Last dev score and checkpoint, then the best weights (left in the model), with sentiment's n-gram head fitted
+        beside them where the model has one, and their test metrics."""
         state = self.state
         if state.last_eval_step != state.step:
             self.evaluate_dev()
@@ -353,6 +355,15 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         checksums = gather_object([weights_sha256(model)])
         model.load_state_dict(self.best)
+        dev, ngram = state.best_dev, None
+        if getattr(model, "ngram", None) is not None:  # sentiment's n-gram head, fitted beside the trained LSTM
+            train = self.parts.data["train"]
+            ngram = fit_ngram(model.ngram, [item.words for item in train.items], train.targets)
+            dev = summary(
+                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.labels)
+            )
+            ngram |= {"lstm_dev_accuracy": state.best_dev["accuracy"], "dev_accuracy": dev["accuracy"]}
+            self.log("ngram", state.step, **ngram)
         test = None
         if "test" in self.parts.eval_loaders:
             test = score(self.model, self.parts.eval_loaders["test"], self.accelerator, self.task, self.parts.labels)
@@ -368,6 +379,6 @@ class Trainer:
             "train_seconds": round(state.train_seconds, 2),
             "train_tokens_per_s": round(state.tokens / max(state.train_seconds, 1e-9), 1),
             "skipped_steps": state.skipped_steps,
-            "dev": state.best_dev,
+            "dev": dev,
             "test": test,
-        }
+        } | ({} if ngram is None else {"ngram": ngram})

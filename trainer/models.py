@@ -17,6 +17,7 @@ from torch.func import functional_call
 from trainer.core.config import POOLINGS, ModelConfig, SentimentConfig, TaggerConfig
 from trainer.core.errors import ConfigError
 from trainer.core.preprocess import Vocabs
+from trainer.ngram import NgramLogit
 
 
 def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -171,7 +172,8 @@ class DualLSTMTagger(LSTMTagger):
 
 
 class SentimentNet(nn.Module):
-    """Embedding -> multi-layer (Bi)LSTM -> dropout -> linear to one logit per review."""
+    """Embedding -> multi-layer (Bi)LSTM -> dropout -> linear to one logit per review, plus the n-gram
+    head's logit where the config has one."""
 
     input_names = ("words", "lengths")
     output_names = ("logits",)
@@ -185,8 +187,14 @@ class SentimentNet(nn.Module):
         self.encoder = PaddedLSTM(config.embed_dim, config.hidden, config.layers, config.bidirectional, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(self.encoder.output_size, 1)
+        # Fitted after the LSTM has trained (trainer/ngram.py): zeros until then, and left out in training mode.
+        self.ngram = NgramLogit(len(vocabs.words), config.ngram_buckets) if config.ngram_buckets else None
 
     def forward(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        logits = self.lstm_logits(words, lengths)
+        return logits if self.ngram is None or self.training else logits + self.ngram(words, lengths)
+
+    def lstm_logits(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.encoder(self.dropout(self.embedding(words)), lengths)  # (B, T, H*dirs)
         if self.config.pooling == "max":
             real = torch.arange(h.shape[1], device=h.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 
 from trainer.artifact import save_artifact
@@ -125,6 +125,9 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=None if cfg.report_to == "none" else cfg.report_to,
         project_dir=str(job.run_dir / "logs"),
+        # The only buffers are sentiment's n-gram head, zeros until training ends (trainer/ngram.py): DDP's
+        # broadcast of them before every forward would move a megabyte a step for nothing.
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -51,6 +51,9 @@ TASK_TRAIN: dict[str, dict[str, Any]] = {
     "tagger": {"word_dropout": 1.0},
     "sentiment": {"lr": 4e-3, "weight_drop": 0.3, "adversarial": 2.0},
 }
+# The same for the model: sentiment's n-gram head (docs/BENCHMARKS.md section 2). SentimentConfig's default
+# stays 0, so that a config.json written before the head existed still reads as a model without one.
+TASK_MODEL: dict[str, dict[str, Any]] = {"tagger": {}, "sentiment": {"ngram_buckets": 1 << 18}}
 
 
 def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig]:
@@ -74,7 +77,8 @@ def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig
     )
     args, rest = parser.parse_known_args(argv)
     check_out_path(args.out, "--out", directory=True)
-    model, preprocess, train = MODEL_CONFIGS[args.task](), PreprocessConfig(), TrainConfig(**TASK_TRAIN[args.task])
+    model, preprocess = MODEL_CONFIGS[args.task](**TASK_MODEL[args.task]), PreprocessConfig()
+    train = TrainConfig(**TASK_TRAIN[args.task])
     if args.config is not None:
         apply_overrides([model, preprocess, train], read_json_config(args.config), source=f"--config {args.config}")
     apply_overrides([model, preprocess, train], parse_key_values(rest), source="command line")

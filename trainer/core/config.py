@@ -72,6 +72,9 @@ class SentimentConfig:
     # "max": max over real positions of every state; "last": the final state
     pooling: str = rule("max", choices=POOLINGS)
     dropout: float = rule(0.5, min=0, lt=1)
+    # Rows for hashed word bigrams in the n-gram head beside the LSTM (trainer/ngram.py); 0: no head.
+    # The train CLI's sentiment schedule uses 2**18 (trainer.train.TASK_MODEL).
+    ngram_buckets: int = rule(0, min=0, max=1 << 24)
     atol: float = rule(1e-4, gt=0)
 
 
