@@ -23,6 +23,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
     return parser
+
+
+@dataclass
+class Job:
+    """One export, every part checked (`run`): the arguments, the loaded model and what comes of them."""
+
+    args: argparse.Namespace
+    artifact: Artifact
+    opset: int
+    atol: float
+    dataset: Dataset | None  # --data, opened for the real-sentence cases and int8 scoring; None without it
+    data_note: dict  # whether real data was used, and why not
 
 
 def overlaps(a: Path, b: Path) -> bool:
@@ -126,26 +139,19 @@ def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would make the export unreadable to a serving user
-        export_into(tmp, args, artifact, opset, atol, dataset, data_note)
+        export_into(tmp, Job(args, artifact, opset, atol, dataset, data_note))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
-def export_into(
-    tmp: Path,
-    args: argparse.Namespace,
-    artifact: Artifact,
-    opset: int,
-    atol: float,
-    dataset: Dataset | None,
-    data_note: dict,
-) -> None:
+def export_into(tmp: Path, job: Job) -> None:
     """Export and check into `tmp`, then move it to --out (or to --out.failed)."""
     from export.validate import ExportValidationError
     from trainer.artifact import replace_dir, write_json
 
-    report, meta = export_and_check(tmp, args, artifact, opset, atol, dataset, data_note)
+    args = job.args
+    report, meta = export_and_check(tmp, job)
     write_json(tmp / "validation.json", report)
     out, failed = args.out, args.out.with_name(args.out.name + ".failed")
     if not report["passed"]:
@@ -161,12 +167,12 @@ def export_into(
     if failed.exists():
         shutil.rmtree(failed)  # a stale failure next to a good export would only mislead
     print(
-        f"exported {out / 'model.onnx'} (opset {opset}, {report['exporter']} exporter): "
-        f"{report['checks']} checks passed, max abs diff {report['max_abs_diff']:.2g} vs atol {atol:g}; "
+        f"exported {out / 'model.onnx'} (opset {job.opset}, {report['exporter']} exporter): "
+        f"{report['checks']} checks passed, max abs diff {report['max_abs_diff']:.2g} vs atol {job.atol:g}; "
         f"{len(report['test_vectors'])} test vectors"
     )
-    if not data_note["used"]:
-        print(f"real-data cases skipped: {data_note['reason']}")
+    if not job.data_note["used"]:
+        print(f"real-data cases skipped: {job.data_note['reason']}")
     if args.quantize:
         int8 = report["int8"]
         print(
@@ -175,15 +181,7 @@ def export_into(
         )
 
 
-def export_and_check(
-    tmp: Path,
-    args: argparse.Namespace,
-    artifact: Artifact,
-    opset: int,
-    atol: float,
-    dataset: Dataset | None,
-    data_note: dict,
-) -> tuple[dict, dict]:
+def export_and_check(tmp: Path, job: Job) -> tuple[dict, dict]:
     """model.onnx, test_vectors.json (and model.int8.onnx) in `tmp`; (validation report, model.json)."""
     from export import onnx_export
     from export.validate import real_sentences, validate
@@ -191,13 +189,14 @@ def export_and_check(
     from trainer.artifact import write_json
     from trainer.core.preprocess import Encoder
 
+    args, artifact, opset, atol, dataset = job.args, job.artifact, job.opset, job.atol, job.dataset
     onnx_path = tmp / "model.onnx"
     char_table = None  # the plain graph
     if args.graph == "fast":
         char_table = onnx_export.DEFAULT_CHAR_TABLE if args.char_table is None else args.char_table
     onnx_export.export_onnx(artifact, onnx_path, opset, char_table)
     meta = onnx_export.model_json(artifact, onnx_path, opset, atol, char_table)
-    report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], data_note)
+    report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], job.data_note)
     report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model), seqlstm_version=__version__)
     vectors, records, failures = build_vectors(artifact, onnx_path, dataset, atol)
     add_checks(report, records, failures)

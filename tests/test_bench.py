@@ -106,6 +106,16 @@ def test_sentiment_benchmark_scores_a_model_and_each_half_of_its_sum(data_dir, t
     assert abs(report["lstm_alone_mean"] - mean_alone) < 1e-12
 
 
+def test_tagger_benchmark_bounds_a_combination_with_the_perceptron(data_dir, tmp_path):
+    model = write_tiny_artifact(tmp_path / "run" / "model", "tagger")
+    args = ["--model", str(model), "--limit-train", "200", "--limit-test", "30", "--nr-iter", "2"]
+    assert tagger_accuracy.main([*args, "--json", str(tmp_path / "tagger.json")]) == 0
+    results = json.loads((tmp_path / "tagger.json").read_text())["results"]
+    ours, theirs = results["lstm"][0], results["perceptron"]
+    assert max(ours["accuracy"], theirs["accuracy"]) <= ours["either_right"] <= ours["accuracy"] + theirs["accuracy"]
+    assert max(ours["oov_accuracy"], theirs["oov_accuracy"]) <= ours["oov_either_right"] <= 1
+
+
 def test_ngram_grid_refits_the_head_for_every_setting_and_ranks_by_dev(data_dir, tmp_path):
     model = write_tiny_artifact(tmp_path / "run" / "model", "sentiment")
     args = ["--model", str(model), "--l2", "1e-5", "1e-4", "--steps", "5", "--scale", "1", "2", "--buckets", "64"]
