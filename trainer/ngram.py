@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRIME = 1_000_003  # the bigram hash's multiplier; ids stay far below 2**40 / PRIME, so int64 never overflows
+PRIME = 1_000_003  # the bigram hash's multiplier; word ids stay far below 2**63 / PRIME, so int64 never overflows
 STEPS = 60  # full-batch Adam steps from zero: stopping this early regularizes the head (with the L2 below)
 LR = 0.01
 L2 = 3e-6  # on the unscaled weights, summed over features; both chosen on dev (docs/BENCHMARKS.md section 2)
@@ -58,7 +58,7 @@ class NgramLogit(nn.Module):
 
 def feature_bags(head: NgramLogit, reviews: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Every review's real feature ids in `features`' order (its unigrams, then its bigrams), concatenated,
-    and where each review's begin (`F.embedding_bag`'s offsets)."""
+    and where each review's features begin (`F.embedding_bag`'s offsets)."""
     words = torch.from_numpy(np.concatenate(reviews))
     review = torch.repeat_interleave(torch.tensor([len(r) for r in reviews]))  # each word's review
     pair = review[1:] == review[:-1]  # word i and word i + 1 are a bigram of one review
