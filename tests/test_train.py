@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_SENTIMENT, events, tiny_tagger, trainer
+from helpers import REPO, TINY_SENTIMENT, events, run_main, tiny_tagger, trainer
 from safetensors.torch import load_file
 
 
@@ -98,6 +98,25 @@ def test_two_processes_agree_with_one_process_on_the_global_batch(data: dict[str
     )
     assert (two / "plots" / "curves.png").stat().st_size > 0
     assert list((two / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_two_processes_fit_the_same_ngram_head_as_one(data: dict[str, str], tmp_path: Path) -> None:
+    """Under DDP every process fits sentiment's n-gram head on the whole training split (it scores its shard of
+    dev and test with it): the released head is the one a single process fits, and metrics.json's dev
+    accuracy is the released model's, as `evaluate --split dev` computes it in one process."""
+    common = ["train", "--task", "sentiment", "--data", data["sentiment"], *TINY_SENTIMENT]
+    common += ["--max_steps", "6", "--eval_every", "6", "--warmup_steps", "2", "--ngram_buckets", "4096"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    trainer("--standalone", "--nproc-per-node", "2", "-m", "trainer", *common, "--batch_size", "4", "--out", str(two),
+            module="torch.distributed.run")  # fmt: skip
+    trainer(*common, "--batch_size", "8", "--out", str(one))
+
+    heads = [load_file(str(run / "model" / "model.safetensors"))["ngram.weight"] for run in (two, one)]
+    assert heads[0].abs().max() > 0 and (heads[0] == heads[1]).all()
+    metrics = json.loads((two / "model" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ngram"]["reviews"] == metrics["examples"]["train"]
+    proc = run_main("trainer", "evaluate", "--model", two / "model", "--data", data["sentiment"], "--split", "dev")
+    assert json.loads(proc.stdout)["accuracy"] == metrics["dev"]["accuracy"] == metrics["ngram"]["dev_accuracy"]
 
 
 @pytest.mark.slow  # ~90 s; exact resume at 1 process stays in the default tier (test_checkpoint.py)
