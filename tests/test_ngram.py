@@ -57,11 +57,12 @@ def test_the_fit_sees_each_review_as_the_graph_does() -> None:
     head = ngram.NgramLogit(vocab_size=50, buckets=97)
     rng = np.random.default_rng(0)
     reviews = [rng.integers(0, 50, size=int(rng.integers(1, 9))) for _ in range(300)]
-    ids, offsets = ngram.feature_bags(head, reviews)
+    ids, offsets, owner = ngram.feature_bags(head, reviews)
     for i, words in enumerate(reviews):
         features, real = head.features(torch.from_numpy(words).unsqueeze(0), torch.tensor([len(words)]))
         assert real.all()
         assert torch.equal(ids[offsets[i] : offsets[i] + features.shape[1]], features[0])
+        assert (owner[offsets[i] : offsets[i] + features.shape[1]] == i).all()
     assert offsets[-1] + 2 * len(reviews[-1]) - 1 == len(ids)
 
 

@@ -56,16 +56,17 @@ class NgramLogit(nn.Module):
         return self.weight[ids].masked_fill(~real, 0.0).sum(dim=1) + self.bias  # (B,)
 
 
-def feature_bags(head: NgramLogit, reviews: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every review's real feature ids in `features`' order (its unigrams, then its bigrams), concatenated,
-    and where each review's features begin (`F.embedding_bag`'s offsets)."""
+def feature_bags(head: NgramLogit, reviews: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every review's real feature ids in `features`' order (its unigrams, then its bigrams), concatenated;
+    where each review's features begin (`F.embedding_bag`'s offsets); and the review of each feature."""
     words = torch.from_numpy(np.concatenate(reviews))
     review = torch.repeat_interleave(torch.tensor([len(r) for r in reviews]))  # each word's review
     pair = review[1:] == review[:-1]  # word i and word i + 1 are a bigram of one review
     ids = torch.cat([words, head.bigram_ids(words[:-1][pair], words[1:][pair])])
-    order = torch.argsort(torch.cat([review, review[1:][pair]]), stable=True)  # by review; unigrams first
+    owner = torch.cat([review, review[1:][pair]])
+    order = torch.argsort(owner, stable=True)  # by review; unigrams first
     sizes = torch.bincount(review, minlength=len(reviews)) * 2 - 1
-    return ids[order], torch.cumsum(sizes, 0) - sizes
+    return ids[order], torch.cumsum(sizes, 0) - sizes, owner[order]
 
 
 def fit(
@@ -75,14 +76,11 @@ def fit(
     (deterministic, so every process fits the same head). Returns the fit's train accuracy and seconds."""
     start = time.perf_counter()
     keep = np.linspace(0, len(reviews) - 1, min(len(reviews), MAX_REVIEWS)).round().astype(np.int64)
-    ids, offsets = feature_bags(head, [reviews[i] for i in keep])
+    ids, offsets, owner = feature_bags(head, [reviews[i] for i in keep])
     y = torch.tensor(np.asarray(labels, np.float32)[keep])
     # Naive Bayes log-count ratio of each feature, add-one smoothed.
-    review_of = torch.repeat_interleave(
-        torch.arange(len(offsets)), torch.diff(offsets, append=torch.tensor([len(ids)]))
-    )
-    positive = torch.ones(len(head.weight)).index_add_(0, ids, y[review_of])
-    negative = torch.ones(len(head.weight)).index_add_(0, ids, 1 - y[review_of])
+    positive = torch.ones(len(head.weight)).index_add_(0, ids, y[owner])
+    negative = torch.ones(len(head.weight)).index_add_(0, ids, 1 - y[owner])
     ratio = torch.log(positive / positive.sum()) - torch.log(negative / negative.sum())
     weight = torch.zeros(len(head.weight), requires_grad=True)
     bias = torch.zeros((), requires_grad=True)
@@ -94,9 +92,10 @@ def fit(
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        head.weight.copy_(weight * ratio)
+        fitted = weight * ratio
+        head.weight.copy_(fitted)
         head.bias.copy_(bias)
-        logits = F.embedding_bag(ids, head.weight.cpu().unsqueeze(1), offsets, mode="sum").squeeze(1) + bias
+        logits = F.embedding_bag(ids, fitted.unsqueeze(1), offsets, mode="sum").squeeze(1) + bias
         accuracy = float(((logits > 0).float() == y).float().mean())
     return {
         "reviews": len(keep),
