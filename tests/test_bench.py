@@ -20,6 +20,7 @@ from bench import (
     inference,
     ngram_grid,
     preprocess_scale,
+    schedule_cost,
     sentiment_accuracy,
     tagger_accuracy,
     tokenize,
@@ -210,33 +211,12 @@ def test_tokenize_cli_compares_with_nltk_on_both_test_splits_and_worst_cases(tmp
 
 
 def test_schedule_cost_times_each_schedule_per_step_against_the_first(tmp_path, data):
+    """In this process, as the other scripts here; the trainer runs it times are subprocesses of their own."""
     report = tmp_path / "cost.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.schedule_cost",
-            "--task",
-            "sentiment",
-            "--data",
-            data["sentiment"],
-            "--steps",
-            "3",
-            "--rounds",
-            "2",
-            "--schedule",
-            "plain=--embed_dim 8 --hidden 8 --layers 1",
-            "--schedule",
-            "adversarial=--embed_dim 8 --hidden 8 --layers 1 --adversarial 1",
-            "--json",
-            str(report),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = ["--task", "sentiment", "--data", data["sentiment"], "--steps", "3", "--rounds", "2"]
+    args += ["--schedule", "plain=--embed_dim 8 --hidden 8 --layers 1"]
+    args += ["--schedule", "adversarial=--embed_dim 8 --hidden 8 --layers 1 --adversarial 1"]
+    assert schedule_cost.main([*args, "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["results"]["table"]
     assert [row["schedule"] for row in rows] == ["plain", "adversarial"]
     assert rows[0]["x_first"] == 1.0 and rows[1]["x_first"] > 0
