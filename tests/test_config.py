@@ -53,6 +53,8 @@ BAD_TRAIN = {  # --task sentiment unless the key is a tagger's; the message's ta
     ("--max_word_len", "0"): "config key 'max_word_len' must be in [1, 2147483647]; got 0",
     ("--min_count", "0"): "config key 'min_count' must be in [1, 2147483647]; got 0",
     ("--pooling", "mean"): "config key 'pooling' must be one of last, max; got 'mean'",
+    ("--ngram_buckets", "-1"): "config key 'ngram_buckets' must be in [0, 16777216]; got -1",
+    ("--ngram_buckets", "16777217"): "config key 'ngram_buckets' must be in [0, 16777216]; got 16777217",
     ("--schedule", "step"): "config key 'schedule' must be one of linear, cosine, constant; got 'step'",
     ("--mixed_precision", "fp8"): "config key 'mixed_precision' must be one of '', no, fp16, bf16; got 'fp8'",
     ("--seed", "-1"): "config key 'seed' must be in [0, 2147483647]; got -1",
