@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> dict:
 
         config = read_meta(models[0])[1]  # OOV is normalized exactly as our model normalizes words
         for model in models[1:]:
-            if read_meta(model)[1] != config:
+            other = read_meta(model)[1]
+            if (other.lowercase, other.digits_to_zero) != (config.lowercase, config.digits_to_zero):
                 sys.exit(f"error: --model {model} normalizes words unlike {models[0]}; score them in separate runs")
     train = load_split(args.data, "train", args.limit_train)
     test = load_split(args.data, "test", args.limit_test)

@@ -20,15 +20,18 @@ import torch
 from torch import nn
 
 from export.bilstm import ExportedBiLSTM
+from trainer.core.lexicon import CLASS_PREFIX
 from trainer.core.preprocess import Encoder, Vocabs
 from trainer.models import DualLSTMTagger
 
-NO_ROW = -1  # table length of the rows that must never match (<pad>, <unk>, and words past K)
+NO_ROW = -1  # table length of the rows that must never match (<pad>, <unk>, classes, and words past K)
 
 
 def surfaces(vocabs: Vocabs, rows: int) -> list[str | None]:
     """The 2 * rows surface forms of the table, None where a row is unused."""
-    words: list[str | None] = ([None, None] + vocabs.words.itos[2:rows])[:rows]  # <pad> and <unk>: no spelling
+    # <pad>, <unk> and the lexicon's <unk:SIG> classes stand for no one spelling
+    words: list[str | None] = [None if w.startswith(CLASS_PREFIX) else w for w in vocabs.words.itos[2:rows]]
+    words = ([None, None] + words)[:rows]
     words += [None] * (rows - len(words))
     return words + [w[:1].upper() + w[1:] if w is not None else None for w in words]
 

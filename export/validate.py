@@ -31,6 +31,7 @@ from export.reference import reference_evaluator
 from trainer.artifact import Artifact
 from trainer.core.data import Dataset, TaggedSentence, open_dataset
 from trainer.core.errors import DataError, ValidationError
+from trainer.core.lexicon import CLASS_PREFIX
 from trainer.core.preprocess import Encoder, Vocabs, normalize_word, tokenize
 
 # Padding invariance: a sentence's outputs alone and in a batch with longer ones (and longer words) differ
@@ -105,10 +106,28 @@ def word_of_length(n: int) -> str:
 
 
 def unknown_words(vocabs: Vocabs, encoder: Encoder, count: int) -> list[str]:
-    """Strings whose normalized form is not in the word vocabulary (some with unusual characters)."""
+    """Strings whose normalized form is not in the word vocabulary (some with unusual characters), and with a
+    lexicon up to `count` more that take one of its classes (trainer/core/lexicon.py), inflected ones too."""
     candidates = ["Ωmega", "naïveté", "東京", "Zürich€"] + [f"qz{a}{b}xv" for a in ALPHABET for b in ALPHABET]
     found = [w for w in candidates if normalize_word(w, encoder.config) not in vocabs.words]
-    return found[:count]
+    return found[:count] + lexicon_words(vocabs, count)
+
+
+def lexicon_words(vocabs: Vocabs, count: int) -> list[str]:
+    """Unknown words of as many of the vocabulary's lexicon classes as `count` allows, one each: letters
+    only, so that each stays one token."""
+    if vocabs.lexicon is None:
+        return []
+    classes = sum(w.startswith(CLASS_PREFIX) for w in vocabs.words.itos)
+    classed: dict[str, str] = {}
+    for lemma in sorted(w for w in vocabs.lexicon.pos if w.isalpha()):
+        for word in (lemma, lemma + "s", lemma + "ed"):
+            token = vocabs.lexicon.class_token(word)
+            if word not in vocabs.words and token in vocabs.words:
+                classed.setdefault(token, word)
+        if len(classed) == classes:
+            break
+    return sorted(classed.values())[:count]
 
 
 def text_cases(encoder: Encoder, rng: np.random.Generator, real: Sequence[list[str]]) -> list[Case]:

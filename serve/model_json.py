@@ -21,8 +21,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trainer.core.config import TASKS, PreprocessConfig, field_types
-from trainer.core.errors import ArtifactError
+from trainer.core.config import LEXICONS, TASKS, PreprocessConfig, field_types
+from trainer.core.errors import ArtifactError, DataError
+from trainer.core.lexicon import check_lexicon_json
 from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNK
 
 # 2: the graph carries seqlstm.* metadata_props and the export has test_vectors.json (docs/DESIGN.md).
@@ -35,6 +36,8 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Lower bounds of PreprocessConfig's integer fields: a max_tokens or max_word_len of 0 would empty every input.
 PREPROCESS_MIN = {"min_count": 0, "max_tokens": 1, "max_word_len": 1}
+# PreprocessConfig fields added after exports existed: absent in an older model.json, they take their default.
+PREPROCESS_SINCE = {"lexicon"}
 
 
 def read_model_json(export_dir: Path) -> dict[str, Any]:
@@ -65,7 +68,7 @@ def read_model_json(export_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: task must be one of {', '.join(TASKS)}; got {short(meta['task'])}")
     check_atol(path, meta["atol"])
     check_preprocess(path, meta["preprocess"])
-    check_vocab(path, meta["vocab"], meta["task"])
+    check_vocab(path, meta["vocab"], meta["task"], meta["preprocess"].get("lexicon", ""))
     if version >= 2:
         check_provenance(path, meta)
     for key in ("onnx", "int8", "test_vectors"):
@@ -110,6 +113,8 @@ def check_preprocess(path: Path, data: Any) -> None:
         raise ArtifactError(f"{path}: preprocess has unknown keys {', '.join(unknown)}; known: {', '.join(kinds)}")
     for name, kind in kinds.items():
         if name not in data:
+            if name in PREPROCESS_SINCE:
+                continue
             raise ArtifactError(f"{path}: preprocess.{name} is missing")
         value = data[name]
         ok = isinstance(value, bool) if kind is bool else isinstance(value, kind) and not isinstance(value, bool)
@@ -117,6 +122,8 @@ def check_preprocess(path: Path, data: Any) -> None:
             raise ArtifactError(f"{path}: preprocess.{name} must be {kind.__name__}; got {short(value)}")
         if name in PREPROCESS_MIN and value < PREPROCESS_MIN[name]:
             raise ArtifactError(f"{path}: preprocess.{name} must be >= {PREPROCESS_MIN[name]}; got {value}")
+    if data.get("lexicon", "") not in LEXICONS:
+        raise ArtifactError(f"{path}: preprocess.lexicon must be one of {LEXICONS}; got {short(data['lexicon'])}")
 
 
 def check_strings(path: Path, key: str, values: Any, *, specials: bool) -> None:
@@ -135,12 +142,22 @@ def check_strings(path: Path, key: str, values: Any, *, specials: bool) -> None:
         raise ArtifactError(f"{path}: {key} must start with {PAD!r}, {UNK!r}; got {short(values[:2])}")
 
 
-def check_vocab(path: Path, vocab: Any, task: str) -> None:
+def check_vocab(path: Path, vocab: Any, task: str, lexicon: str) -> None:
     if not isinstance(vocab, dict):
         raise ArtifactError(f"{path}: vocab must be an object with words, labels (and chars); got {short(vocab)}")
-    unknown = sorted(set(vocab) - {"words", "labels", "chars"})
+    unknown = sorted(set(vocab) - {"words", "labels", "chars", "lexicon"})
     if unknown:
-        raise ArtifactError(f"{path}: vocab has unknown keys {', '.join(unknown)}; known: words, labels, chars")
+        raise ArtifactError(
+            f"{path}: vocab has unknown keys {', '.join(unknown)}; known: words, labels, chars, lexicon"
+        )
+    if ("lexicon" in vocab) != bool(lexicon):
+        said = f"names lexicon {lexicon!r}" if lexicon else "names no lexicon"
+        raise ArtifactError(f"{path}: preprocess {said}, but vocab {'lacks' if lexicon else 'has'} one")
+    if lexicon:
+        try:
+            check_lexicon_json(vocab["lexicon"], f"{path}: vocab")
+        except DataError as exc:
+            raise ArtifactError(str(exc)) from None
     for key in ("words", "labels"):
         if key not in vocab:
             raise ArtifactError(f"{path}: vocab.{key} is missing")

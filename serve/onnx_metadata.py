@@ -79,6 +79,14 @@ def vocab_sha256(vocab: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def normalization(preprocess: Mapping[str, Any]) -> dict[str, Any]:
+    """The PreprocessConfig fields a port applies; `lexicon` only when set, so older exports keep their props."""
+    out = {name: preprocess[name] for name in NORMALIZATION}
+    if preprocess.get("lexicon"):
+        out["lexicon"] = preprocess["lexicon"]
+    return out
+
+
 def metadata_props(meta: Mapping[str, Any]) -> dict[str, str]:
     """`seqlstm.*` key -> string value, from a model.json object (export format 2)."""
     vocab = meta["vocab"]
@@ -90,7 +98,7 @@ def metadata_props(meta: Mapping[str, Any]) -> dict[str, str]:
         "inputs": {name: INPUT_MEANINGS[name] for name in input_names(vocab)},
         "postprocess": postprocess(meta["task"]),
         "tokenizer": meta["tokenizer"],
-        "normalization": {name: meta["preprocess"][name] for name in NORMALIZATION},
+        "normalization": normalization(meta["preprocess"]),
         "vocab_sha256": vocab_sha256(vocab),
         "export_format_version": meta["export_format_version"],
         "version": meta["seqlstm_version"],

@@ -28,13 +28,13 @@ INPUT_LINES = "The cat sat on the mat.\n\nA good movie, not bad at all!\n"
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`$DATA_DIR` or the repository's `./data`, holding verified `brown` and `rotten-tomatoes`."""
+    """`$DATA_DIR` or the repository's `./data`, holding verified `brown`, `rotten-tomatoes` and `wordnet`."""
     path = Path(os.environ.get("DATA_DIR") or REPO / "data").resolve()
     # Each pytest-xdist worker runs session fixtures itself: the first fetches, the others wait for it
     # on a lock in the directory the workers' temporary directories share.
     with open(tmp_path_factory.getbasetemp().parent / "seqlstm-fetch.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for name in ("brown", "rotten-tomatoes"):
+        for name in ("brown", "rotten-tomatoes", "wordnet"):
             fetch(name, path)
     return path
 

@@ -186,6 +186,11 @@ TINY_WORDS = ["<pad>", "<unk>"] + (
     "the a cat dog sat on mat . , ! good bad movie film great awful is was not".split()  # noqa: SIM905
 )
 TINY_CHARS = ["<pad>", "<unk>"] + list(string.ascii_letters + string.digits + ".,'!")
+# The tiny tagger's lexicon (trainer/core/lexicon.py) and the classes its vocabulary ends with, so that
+# everything downstream of an artifact (export, parity, serving, the Node client) meets unknown words
+# that take a class: in LINES, "zyzzyva" <unk:n>, "words" <unk:n+>, "ending" <unk:nv+>.
+TINY_LEXICON = {"noun": ["ending", "word", "zyzzyva"], "verb": ["end", "sit"], "adj": ["naive"], "adv": []}
+TINY_CLASSES = ["<unk:n+>", "<unk:n>", "<unk:nv+>"]
 TINY_CONFIGS = {
     "tagger": TaggerConfig(word_dim=8, word_hidden=6, char_dim=4, char_hidden=3),
     "sentiment": SentimentConfig(embed_dim=8, hidden=6, layers=2, ngram_buckets=32),
@@ -209,16 +214,20 @@ def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
 
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig
+    from trainer.core.lexicon import Lexicon
     from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
     from trainer.models import build_model
 
     torch.manual_seed(seed)
-    chars = Vocab(TINY_CHARS) if task == "tagger" else None
-    labels = Vocab.labels(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
-    vocabs = Vocabs(Vocab(TINY_WORDS), labels, chars)
+    if task == "tagger":
+        labels, lexicon = Vocab.labels(UNIVERSAL_TAGS), Lexicon(TINY_LEXICON, "a tiny test lexicon")
+        vocabs = Vocabs(Vocab(TINY_WORDS + TINY_CLASSES), labels, Vocab(TINY_CHARS), lexicon)
+    else:
+        vocabs = Vocabs(Vocab(TINY_WORDS), Vocab.labels(SENTIMENT_LABELS))
+    preprocess = PreprocessConfig(max_tokens=TINY_MAX_TOKENS, lexicon="wordnet" if task == "tagger" else "")
     model = build_model(TINY_CONFIGS[task], vocabs)
     random_ngram_head(model)
-    save_artifact(path, model, TINY_CONFIGS[task], PreprocessConfig(max_tokens=TINY_MAX_TOKENS), vocabs, {"task": task})
+    save_artifact(path, model, TINY_CONFIGS[task], preprocess, vocabs, {"task": task})
     return path
 
 
@@ -243,6 +252,7 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig
     from trainer.core.data import open_dataset
+    from trainer.core.lexicon import open_lexicon
     from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, build_vocabs, tokenize
     from trainer.models import build_model
 
@@ -250,8 +260,11 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     examples = list(islice(open_dataset(spec, data_dir).examples("train"), 300))
     tokens = [list(e.words) if spec == "brown" else tokenize(e.text) for e in examples]
     labels = UNIVERSAL_TAGS if spec == "brown" else SENTIMENT_LABELS
-    preprocess = PreprocessConfig(min_count=1)
-    vocabs = build_vocabs(tokens, labels, preprocess, chars=getattr(config, "char_encoder", False))
+    # The dual tagger classes unknown words as the tagger's schedule does, with the real WordNet lexicon.
+    lexicon = "wordnet" if kind == "dual-tagger" else ""
+    preprocess = PreprocessConfig(min_count=1, lexicon=lexicon)
+    chars = getattr(config, "char_encoder", False)
+    vocabs = build_vocabs(tokens, labels, preprocess, chars=chars, lexicon=open_lexicon(lexicon, data_dir))
     torch.manual_seed(0)
     model = build_model(config, vocabs)
     random_ngram_head(model)

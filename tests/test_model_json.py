@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import one_line_error, serve
+from helpers import TINY_CLASSES, TINY_WORDS, one_line_error, serve
 
 from trainer.core.errors import ArtifactError
+
+TAGGER_WORDS = len(TINY_WORDS) + len(TINY_CLASSES)  # the tiny tagger's vocabulary, its lexicon classes last
 
 Meta = dict[str, Any]
 DELETE = object()
@@ -97,7 +99,7 @@ CASES = [
         "vocab.words not strings",
         "tagger",
         setter("vocab.words", lambda w: w + [5]),
-        "vocab.words[21] must be a non-empty string",
+        f"vocab.words[{TAGGER_WORDS}] must be a non-empty string",
     ),
     (
         "vocab.words no specials",
@@ -109,19 +111,19 @@ CASES = [
         "vocab.words duplicate",
         "tagger",
         setter("vocab.words", lambda w: w + ["cat"]),
-        "vocab.words[21] 'cat' is listed more than once",
+        f"vocab.words[{TAGGER_WORDS}] 'cat' is listed more than once",
     ),
     (
         "vocab.words too many",
         "tagger",
         setter("vocab.words", lambda w: w + ["zebra"]),
-        "vocab.words has 22 entries, more than model.onnx's word embedding has rows",
+        f"vocab.words has {TAGGER_WORDS + 1} entries, more than model.onnx's word embedding has rows",
     ),
     (
         "vocab.words cut short",
         "tagger",
         setter("vocab.words", lambda w: w[:-1]),
-        "vocab.words has 20 entries, fewer than model.onnx's word embedding has rows",
+        f"vocab.words has {TAGGER_WORDS - 1} entries, fewer than model.onnx's word embedding has rows",
     ),
     (
         "vocab.chars too many",

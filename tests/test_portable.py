@@ -14,12 +14,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import TINY_MAX_TOKENS, load_json
+from helpers import TINY_MAX_TOKENS, TINY_WORDS, load_json
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_export import set_metadata
 from serve.runtime import ServingModel
 from trainer import __version__
+from trainer.core.lexicon import Lexicon
 from trainer.core.preprocess import UNK_ID
 
 KEYS = {
@@ -69,6 +70,7 @@ def test_the_graph_describes_itself_in_metadata_props(task: str, runs: dict) -> 
         "digits_to_zero": True,
         "max_tokens": TINY_MAX_TOKENS,
         "max_word_len": 30,
+        **({"lexicon": "wordnet"} if task == "tagger" else {}),  # only where set: older graphs keep their props
     }
     canonical = json.dumps(meta["vocab"], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     assert value["vocab_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
@@ -84,12 +86,20 @@ def test_test_vectors_cover_every_stage_and_the_edge_cases(task: str, runs: dict
     vectors = {v["name"]: v for v in doc["vectors"]}
     assert list(vectors) == [f"sample-{i}" for i in range(7)] + CRAFTED
     words = meta["vocab"]["words"]
+    lexicon = Lexicon.from_json(meta["vocab"]["lexicon"]) if task == "tagger" else None
+
+    def word_id(word: str) -> int:  # docs/DESIGN.md: its own id, else its lexicon class's, else <unk>'s
+        token = lexicon.class_token(word) if lexicon else None
+        return words.index(word) if word in words else words.index(token) if token in words else UNK_ID
+
+    classed = 0
     for v in vectors.values():
         n = len(v["word_ids"])
         assert len(v["words"]) == n == min(len(v["tokens"]), TINY_MAX_TOKENS) and v["truncated"] == (
             n < len(v["tokens"])
         )
-        assert v["word_ids"] == [words.index(w) if w in words else UNK_ID for w in v["words"]]
+        assert v["word_ids"] == [word_id(w) for w in v["words"]]
+        classed += sum(i >= len(TINY_WORDS) for i in v["word_ids"])
         if task == "tagger":
             assert np.shape(v["logits"]) == (n, 12) and len(v["tags"]) == n and len(v["chars"]) == n
             assert v["word_lengths"] == [min(len(t), 30) for t in v["tokens"][:n]]
@@ -97,10 +107,13 @@ def test_test_vectors_cover_every_stage_and_the_edge_cases(task: str, runs: dict
         else:
             assert isinstance(v["logits"], float) and v["prob_positive"] == round(1 / (1 + np.exp(-v["logits"])), 4)
             assert v["label"] == ("positive" if v["prob_positive"] >= 0.5 else "negative")
+    assert (classed > 0) == (task == "tagger")  # unknown words that take a lexicon class are among them
     assert vectors["one-token"]["tokens"] == ["Yes"]
     assert len(vectors["max-tokens"]["tokens"]) == TINY_MAX_TOKENS and not vectors["max-tokens"]["truncated"]
     assert len(vectors["over-max-tokens"]["tokens"]) == TINY_MAX_TOKENS + 3 and vectors["over-max-tokens"]["truncated"]
-    assert vectors["unknown-words"]["word_ids"][1:-2] == [UNK_ID] * 6
+    unknown = vectors["unknown-words"]["word_ids"][1:-2]  # 6 words no lexicon knows, then the tagger's classed ones
+    assert unknown[:6] == [UNK_ID] * 6 and len(unknown) == (9 if task == "tagger" else 6)
+    assert all(i >= len(TINY_WORDS) for i in unknown[6:])  # "ending", "endings", "word": each its class's id
     assert "<url>" in vectors["sample-6"]["tokens"]
     assert {"i̇stanbul", "οδυσσευς", "00", "0,000.00", "0000"} <= set(vectors["case-and-digits"]["words"])
     long_word = vectors["long-words"]["tokens"][1]

@@ -22,19 +22,21 @@ from trainer.train import TASK_TRAIN, parse_args
 
 def test_chance_is_alpha_over_alpha_plus_count() -> None:
     sentences = [np.array([2, 2, 3, 1]), np.array([2, 4, 0])]
-    prob = word_drop_probabilities(sentences, 6, alpha=1.0)
+    unknown = np.array([0, 1, 1, 1, 1, 1])  # <pad> and <unk> are their own unknown form; the words become <unk>
+    prob = word_drop_probabilities(sentences, unknown, alpha=1.0)
     assert prob.dtype == np.float32
     # <pad> and <unk> never; counts 3, 1, 1 and 0 (a word no training sentence has)
     np.testing.assert_allclose(prob, [0, 0, 1 / 4, 1 / 2, 1 / 2, 1.0])
-    assert not word_drop_probabilities(sentences, 6, alpha=0.0).any()
-    np.testing.assert_allclose(word_drop_probabilities(sentences, 6, alpha=0.25)[2], 0.25 / 3.25, rtol=1e-6)
+    assert not word_drop_probabilities(sentences, unknown, alpha=0.0).any()
+    np.testing.assert_allclose(word_drop_probabilities(sentences, unknown, alpha=0.25)[2], 0.25 / 3.25, rtol=1e-6)
 
 
 def test_drop_rate_matches_the_chance_and_the_draw_is_seeded() -> None:
     prob = torch.tensor([0.0, 0.0, 0.2, 0.0, 1.0])
     words = torch.tensor([2] * 100_000 + [3] * 1000 + [0] * 1000 + [4] * 1000).reshape(1030, 100)
     torch.manual_seed(7)
-    dropped = drop_words(words, prob)
+    unknown = torch.tensor([0, 1, 1, 1, 1])
+    dropped = drop_words(words, prob, unknown)
     changed = dropped != words
     assert (dropped[changed] == UNK_ID).all()
     rate = changed[words == 2].float().mean().item()
@@ -42,8 +44,8 @@ def test_drop_rate_matches_the_chance_and_the_draw_is_seeded() -> None:
     assert not changed[(words == 3) | (words == 0)].any()  # chance 0: never, <pad> included
     assert changed[words == 4].all()  # chance 1: always
     torch.manual_seed(7)
-    assert torch.equal(drop_words(words, prob), dropped)  # same seed, same masks
-    assert not torch.equal(drop_words(words, prob), dropped)  # the stream moved on: other masks
+    assert torch.equal(drop_words(words, prob, unknown), dropped)  # same seed, same masks
+    assert not torch.equal(drop_words(words, prob, unknown), dropped)  # the stream moved on: other masks
 
 
 @pytest.mark.trains

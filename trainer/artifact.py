@@ -32,7 +32,8 @@ from trainer.core.config import (
     show,
     to_dict,
 )
-from trainer.core.errors import ArtifactError, ConfigError
+from trainer.core.errors import ArtifactError, ConfigError, DataError
+from trainer.core.lexicon import Lexicon, check_lexicon_json
 from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNIVERSAL_TAGS, UNK, Vocab, Vocabs
 from trainer.models import build_model
 
@@ -159,8 +160,16 @@ def check_keys(data: Any, expected: set[str], where: Path) -> None:
 def parse_vocabs(data: Any, config: ModelConfig, where: Path) -> Vocabs:
     """vocab.json: exactly the vocabularies this model uses, lists of distinct strings, labels of its task."""
     chars = isinstance(config, TaggerConfig) and config.char_encoder
-    check_keys(data, {"words", "labels", "chars"} if chars else {"words", "labels"}, where)
-    for key, entries in data.items():
+    lexicon = data.get("lexicon") if isinstance(data, dict) else None
+    lists = {"words", "labels", "chars"} if chars else {"words", "labels"}
+    check_keys(data, lists | ({"lexicon"} if lexicon is not None else set()), where)
+    if lexicon is not None:
+        try:
+            check_lexicon_json(lexicon, str(where))
+        except DataError as exc:
+            raise ArtifactError(str(exc)) from None
+    for key in lists:
+        entries = data[key]
         if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
             raise ArtifactError(f"{where}: key {key!r} must be a list of strings")
         if len(set(entries)) != len(entries):
@@ -178,7 +187,12 @@ def parse_vocabs(data: Any, config: ModelConfig, where: Path) -> Vocabs:
             f"{where}: key 'labels' must hold the {len(UNIVERSAL_TAGS)} universal tags "
             f"({' '.join(UNIVERSAL_TAGS)}) for a tagger; got {len(labels)} labels"
         )
-    return Vocabs(Vocab(data["words"]), Vocab.labels(labels), Vocab(data["chars"]) if chars else None)
+    return Vocabs(
+        Vocab(data["words"]),
+        Vocab.labels(labels),
+        Vocab(data["chars"]) if chars else None,
+        Lexicon.from_json(lexicon) if lexicon is not None else None,
+    )
 
 
 def read_meta(path: Path) -> tuple[ModelConfig, PreprocessConfig, Vocabs, int]:
@@ -203,7 +217,13 @@ def read_meta(path: Path) -> tuple[ModelConfig, PreprocessConfig, Vocabs, int]:
         preprocess = preprocess_config_from_dict(meta["preprocess"], source=f"{where}, key 'preprocess'")
     except ConfigError as exc:
         raise ArtifactError(str(exc)) from None
-    return config, preprocess, parse_vocabs(read_json(path / "vocab.json"), config, path / "vocab.json"), version
+    vocabs = parse_vocabs(read_json(path / "vocab.json"), config, path / "vocab.json")
+    if (vocabs.lexicon is not None) != bool(preprocess.lexicon):
+        said = f"names lexicon {preprocess.lexicon!r}" if preprocess.lexicon else "names no lexicon"
+        raise ArtifactError(
+            f"{where}: key 'preprocess' {said}, but vocab.json {'lacks' if preprocess.lexicon else 'has'} one"
+        )
+    return config, preprocess, vocabs, version
 
 
 def weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:

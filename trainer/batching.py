@@ -78,14 +78,16 @@ class BucketBatchSampler:
         return (count - (0 < tail < self.world)) * self.world
 
 
-def word_drop_probabilities(sentences: Sequence[np.ndarray], vocab_size: int, alpha: float) -> np.ndarray:
-    """(V,) float32: the chance that word dropout turns each word id into `<unk>`, alpha / (alpha + count),
-    `count` being the id's occurrences in the training `sentences` (id arrays). `<pad>` and `<unk>` are never
-    dropped; alpha 0 drops nothing."""
-    prob = np.zeros(vocab_size, np.float32)
+def word_drop_probabilities(sentences: Sequence[np.ndarray], unknown_ids: np.ndarray, alpha: float) -> np.ndarray:
+    """(V,) float32: the chance that word dropout turns each word id into its unknown form, alpha / (alpha + count),
+    `count` being the id's occurrences in the training `sentences` (id arrays). Ids whose unknown form is
+    themselves (`unknown_ids[i] == i`: `<pad>`, `<unk>`, the lexicon's classes) are never dropped; alpha 0
+    drops nothing."""
+    prob = np.zeros(len(unknown_ids), np.float32)
     if alpha > 0:
-        counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *sentences]), minlength=vocab_size)
-        prob[2:] = alpha / (alpha + counts[2:])
+        counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *sentences]), minlength=len(unknown_ids))
+        prob[:] = alpha / (alpha + counts)
+        prob[unknown_ids == np.arange(len(unknown_ids))] = 0
     return prob
 
 

@@ -32,10 +32,12 @@ from trainer.core.data import open_dataset
 TRAINING = {
     "tagger": {
         "data": "brown",
+        "fetch": ("brown", "wordnet"),  # the schedule's lexicon for unknown words (PreprocessConfig.lexicon)
         "args": {"max_steps": 800, "eval_every": 400, "warmup_steps": 50, "threads": 1},
     },
     "sentiment": {
         "data": "rotten-tomatoes",
+        "fetch": ("rotten-tomatoes",),
         "args": {"max_steps": 1000, "eval_every": 250, "warmup_steps": 50, "threads": 1},
     },
 }
@@ -207,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = []
     try:
-        for task in tasks:
-            sh("-m", "trainer", "fetch", TRAINING[task]["data"])
+        for name in dict.fromkeys(name for task in tasks for name in TRAINING[task]["fetch"]):
+            sh("-m", "trainer", "fetch", name)
         for task in tasks:
             workdir = args.workdir.resolve()
             run_dir, export_dir = workdir / "runs" / f"demo-{task}", workdir / "exports" / f"demo-{task}"

@@ -22,7 +22,7 @@ from trainer.core.cli import Parser
 from trainer.core.config import check_out_path, check_value
 from trainer.core.data import Dataset, open_dataset
 from trainer.core.errors import DataError
-from trainer.core.preprocess import SENTIMENT_LABELS, UNK_ID, Encoded, Encoder, tokenize
+from trainer.core.preprocess import SENTIMENT_LABELS, Encoded, Encoder, Vocabs, tokenize
 
 IGNORE = -100  # tag target at padded positions
 
@@ -109,7 +109,7 @@ def eval_loader(data: EncodedSplit, collate: Collate, batch_size: int) -> DataLo
 def predict(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: str) -> dict[str, np.ndarray]:
     """Gold and predicted values of a prepared loader, gathered from every process.
 
-    Tagger: flat `gold`, `pred`, `oov` over real tokens. Sentiment: `gold`, `prob` per review.
+    Tagger: flat `gold`, `pred`, `words` (ids) over real tokens. Sentiment: `gold`, `prob` per review.
     """
     was_training = model.training
     model.eval()
@@ -126,7 +126,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator
         out = {k: v.cpu().numpy() for k, v in accelerator.gather_for_metrics(out).items()}
         if task == "tagger":
             real = out["gold"] != IGNORE
-            out = {"gold": out["gold"][real], "pred": out["pred"][real], "oov": out["words"][real] == UNK_ID}
+            out = {k: v[real] for k, v in out.items()}
         for k, v in out.items():
             parts[k].append(v)
     model.train(was_training)
@@ -186,12 +186,15 @@ def sentiment_metrics(gold: np.ndarray, prob: np.ndarray) -> dict[str, Any]:
 
 
 def score(
-    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: str, labels: list[str]
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: str, vocabs: Vocabs
 ) -> dict[str, Any]:
-    """All metrics of one prepared loader; `accuracy` is the one that picks the best model."""
+    """All metrics of one prepared loader; `accuracy` is the one that picks the best model. A tagger's OOV
+    tokens are those outside the word vocabulary: `<unk>` or one of its lexicon's classes."""
     out = predict(model, loader, accelerator, task)
     if task == "tagger":
-        return tagger_metrics(out["gold"], out["pred"], out["oov"], labels)
+        unknown = vocabs.unknown_ids()
+        oov = unknown[out["words"]] == out["words"]  # <pad> never reaches here: only real tokens
+        return tagger_metrics(out["gold"], out["pred"], oov, vocabs.labels.itos)
     return sentiment_metrics(out["gold"], out["prob"])
 
 
@@ -237,7 +240,7 @@ def main(argv: list[str]) -> int:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loader = eval_loader(data, Collate(encoder, artifact.task), args.batch_size)
     model, loader = accelerator.prepare(artifact.model, loader)
-    metrics = score(model, loader, accelerator, artifact.task, artifact.vocabs.labels.itos)
+    metrics = score(model, loader, accelerator, artifact.task, artifact.vocabs)
 
     report = {
         "model": str(args.model),

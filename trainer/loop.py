@@ -39,7 +39,7 @@ from trainer.checkpoint import (
 )
 from trainer.core.config import TrainConfig
 from trainer.core.errors import TrainingError
-from trainer.core.preprocess import UNK_ID, Vocabs
+from trainer.core.preprocess import Vocabs
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.models import word_embedding
 from trainer.ngram import fit as fit_ngram
@@ -63,12 +63,13 @@ def loss_sum(logits: torch.Tensor, batch: dict[str, torch.Tensor], task: str) ->
     return loss, targets.new_tensor(len(targets))
 
 
-def drop_words(words: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-    """`words` with each id turned into <unk> at its chance `prob[id]` (word dropout, TrainConfig.word_dropout).
+def drop_words(words: torch.Tensor, prob: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
+    """`words` with each id turned into its unknown form `unknown[id]` (`<unk>` or its lexicon class) at its
+    chance `prob[id]` (word dropout, TrainConfig.word_dropout).
     The draw is from the global torch RNG, as dropout's, which checkpoints save and restore, so a resumed run
     draws the same masks as an uninterrupted one."""
     drop = torch.rand(words.shape, device=words.device) < prob[words]
-    return words.masked_fill(drop, UNK_ID)
+    return torch.where(drop, unknown[words], words)
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -146,13 +147,14 @@ class Trainer:
         self.window = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, count, tokens
         self.window_seconds = 0.0
         self.grad_norm = torch.zeros(())
-        self.drop_prob = None  # (V,) word dropout's chance per word id; None when off
+        self.drop_prob = self.unknown_ids = None  # (V,) word dropout's chance per word id, and what it becomes
         if cfg.word_dropout > 0:
-            train = parts.data["train"]
+            unknown = parts.vocabs.unknown_ids()
             prob = word_drop_probabilities(
-                [item.words for item in train.items], len(parts.vocabs.words), cfg.word_dropout
+                [item.words for item in parts.data["train"].items], unknown, cfg.word_dropout
             )
             self.drop_prob = torch.from_numpy(prob).to(accelerator.device)
+            self.unknown_ids = torch.from_numpy(unknown).to(accelerator.device)
         self.perturbation = None  # adversarial training's hook on the word embeddings; None when off
         if cfg.adversarial > 0:
             embedding = word_embedding(accelerator.unwrap_model(self.model))
@@ -222,7 +224,7 @@ class Trainer:
         """Forward and backward on one batch (twice with adversarial training); its clean loss sum and count."""
         acc = self.accelerator
         words = batch["words"]  # word dropout: training only, evaluation never passes here
-        words = words if self.drop_prob is None else drop_words(words, self.drop_prob)
+        words = words if self.drop_prob is None else drop_words(words, self.drop_prob, self.unknown_ids)
         inputs = [words if n == "words" else batch[n] for n in self.input_names]
         total, count = loss_sum(self.model(*inputs), batch, self.task)
         # Normalised by the count over all processes (DDP then averages gradients), so a step's
@@ -290,7 +292,7 @@ class Trainer:
         state = self.state
         with contextlib.nullcontext() if self.average is None else self.average.swapped_in():
             metrics = summary(
-                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.labels)
+                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.vocabs)
             )
             improved = metrics["accuracy"] > state.best_metric
             if improved:
@@ -360,13 +362,13 @@ class Trainer:
             train = self.parts.data["train"]
             ngram = fit_ngram(model.ngram, [item.words for item in train.items], train.targets)
             dev = summary(
-                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.labels)
+                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.vocabs)
             )
             ngram |= {"lstm_dev_accuracy": state.best_dev["accuracy"], "dev_accuracy": dev["accuracy"]}
             self.log("ngram", state.step, **ngram)
         test = None
         if "test" in self.parts.eval_loaders:
-            test = score(self.model, self.parts.eval_loaders["test"], self.accelerator, self.task, self.parts.labels)
+            test = score(self.model, self.parts.eval_loaders["test"], self.accelerator, self.task, self.parts.vocabs)
             test = {k: v for k, v in test.items() if k != "confusion"}
             self.log("eval", state.step, split="test", **summary(test))
         self.log("end", state.step, reason=reason, weights_sha256_per_process=checksums)

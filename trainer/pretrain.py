@@ -16,6 +16,7 @@ scored for next-word perplexity and accuracy in metrics.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -333,7 +334,7 @@ def load_embeddings(
 def extend_vocab(vocabs: Vocabs, pretrained: Vocab) -> Vocabs:
     """The corpus vocabulary with the pretrained words it lacks appended, so corpus ids stay the same."""
     extra = [w for w in pretrained.itos if w not in vocabs.words]
-    return Vocabs(Vocab(vocabs.words.itos + extra), vocabs.labels, vocabs.chars)
+    return dataclasses.replace(vocabs, words=Vocab(vocabs.words.itos + extra))
 
 
 @torch.no_grad()

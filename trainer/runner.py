@@ -22,6 +22,7 @@ from trainer.batching import BucketBatchSampler, Schedule, planned_steps
 from trainer.checkpoint import Checkpoint
 from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
 from trainer.core.errors import ConfigError, DataError
+from trainer.core.lexicon import open_lexicon
 from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
 from trainer.launchers import check_shared_run_dir, nodes
@@ -56,7 +57,8 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
     # taking turns keeps N processes on one small machine from peaking in memory together.
     with accelerator.main_process_first():
         chars = task == "tagger" and model_config.char_encoder
-        vocabs = build_vocabs(splits["train"].tokens, labels, job.preprocess, chars=chars)
+        lexicon = open_lexicon(job.preprocess.lexicon)
+        vocabs = build_vocabs(splits["train"].tokens, labels, job.preprocess, chars=chars, lexicon=lexicon)
         if cfg.init_embeddings:  # pretrained words join the vocabulary (after the corpus's, whose ids stay)
             dim_key = "embed_dim" if task == "sentiment" else "word_dim"
             pretrained = load_embeddings(

