@@ -7,6 +7,7 @@ one definition for both: the word, normalized as our model normalizes it (lower-
     python -m bench.tagger_accuracy --model runs/bench-tagger/model --json bench/results/tagger_accuracy.json
 
 Several `--model` directories (variants of a recipe) are each scored against the same perceptron run.
+`--split dev` scores the dev split instead, which is what variants are chosen by.
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ def run(args: argparse.Namespace) -> dict:
             if (other.lowercase, other.digits_to_zero) != (config.lowercase, config.digits_to_zero):
                 sys.exit(f"error: --model {model} normalizes words unlike {models[0]}; score them in separate runs")
     train = load_split(args.data, "train", args.limit_train)
-    test = load_split(args.data, "test", args.limit_test)
+    test = load_split(args.data, args.split, args.limit_test)
     known = train_words(train, config)
-    results = {"data": args.data, "train_sentences": len(train), "test_sentences": len(test)}
+    results = {"data": args.data, "split": args.split, "train_sentences": len(train), "test_sentences": len(test)}
     rows = []
     perceptron_tags, times = perceptron(train, test, args.nr_iter, args.seed)
     results["perceptron"] = {**score(test, perceptron_tags, known, config), **times, "nr_iter": args.nr_iter}
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--limit-train", type=int, help="use only the first N train sentences (smoke tests)")
     parser.add_argument("--limit-test", type=int, help="use only the first N test sentences (smoke tests)")
+    parser.add_argument("--split", choices=("test", "dev"), default="test", help="what to score (dev: to choose)")
     add_json_arg(parser)
     args = parser.parse_args(argv)
     columns = ["tagger", "accuracy", "oov_accuracy", "oov_either_right", "tokens", "oov_tokens", "train_s", "tag_s"]

@@ -109,9 +109,10 @@ def test_sentiment_benchmark_scores_a_model_and_each_half_of_its_sum(data_dir, t
 
 def test_tagger_benchmark_bounds_a_combination_with_the_perceptron(data_dir, tmp_path):
     model = write_tiny_artifact(tmp_path / "run" / "model", "tagger")
-    args = ["--model", str(model), "--limit-train", "200", "--limit-test", "30", "--nr-iter", "2"]
+    args = ["--model", str(model), "--limit-train", "200", "--limit-test", "30", "--nr-iter", "2", "--split", "dev"]
     assert tagger_accuracy.main([*args, "--json", str(tmp_path / "tagger.json")]) == 0
     results = json.loads((tmp_path / "tagger.json").read_text())["results"]
+    assert results["split"] == "dev" and results["test_sentences"] == 30  # the dev split, for choosing
     ours, theirs = results["lstm"][0], results["perceptron"]
     assert max(ours["accuracy"], theirs["accuracy"]) <= ours["either_right"] <= ours["accuracy"] + theirs["accuracy"]
     assert max(ours["oov_accuracy"], theirs["oov_accuracy"]) <= ours["oov_either_right"] <= 1
