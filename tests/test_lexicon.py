@@ -40,7 +40,7 @@ LEXICON = Lexicon(
         ("acrylic", "<unk:an>"),  # listed twice: both parts of speech, sorted
         ("stories", "<unk:n+>"),  # ies -> y
         ("boxes", "<unk:n+>"),  # xes -> x
-        ("men", None),  # "men" -> "man" needs a stem longer than one letter: "m" is not one
+        ("men", None),  # men -> man would leave an empty stem: the rules want 2 characters or more before the ending
         ("underrated", "<unk:v+>"),  # ed -> e
         ("scrapes", "<unk:v+>"),  # s -> "scrape", a verb only here
         ("running", None),  # no doubled-consonant rule, as WordNet's morphy: "runn" is not a verb
