@@ -23,7 +23,7 @@ from typing import Any
 from bench.common import add_json_arg, publish, timed
 from trainer.core.config import PreprocessConfig
 from trainer.core.data import TaggedSentence, open_dataset
-from trainer.core.preprocess import normalize_word
+from trainer.core.preprocess import NORMALIZE_KEYS, normalize_word
 
 
 def load_split(spec: str, split: str, limit: int | None = None) -> list[TaggedSentence]:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict:
         config = read_meta(models[0])[1]  # OOV is normalized exactly as our model normalizes words
         for model in models[1:]:
             other = read_meta(model)[1]
-            if (other.lowercase, other.digits_to_zero) != (config.lowercase, config.digits_to_zero):
+            if any(getattr(other, key) != getattr(config, key) for key in NORMALIZE_KEYS):
                 sys.exit(f"error: --model {model} normalizes words unlike {models[0]}; score them in separate runs")
     train = load_split(args.data, "train", args.limit_train)
     test = load_split(args.data, args.split, args.limit_test)

@@ -76,7 +76,7 @@ def test_encoder_gives_unknown_words_their_class_id() -> None:
 def test_word_dropout_turns_a_word_into_its_class() -> None:
     words = Vocab(["<pad>", "<unk>", "biopsy", "fast", "zyzzyva", "<unk:n>"])
     vocabs = Vocabs(words, Vocab.labels(["X"]), None, LEXICON)
-    unknown = vocabs.unknown_ids()
+    unknown = vocabs.unknown_ids
     # biopsy -> <unk:n>; fast's class <unk:r> is not in the vocabulary, zyzzyva has none: <unk>
     assert unknown.tolist() == [0, UNK_ID, 5, UNK_ID, UNK_ID, 5]
     prob = word_drop_probabilities([np.array([2, 3, 5, 5])], unknown, alpha=1.0)

@@ -25,6 +25,7 @@ from typing import Any
 
 from trainer.core.cli import Parser
 from trainer.core.data import open_dataset
+from trainer.train import TASK_PREPROCESS
 
 # Short CPU schedules of the default models, so that the whole demo (set-up and downloads included)
 # stays well under 15 minutes on a 2-core machine, even a shared one. One thread per process: these
@@ -32,12 +33,10 @@ from trainer.core.data import open_dataset
 TRAINING = {
     "tagger": {
         "data": "brown",
-        "fetch": ("brown", "wordnet"),  # the schedule's lexicon for unknown words (PreprocessConfig.lexicon)
         "args": {"max_steps": 800, "eval_every": 400, "warmup_steps": 50, "threads": 1},
     },
     "sentiment": {
         "data": "rotten-tomatoes",
-        "fetch": ("rotten-tomatoes",),
         "args": {"max_steps": 1000, "eval_every": 250, "warmup_steps": 50, "threads": 1},
     },
 }
@@ -209,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = []
     try:
-        for name in dict.fromkeys(name for task in tasks for name in TRAINING[task]["fetch"]):
-            sh("-m", "trainer", "fetch", name)
+        for task in tasks:  # the data set, and the lexicon the task's schedule names (the tagger's WordNet)
+            for name in filter(None, (TRAINING[task]["data"], TASK_PREPROCESS[task].get("lexicon"))):
+                sh("-m", "trainer", "fetch", name)
         for task in tasks:
             workdir = args.workdir.resolve()
             run_dir, export_dir = workdir / "runs" / f"demo-{task}", workdir / "exports" / f"demo-{task}"

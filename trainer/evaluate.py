@@ -192,7 +192,7 @@ def score(
     tokens are those outside the word vocabulary: `<unk>` or one of its lexicon's classes."""
     out = predict(model, loader, accelerator, task)
     if task == "tagger":
-        unknown = vocabs.unknown_ids()
+        unknown = vocabs.unknown_ids
         oov = unknown[out["words"]] == out["words"]  # <pad> never reaches here: only real tokens
         return tagger_metrics(out["gold"], out["pred"], oov, vocabs.labels.itos)
     return sentiment_metrics(out["gold"], out["prob"])

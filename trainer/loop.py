@@ -149,7 +149,7 @@ class Trainer:
         self.grad_norm = torch.zeros(())
         self.drop_prob = self.unknown_ids = None  # (V,) word dropout's chance per word id, and what it becomes
         if cfg.word_dropout > 0:
-            unknown = parts.vocabs.unknown_ids()
+            unknown = parts.vocabs.unknown_ids
             prob = word_drop_probabilities(
                 [item.words for item in parts.data["train"].items], unknown, cfg.word_dropout
             )

@@ -50,7 +50,7 @@ from trainer.core.config import (
 )
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError, DataError
-from trainer.core.preprocess import UNK_ID, Vocab, Vocabs, normalize_word, tokenize
+from trainer.core.preprocess import NORMALIZE_KEYS, UNK_ID, Vocab, Vocabs, normalize_word, tokenize
 from trainer.lm import ENCODER_KEYS, BiLanguageModel, fit_lm, run_steps, score_lm
 from trainer.models import word_embedding
 
@@ -322,7 +322,7 @@ def load_embeddings(
             f"{where}: vectors have {vectors.shape[1]} dimensions but the model's {dim_key} "
             f"is {dim}; set --{dim_key} {vectors.shape[1]}"
         )
-    for key in ("lowercase", "digits_to_zero"):  # the words must be looked up by the same keys
+    for key in NORMALIZE_KEYS:  # the words must be looked up by the same keys
         if getattr(saved, key) != getattr(preprocess, key):
             raise ConfigError(
                 f"{where}: embeddings were built with {key}={getattr(saved, key)}, "

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from typing import Any
 
@@ -94,6 +95,10 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+# The PreprocessConfig fields normalize_word reads: two configs that agree on them look words up by the same keys.
+NORMALIZE_KEYS = ("lowercase", "digits_to_zero")
+
+
 def normalize_word(token: str, config: PreprocessConfig) -> str:
     """The key a token is looked up by in the word vocabulary (characters keep the original)."""
     if token == URL:
@@ -160,9 +165,11 @@ class Vocabs:
             found = self.words.stoi.get(self.lexicon.class_token(word) or UNK)
         return UNK_ID if found is None else found
 
+    @cached_property
     def unknown_ids(self) -> np.ndarray:
         """(V,) int64: the id each word id takes when its word is treated as unknown (word dropout): its
-        lexicon class's or `<unk>`'s. `<pad>`, `<unk>` and the classes map to themselves."""
+        lexicon class's or `<unk>`'s. `<pad>`, `<unk>` and the classes map to themselves. Computed once
+        (a pass over the vocabulary), on first use."""
         out = np.full(len(self.words), UNK_ID, np.int64)
         out[0] = 0
         for i, word in enumerate(self.words.itos):
