@@ -82,16 +82,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit-concurrency",
         type=int,
         default=512,
-        help="asgi: open connections or running requests; past it 503",
+        help="asgi: open connections; a new one replaces the oldest idle or slow one, 503 only when all are busy",
     )
     add(parser, "--keep-alive", type=float, default=5.0, metavar="SECONDS", help="asgi: idle keep-alive timeout")
+    add(
+        parser,
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request's headers are due this long after the connection opened or its last response; past it 408",
+    )
+    add(
+        parser,
+        "--body-min-rate",
+        type=float,
+        default=8192.0,
+        metavar="BYTES_PER_S",
+        help="asgi: after --header-timeout seconds of grace a body must arrive at least this fast; else 408",
+    )
     add(
         parser,
         "--drain-timeout",
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="asgi: on SIGTERM, how long requests already received may run before they are cancelled",
+        help="asgi: on SIGTERM, how long the requests already received may take; what is left then gets 503",
+    )
+    add(
+        parser,
+        "--drain-grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="asgi: on SIGTERM, keep accepting (readiness 503) this long before the drain (Kubernetes pre-stop)",
     )
     add(parser, "--int8", action="store_true", help="use model.int8.onnx")
     add(parser, "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
@@ -156,13 +180,16 @@ def run(args: argparse.Namespace) -> int:
     )
     service = Service(model, batcher, metrics, args.model_name or Path(args.model).resolve().name)
     sock = listen(args.host, args.port)
-    announce(args.host, sock.getsockname(), model)
     asgi.serve(
         service,
         sock,
+        lambda: announce(args.host, sock.getsockname(), model),
         limit_concurrency=args.limit_concurrency,
+        header_timeout_s=args.header_timeout,
+        body_min_rate=args.body_min_rate,
         keep_alive_s=args.keep_alive,
         drain_timeout_s=args.drain_timeout,
+        drain_grace_s=args.drain_grace,
     )
     return 0
 
@@ -172,7 +199,7 @@ def run_stdlib(args: argparse.Namespace, model: ServingModel) -> int:
 
     batcher = MicroBatcher(model, args.batch_size, args.max_wait_ms / 1000, args.request_timeout, args.max_queue)
     try:
-        server = Server((args.host, args.port), model, batcher)
+        server = Server((args.host, args.port), model, batcher, args.header_timeout)
     except OSError as exc:
         raise ConfigError(f"cannot listen on --host {args.host!r} --port {args.port} ({exc.strerror})") from None
     announce(args.host, server.server_address, model)

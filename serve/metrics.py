@@ -20,7 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
-CANCELLED_BODY = b'{"error":"the server is shutting down and --drain-timeout has passed; retry"}'
+DRAIN_TIMEOUT = "the server is shutting down and --drain-timeout has passed; retry"
+CANCELLED_BODY = json.dumps({"error": DRAIN_TIMEOUT}).encode()
 
 
 class Metrics:

@@ -12,7 +12,10 @@ one log line, not a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
+import threading
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +33,28 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = "seqlstm-serve"
     timeout = 30  # seconds a slow client may take per read
+
+    def setup(self) -> None:
+        super().setup()
+        # The per-read timeout alone lets a client dribbling a byte at a time hold its thread for ever.
+        self.header_deadline = threading.Timer(self.server.header_timeout, self.expire)
+        self.header_deadline.start()
+
+    def expire(self) -> None:
+        """The request's headers did not arrive in time: end the connection, which ends its thread."""
+        self.log_message("request headers not received within %g s; connection closed", self.server.header_timeout)
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def parse_request(self) -> bool:
+        """The request line and headers (the base class reads the headers here); then the deadline is off."""
+        parsed = super().parse_request()
+        self.header_deadline.cancel()
+        return parsed
+
+    def finish(self) -> None:
+        self.header_deadline.cancel()
+        super().finish()
 
     def __getattr__(self, name: str) -> Any:
         # Any method (PUT, DELETE, made-up ones) gets a JSON 404/405 rather than the base class's 501.
@@ -122,9 +147,11 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a burst of concurrent connects must not overflow the listen backlog
 
-    def __init__(self, address: tuple[str, int], model: ServingModel, batcher: MicroBatcher) -> None:
+    def __init__(
+        self, address: tuple[str, int], model: ServingModel, batcher: MicroBatcher, header_timeout: float = 10.0
+    ) -> None:
         super().__init__(address, Handler)
-        self.model, self.batcher = model, batcher
+        self.model, self.batcher, self.header_timeout = model, batcher, header_timeout
         self.metadata = {**model.describe(), "limits": limits(model)}
 
     def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:

@@ -5,7 +5,7 @@ model per task once per session, for tests that need no training. Plain helpers 
 import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from helpers import (
     write_small_data,
     write_tiny_artifact,
 )
+from servers import InProcessServer, SlowModel
 
 from trainer.core.fetch import fetch
 
@@ -54,6 +55,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
         artifact = write_tiny_artifact(root / f"run-{task}" / "model", task, seed=0)
         out[task] = (artifact, export(artifact, root / f"export-{task}"))
     return out
+
+
+@pytest.fixture
+def slow_server(runs: dict[str, tuple[Path, Path]]) -> Iterator[Callable[..., InProcessServer]]:
+    """slow_server(delay, max_queue=..., **options) -> the real ASGI server in this process around a tagger
+    stand-in whose every model run takes `delay` seconds (`options`: serve.asgi.build_server's)."""
+    from serve.batcher import MicroBatcher
+    from serve.runtime import ServingModel
+
+    model = ServingModel(runs["tagger"][1])
+    servers: list[InProcessServer] = []
+
+    def make(delay: float, max_queue: int = 1024, **options: object) -> InProcessServer:
+        batcher = MicroBatcher(SlowModel(delay), batch_size=8, max_wait_s=0.0, max_queue=max_queue)  # type: ignore[arg-type]
+        servers.append(InProcessServer("asgi", model, batcher, **options))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from helpers import REPO, env
@@ -77,34 +78,50 @@ def raw_exchange(port: int, data: bytes) -> bytes:
 # ---- serve http in-process (a stand-in model behind the real server) ---------------------------
 
 
+class SlowModel:
+    """Stands in for ServingModel behind the batcher: each run takes `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def predict(self, items: list, batch_size: int) -> list:
+        time.sleep(self.delay)
+        return [{"tokens": item.tokens, "tags": ["X"] * len(item.tokens)} for item in items]
+
+
+# `python -m serve http`'s defaults for the ASGI server's connection settings (serve.asgi.build_server).
+SERVER_DEFAULTS = {
+    "limit_concurrency": 512,
+    "header_timeout_s": 10.0,
+    "body_min_rate": 8192.0,
+    "keep_alive_s": 5.0,
+    "drain_timeout_s": 30.0,
+}
+
+
 class InProcessServer:
     """A real `serve http` server on 127.0.0.1 in a thread of this process, around `batcher`:
-    kind "asgi" (FastAPI on uvicorn, `uvicorn_options` passed to its Config) or "stdlib"."""
+    kind "asgi" (FastAPI on uvicorn; `options` override SERVER_DEFAULTS) or "stdlib" (`options`: header_timeout)."""
 
-    def __init__(self, kind: str, model: object, batcher: object, **uvicorn_options: object) -> None:
+    def __init__(self, kind: str, model: object, batcher: object, **options: object) -> None:
         self.kind = kind
         if kind == "stdlib":
             from serve.stdlib_http import Server as StdlibServer
 
-            self.server = StdlibServer(("127.0.0.1", 0), model, batcher)
+            self.server = StdlibServer(("127.0.0.1", 0), model, batcher, **options)
             self.port = self.server.server_address[1]
             self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
             self.thread.start()
             return
-        import time
-
-        import uvicorn
-
-        from serve.app import Service, create_app
-        from serve.asgi import server_config
+        from serve.app import Service
+        from serve.asgi import build_server
         from serve.http import listen
         from serve.metrics import Metrics
 
         self.service = Service(model, batcher, Metrics(), "tagger")
         sock = listen("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
-        config = server_config(create_app(self.service), **uvicorn_options)
-        self.server = uvicorn.Server(config)
+        self.server = build_server(self.service, sock, **{**SERVER_DEFAULTS, **options})
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

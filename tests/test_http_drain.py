@@ -11,12 +11,11 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from servers import InProcessServer, Server
+from servers import Server
 
 
 @pytest.mark.trains  # not for the fast tier: a server subprocess and 16 clients for a few seconds
@@ -73,36 +72,6 @@ def test_sigterm_drains_every_request_already_received(runs, tmp_path: Path) -> 
     assert "Traceback" not in log
 
 
-class SlowModel:
-    """Stands in for ServingModel behind the batcher: each run takes `delay` seconds."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-
-    def predict(self, items: list, batch_size: int) -> list:
-        time.sleep(self.delay)
-        return [{"tokens": item.tokens, "tags": ["X"] * len(item.tokens)} for item in items]
-
-
-@pytest.fixture
-def start(runs) -> Iterator:
-    """start(delay, max_queue=..., **uvicorn_options) -> InProcessServer around a SlowModel."""
-    from serve.batcher import MicroBatcher
-    from serve.runtime import ServingModel
-
-    model = ServingModel(runs["tagger"][1])
-    servers: list[InProcessServer] = []
-
-    def make(delay: float, max_queue: int = 1024, **options: object) -> InProcessServer:
-        batcher = MicroBatcher(SlowModel(delay), batch_size=8, max_wait_s=0.0, max_queue=max_queue)  # type: ignore[arg-type]
-        servers.append(InProcessServer("asgi", model, batcher, **options))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.stop()
-
-
 def post(port: int, texts: list[str], timeout: float = 30) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -113,22 +82,21 @@ def post(port: int, texts: list[str], timeout: float = 30) -> tuple[int, bytes]:
         conn.close()
 
 
-def test_limit_concurrency_answers_503_past_it(start) -> None:
-    srv = start(0.0, limit_concurrency=3)
-    idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
-    try:
-        time.sleep(0.2)  # the server has accepted them
-        status, body = post(srv.port, ["the cat"])
-        assert (status, body) == (503, b"Service Unavailable")  # uvicorn's reply: the app never ran
-    finally:
-        for sock in idle:
-            sock.close()
-    time.sleep(0.2)
-    assert post(srv.port, ["the cat"])[0] == 200
+def test_limit_concurrency_answers_503_when_every_place_is_busy(slow_server) -> None:
+    srv = slow_server(1.0, limit_concurrency=2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        busy = [pool.submit(post, srv.port, [text]) for text in ("a", "b")]
+        time.sleep(0.3)  # both requests are in the model
+        status, body = post(srv.port, ["c"])
+        assert status == 503 and json.loads(body) == {
+            "error": "server busy: all 2 connections hold a request in progress"
+        }
+        assert [f.result()[0] for f in busy] == [200, 200]
+    assert post(srv.port, ["d"])[0] == 200
 
 
-def test_max_queue_answers_503_past_it(start) -> None:
-    srv = start(0.6, max_queue=2)
+def test_max_queue_answers_503_past_it(slow_server) -> None:
+    srv = slow_server(0.6, max_queue=2)
     with ThreadPoolExecutor(max_workers=3) as pool:
         first = pool.submit(post, srv.port, ["a"])
         time.sleep(0.15)
@@ -142,8 +110,8 @@ def test_max_queue_answers_503_past_it(start) -> None:
     assert post(srv.port, ["d"])[0] == 200 and srv.service.batcher.pending == 0
 
 
-def test_drain_timeout_bounds_the_drain(start) -> None:
-    srv = start(5.0, timeout_graceful_shutdown=0.5)
+def test_drain_timeout_bounds_the_drain(slow_server) -> None:
+    srv = slow_server(5.0, drain_timeout_s=0.5)
     with ThreadPoolExecutor(max_workers=1) as pool:
         reply = pool.submit(post, srv.port, ["slow"], 10)
         time.sleep(0.3)
@@ -155,10 +123,10 @@ def test_drain_timeout_bounds_the_drain(start) -> None:
         assert status == 503 and b"--drain-timeout has passed" in body
 
 
-def test_replies_are_not_held_back_by_nagle(start) -> None:
+def test_replies_are_not_held_back_by_nagle(slow_server) -> None:
     """asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without it every keep-alive reply's
     body waited ~40 ms for the client's delayed ACK (measured: /health took 44 ms instead of 0.5 ms)."""
-    srv = start(0.0)
+    srv = slow_server(0.0)
     with socket.create_connection(("127.0.0.1", srv.port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         gaps = []
