@@ -8,7 +8,7 @@ one deadline, by the phase it is in:
     idle     accepted, or its last response sent: its next request's headers are due within
              `header_timeout` (uvicorn's keep-alive timer closes an idle connection sooner)
     headers  bytes of a request arrived, the headers not complete: due by the same deadline;
-             past it the client gets 408 and the connection closes
+             past it the client gets 408 and the connection closes (431 past MAX_HEAD_BYTES)
     body     headers complete: after `header_timeout` seconds of grace, the body must keep
              arriving at `body_min_rate` bytes a second on average, or 408 and close
     busy     the whole request is in: the app has it, and no deadline but the request's own
@@ -38,6 +38,8 @@ from serve.api import encode_json
 
 IDLE, HEADERS, BODY, BUSY = "idle", "headers", "body", "busy"
 EVICTION_ORDER = {IDLE: 0, HEADERS: 1, BODY: 2}  # which phases give way to a new connection, first to last
+MAX_HEAD_BYTES = 64 << 10  # request line and headers; the bytes of a pipelined next request count too
+PHRASES = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
 def error_reply(status: int, reason: str, message: str) -> bytes:
@@ -91,7 +93,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.phase = IDLE
         self.since = time.monotonic()  # when the current phase began
         self.served = 0
-        self.body_bytes = 0
+        self.head_bytes = self.body_bytes = 0
         self.timer: asyncio.TimerHandle | None = None
 
     # -- phases --------------------------------------------------------------------------------
@@ -128,8 +130,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.phase != IDLE and not (current is not None and current.response_started):
             if current is not None:
                 current.disconnected = True  # the app's own reply, should it come, goes nowhere
-            phrase = "Request Timeout" if status == 408 else "Service Unavailable"
-            self.transport.write(error_reply(status, phrase, reason))
+            self.transport.write(error_reply(status, PHRASES[status], reason))
         self.transport.close()
 
     # -- uvicorn's protocol callbacks ----------------------------------------------------------
@@ -147,8 +148,14 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.phase == IDLE:
-            self.phase = HEADERS  # the deadline armed when the connection went idle still runs
+            self.phase, self.head_bytes = HEADERS, 0  # the deadline armed when the connection went idle still runs
+        if self.phase == HEADERS:
+            self.head_bytes += len(data)
         super().data_received(data)
+        # httptools sets no limit on the request line and headers: without one, a client could fill the
+        # memory within its header deadline. (A read holds at most a few hundred KiB, headers and body alike.)
+        if self.phase == HEADERS and self.head_bytes > MAX_HEAD_BYTES:
+            self.close(f"request line and headers over {MAX_HEAD_BYTES} bytes", status=431)
 
     def on_headers_complete(self) -> None:
         self.guard.make_room(self)

@@ -102,6 +102,23 @@ def test_headers_dribbled_a_byte_at_a_time_get_408(slow_server) -> None:
     assert time.monotonic() - began < 3
 
 
+def test_endless_headers_get_431_not_memory(slow_server) -> None:
+    srv = slow_server(0.0)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for i in range(10_000):  # 10,000 headers of 100 bytes: 1 MB, and no end in sight
+                sock.sendall(b"X-Filler-%05d: %s\r\n" % (i, b"a" * 84))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 431") and b"over 65536 bytes" in reply, reply[:200]
+    big = predict_request(["a" * 500] * 200)  # headers and a 100 KB body, read together: no 431
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(big)
+        assert read_reply_headers(sock).startswith(b"HTTP/1.1 200")
+
+
 def test_a_body_slower_than_the_minimum_rate_gets_408(slow_server) -> None:
     srv = slow_server(0.0, header_timeout_s=0.3, body_min_rate=100.0)
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
