@@ -65,6 +65,19 @@ class Server:
         self.log.close()
 
 
+def exchange(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: (status, headers with lower-case names, the body's bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
 def raw_exchange(port: int, data: bytes) -> bytes:
     """Send raw bytes to the server and read until it closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
