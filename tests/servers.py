@@ -1,6 +1,7 @@
 """Plain helpers for the tests of `serve http`: the server as a subprocess (`Server`), one request's status,
-headers and bytes (`exchange`), raw bytes on a socket (`raw_exchange`), and the real server in a thread of this process around a stand-in model
-(`InProcessServer`). Fixtures live in conftest.py; the other shared helpers in helpers.py.
+headers and bytes (`exchange`), raw bytes on a socket (`raw_exchange`), and the real server in a thread of
+this process around a stand-in model (`InProcessServer`). Fixtures live in conftest.py; the other shared
+helpers in helpers.py.
 """
 
 from __future__ import annotations
