@@ -280,3 +280,13 @@ def test_head_versions_and_extensions(server: Server) -> None:
         assert status == 404 and "unknown version '2' of model 'pos'; it has ['1']" in json.loads(reply)["error"]
     status, body = infer(server, request(tensor()), path=f"/v2/models/{MODEL}/versions/0/infer")
     assert status == 404 and "unknown version '0'" in body["error"]
+
+
+def test_empty_tensors_get_empty_outputs(server: Server) -> None:
+    for shape in ([0], [0, 1]):
+        status, body = infer(server, request(tensor("text", shape, [])))
+        assert status == 200 and [o["shape"] for o in body["outputs"]] == [[0, 0], [0, 0]], body
+    status, body = infer(server, request(tensor("tokens", [2, 0], [])))
+    assert status == 200 and [o["shape"] for o in body["outputs"]] == [[2, 0], [2, 0]], body
+    raw, headers = binary_request(b"", [0])
+    assert infer(server, raw, headers)[0] == 200
