@@ -104,6 +104,18 @@ def _version() -> str:
         return "unknown"
 
 
+# The OpenAPI description of the infer routes (the body is read by serve.v2_request, not pydantic).
+INFER_DOC: dict[str, Any] = {
+    "responses": {200: {"model": InferResponse}},
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+        }
+    },
+}
+
+
 def infer_reply(body: dict[str, Any], outputs: list[dict[str, Any]], binary: dict[str, bool]) -> Response:
     """The inference response: JSON, or JSON then the binary outputs' bytes (serve.v2_binary)."""
     buffers = []
@@ -172,17 +184,8 @@ def router(
             body["id"] = call.id
         return infer_reply(body, output_tensors(model, results, list(call.outputs)), call.outputs)
 
-    infer_doc = {
-        "responses": {200: {"model": InferResponse}},
-        "openapi_extra": {
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
-            }
-        },
-    }
     for prefix in ("/models/{name}", "/models/{name}/versions/{version}"):
         api.add_api_route(prefix, model_metadata, methods=["GET"], response_model=None)
         api.add_api_route(f"{prefix}/ready", model_ready, methods=["GET"], response_model=None)
-        api.add_api_route(f"{prefix}/infer", infer, methods=["POST"], response_model=None, **infer_doc)
+        api.add_api_route(f"{prefix}/infer", infer, methods=["POST"], response_model=None, **INFER_DOC)
     return api
