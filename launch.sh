@@ -57,6 +57,8 @@ setup() {
     "$PY" -m pip install -q --disable-pip-version-check "$torch_spec" numpy 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$PY" -c 'import torch' || { echo "setup: torch failed to install ($torch_spec)" >&2; exit 1; }
     "$PY" -m pip install -q --disable-pip-version-check -e "$EXTRAS" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    # The KServe SDK for its v2 REST client only: its own pins would downgrade protobuf, pandas and psutil.
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps "kserve==0.21.0" 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$PY" -c 'import trainer, export, serve, accelerate, onnxruntime, pytest' \
         || { echo "setup: project install failed; rerun with output: $PY -m pip install -e '$EXTRAS'" >&2; exit 1; }
     echo "$want" > "$stamp"

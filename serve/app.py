@@ -9,9 +9,11 @@
     /v2/...              the Open Inference Protocol (serve.v2)
     GET  /docs, /openapi.json   generated from the pydantic models below
 
-The request rules and every 4xx are `serve.api`'s, the same as the standard-library server's: the body
-is read and checked by `serve.api`, not by pydantic (whose 422s would change the API's statuses and
-messages), so the pydantic models only document the API. Errors are `{"error": "..."}`.
+Every GET path also answers HEAD (its headers, no body). A body may be chunked or gzip/deflate
+encoded, capped after decompression (`serve.body`). The request rules and every 4xx are `serve.api`'s,
+the same as the standard-library server's: the body is read and checked by `serve.api`, not by
+pydantic (whose 422s would change the API's statuses and messages), so the pydantic models only
+document the API. Errors are `{"error": "..."}`.
 """
 
 from __future__ import annotations
@@ -30,18 +32,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from serve import v2
-from serve.api import (
-    DRAIN_LIMIT_BYTES,
-    MAX_BODY_BYTES,
-    MAX_TEXT_CHARS,
-    MAX_TEXTS,
-    ApiError,
-    content_length,
-    encode_json,
-    limits,
-    parse_request,
-)
+from serve.api import MAX_TEXT_CHARS, MAX_TEXTS, ApiError, encode_json, limits, parse_request
 from serve.batcher import MicroBatcher
+from serve.body import read_body
 from serve.metrics import METRICS_CONTENT_TYPE, AccessLog, Metrics
 from serve.runtime import ServingModel
 
@@ -75,7 +68,7 @@ class ErrorBody(BaseModel):
     error: str
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 411, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 411, 413, 415, 422, 503)}
 
 
 @dataclass
@@ -101,19 +94,6 @@ class Service:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(encode_json(body), status, headers, media_type="application/json")
-
-
-async def read_body(request: Request) -> bytes:
-    """The body under the API's rules: Content-Length required, at most MAX_BODY_BYTES."""
-    if "chunked" in request.headers.get("transfer-encoding", "").lower():
-        raise ApiError(411, "chunked bodies are not supported; send Content-Length")
-    length = content_length(request.headers.get("content-length"))
-    if length > MAX_BODY_BYTES:
-        if length <= DRAIN_LIMIT_BYTES:
-            async for _ in request.stream():
-                pass
-        raise ApiError(413, f"body of {length} bytes; the limit is {MAX_BODY_BYTES}")
-    return await request.body()
 
 
 async def parse(parse_fn: Callable[[bytes, ServingModel], T], body: bytes, model: ServingModel) -> T:
@@ -241,6 +221,9 @@ class HotPath:
         self.app, self.route, self.endpoint, self.replies = app, route, endpoint, replies
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            await self.head(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.route.path:
             await self.app(scope, receive, send)
             return
@@ -252,3 +235,19 @@ class HotPath:
             reply = next(reply for exc_type, reply in self.replies.items() if isinstance(exc, exc_type))
             response = await reply(request, exc)
         await response(scope, receive, send)
+
+    async def head(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        """HEAD on any path is its GET without the body (FastAPI's GET routes answer HEAD with 405),
+        the headers, Content-Length included, unchanged; whatever the server does with HEAD bodies."""
+        inner = {**scope, "method": "GET"}
+
+        async def headers_only(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        try:
+            await self.app(inner, receive, headers_only)
+        finally:
+            if "route" in inner:
+                scope["route"] = inner["route"]  # the access log and metrics label requests by it

@@ -1,55 +1,68 @@
 """The Open Inference Protocol (KServe v2 REST) beside the JSON API, so KServe, Triton and MLServer
-clients work unchanged.
+clients work unchanged, in their default modes (tritonclient and the KServe SDK send binary tensors).
 
-    GET  /v2                         server metadata
-    GET  /v2/health/live|ready       200 {"live"|"ready": true}; not ready is 400 {"ready": false} (the spec: 4xx)
-    GET  /v2/models/{name}[/ready]   model metadata (its input and output tensors) / readiness
-    POST /v2/models/{name}/infer     one BYTES input, the outputs below
+    GET  /v2                             server metadata; `extensions`: ["binary_tensor_data"]
+    GET  /v2/health/live|ready           200 {"live"|"ready": true}; not ready: 400 {"ready": false} (spec: 4xx)
+    GET  /v2/models/NAME[/versions/1]    model metadata (its input and output tensors, `versions`: ["1"])
+    GET  .../ready, POST .../infer       readiness, inference: one BYTES input, the outputs below
+
+The export is the model's only version, named "1" (an export holds one model; a new model is a new
+export and server), so `versions` is ["1"], the reply's `model_version` is "1", and any other version
+is a 404, as an unknown model name is. Every GET path also answers HEAD (serve.app).
 
 Inputs (one per request): `text`, BYTES, shape [N] (or [N, 1]): one raw text per element; for the
 tagger also `tokens`, BYTES, shape [N, T]: N sentences of up to T tokens, each row padded at its end
-with "" (a token is never empty, so the padding is unambiguous). `data` may be flat (row-major, as
-the spec says) or nested. The limits and 4xx are the JSON API's (`serve.api`).
+with "" (a token is never empty, so the padding is unambiguous). `data` is flat (row-major, as the
+spec says) or nested row by row, or the tensor is binary (serve.v2_binary); the checks, in the order
+that bounds a request's cost by its size, are serve.v2_request's; the limits and 4xx the JSON API's.
 Outputs: sentiment `label` BYTES [N] and `prob_positive` FP32 [N] (an empty text gives "" and -1);
 tagger `tokens` and `tags`, BYTES [N, T], T the longest sentence, rows padded with "". A request may
-ask for a subset with `"outputs": [{"name": ...}]`; its `id` comes back. An unknown model name is a
-404 and every error a `{"error": "..."}` body, as the protocol says.
+ask for a subset with `"outputs": [{"name": ...}]`, and for binary outputs with the request parameter
+`binary_data_output` or an output's `binary_data`: then the reply is the JSON followed by those
+tensors' bytes, its length in the `Inference-Header-Content-Length` header. A request's `id` (a
+string) comes back. Every error is a `{"error": "..."}` body, as the protocol says.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
+from functools import partial
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from serve.api import ApiError, decode_json, encode_json, prepare_items
-from serve.runtime import Item, ServingModel
+from serve.api import ApiError, encode_json
+from serve.runtime import ServingModel
+from serve.v2_binary import HEADER, encode_tensor, header_length
+from serve.v2_request import InferCall, parse_infer
 
 if TYPE_CHECKING:
     from serve.app import Service
 
-WHERE = "inputs[0].data"
+VERSION = "1"  # the export's model version (above)
+EXTENSIONS = ["binary_tensor_data"]
 
 
 class Tensor(BaseModel):
     name: str
     datatype: str
     shape: list[int]
-    data: list[Any]
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class InferRequest(BaseModel):
     id: str | None = None
+    parameters: dict[str, Any] | None = None
     inputs: list[Tensor]
     outputs: list[dict[str, Any]] | None = None
 
 
 class InferResponse(BaseModel):
     model_name: str
+    model_version: str
     id: str | None = None
     outputs: list[Tensor]
 
@@ -66,67 +79,6 @@ def tensors(model: ServingModel) -> tuple[list[dict[str, Any]], list[dict[str, A
             {"name": "prob_positive", "datatype": "FP32", "shape": [-1]},
         ]
     return inputs, outputs
-
-
-def flatten(data: Any, depth: int) -> list[Any]:
-    """`data` nested up to `depth` levels of lists, row-major."""
-    if depth <= 1 or not any(isinstance(x, list) for x in data):
-        return list(data)
-    return [x for row in data for x in (flatten(row, depth - 1) if isinstance(row, list) else [row])]
-
-
-def parse_infer(body: bytes, model: ServingModel) -> tuple[list[Item], list[str], Any]:
-    """An inference request -> (items, the output names asked for, the request id)."""
-    data = decode_json(body)
-    if not isinstance(data, dict) or not isinstance(data.get("inputs"), list) or len(data["inputs"]) != 1:
-        raise ApiError(400, 'expected an inference request object with "inputs": a list of exactly one tensor')
-    tensor = data["inputs"][0]
-    inputs, outputs = tensors(model)
-    names = [t["name"] for t in inputs]
-    if not isinstance(tensor, dict) or tensor.get("name") not in names:
-        raise ApiError(
-            400,
-            f"inputs[0].name must be one of {names}; "
-            f"got {str(tensor.get('name') if isinstance(tensor, dict) else tensor)[:40]!r}",
-        )
-    if tensor.get("datatype") != "BYTES":
-        raise ApiError(400, f'inputs[0].datatype must be "BYTES"; got {str(tensor.get("datatype"))[:20]!r}')
-    shape, values = tensor.get("shape"), tensor.get("data")
-    dims = 2 if tensor["name"] == "tokens" else 1
-    if not (
-        isinstance(shape, list)
-        and all(isinstance(d, int) and d >= 0 for d in shape)
-        and (len(shape) == dims or (dims == 1 and len(shape) == 2 and shape[1] == 1))
-    ):
-        wanted = "[N, T]" if dims == 2 else "[N] or [N, 1]"
-        raise ApiError(400, f"inputs[0].shape must be {wanted}, non-negative integers; got {str(shape)[:40]}")
-    if not isinstance(values, list):
-        raise ApiError(400, f"{WHERE} must be a list")
-    flat = flatten(values, len(shape))
-    if len(flat) != math.prod(shape):
-        raise ApiError(400, f"{WHERE} has {len(flat)} elements; shape {shape} needs {math.prod(shape)}")
-    if tensor["name"] == "text":
-        items = prepare_items("texts", flat, model, WHERE)
-    else:
-        width = shape[1]
-        rows = [flat[i * width : (i + 1) * width] for i in range(shape[0])]
-        items = prepare_items("tokens", [strip_padding(row) for row in rows], model, WHERE)
-    return items, requested_outputs(data.get("outputs"), [t["name"] for t in outputs]), data.get("id")
-
-
-def strip_padding(row: list[Any]) -> list[Any]:
-    end = len(row)
-    while end and row[end - 1] == "":
-        end -= 1
-    return row[:end]
-
-
-def requested_outputs(asked: Any, known: list[str]) -> list[str]:
-    if asked is None:
-        return known
-    if not isinstance(asked, list) or not all(isinstance(o, dict) and o.get("name") in known for o in asked):
-        raise ApiError(400, f'"outputs" must be a list of {{"name": ...}} with names from {known}')
-    return [o["name"] for o in asked]
 
 
 def output_tensors(model: ServingModel, results: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -152,6 +104,34 @@ def _version() -> str:
         return "unknown"
 
 
+# The OpenAPI description of the infer routes (the body is read by serve.v2_request, not pydantic).
+INFER_DOC: dict[str, Any] = {
+    "responses": {200: {"model": InferResponse}},
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+        }
+    },
+}
+
+
+def infer_reply(body: dict[str, Any], outputs: list[dict[str, Any]], binary: dict[str, bool]) -> Response:
+    """The inference response: JSON, or JSON then the binary outputs' bytes (serve.v2_binary)."""
+    buffers = []
+    for tensor in outputs:
+        if binary[tensor["name"]]:
+            raw = encode_tensor(tensor["datatype"], tensor.pop("data"))
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+    header = encode_json({**body, "outputs": outputs})
+    if not buffers:
+        return Response(header, media_type="application/json")
+    return Response(
+        b"".join([header, *buffers]), headers={HEADER: str(len(header))}, media_type="application/octet-stream"
+    )
+
+
 def router(
     service: Service, read_body: Callable[[Request], Awaitable[bytes]], parse: Callable[..., Awaitable[Any]]
 ) -> APIRouter:
@@ -159,17 +139,20 @@ def router(
     api = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
     model = service.model
     inputs, outputs = tensors(model)
+    parse_call = partial(parse_infer, inputs=[t["name"] for t in inputs], outputs=[t["name"] for t in outputs])
 
     def reply(body: Any, status: int = 200) -> Response:
         return Response(encode_json(body), status, media_type="application/json")
 
-    def check_name(name: str) -> None:
+    def check_name(name: str, version: str | None = None) -> None:
         if name != service.model_name:
             raise ApiError(404, f"unknown model {name[:80]!r}; this server has {service.model_name!r}")
+        if version is not None and version != VERSION:
+            raise ApiError(404, f"unknown version {version[:40]!r} of model {name[:80]!r}; it has [{VERSION!r}]")
 
     @api.get("", response_model=None)
     async def server_metadata() -> Response:
-        return reply({"name": "seqlstm", "version": _version(), "extensions": []})
+        return reply({"name": "seqlstm", "version": _version(), "extensions": EXTENSIONS})
 
     @api.get("/health/live", response_model=None)
     async def live() -> Response:
@@ -180,37 +163,29 @@ def router(
         ok = service.not_ready() is None
         return reply({"ready": ok}, 200 if ok else 400)
 
-    @api.get("/models/{name}", response_model=None)
-    async def model_metadata(name: str) -> Response:
-        check_name(name)
+    async def model_metadata(name: str, version: str | None = None) -> Response:
+        check_name(name, version)
         return reply(
-            {"name": name, "versions": [], "platform": "onnxruntime_onnx", "inputs": inputs, "outputs": outputs}
+            {"name": name, "versions": [VERSION], "platform": "onnxruntime_onnx", "inputs": inputs, "outputs": outputs}
         )
 
-    @api.get("/models/{name}/ready", response_model=None)
-    async def model_ready(name: str) -> Response:
-        check_name(name)
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        check_name(name, version)
         ok = service.not_ready() is None
         return reply({"name": name, "ready": ok}, 200 if ok else 400)
 
-    @api.post(
-        "/models/{name}/infer",
-        response_model=None,
-        responses={200: {"model": InferResponse}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
-            }
-        },
-    )
-    async def infer(name: str, request: Request) -> Response:
-        check_name(name)
-        items, names, request_id = await parse(parse_infer, await read_body(request), model)
-        results = await service.batcher.submit_async(items)
-        body: dict[str, Any] = {"model_name": name, "outputs": output_tensors(model, results, names)}
-        if request_id is not None:
-            body["id"] = request_id
-        return reply(body)
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        check_name(name, version)
+        json_length = header_length(request.headers.get(HEADER))
+        call: InferCall = await parse(partial(parse_call, json_length=json_length), await read_body(request), model)
+        results = await service.batcher.submit_async(call.items)
+        body: dict[str, Any] = {"model_name": name, "model_version": VERSION}
+        if call.id is not None:
+            body["id"] = call.id
+        return infer_reply(body, output_tensors(model, results, list(call.outputs)), call.outputs)
 
+    for prefix in ("/models/{name}", "/models/{name}/versions/{version}"):
+        api.add_api_route(prefix, model_metadata, methods=["GET"], response_model=None)
+        api.add_api_route(f"{prefix}/ready", model_ready, methods=["GET"], response_model=None)
+        api.add_api_route(f"{prefix}/infer", infer, methods=["POST"], response_model=None, **INFER_DOC)
     return api

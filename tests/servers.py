@@ -1,6 +1,7 @@
-"""Plain helpers for the tests of `serve http`: the server as a subprocess (`Server`), raw bytes on a socket
-(`raw_exchange`), and the real server in a thread of this process around a stand-in model
-(`InProcessServer`). Fixtures live in conftest.py; the other shared helpers in helpers.py.
+"""Plain helpers for the tests of `serve http`: the server as a subprocess (`Server`), one request's status,
+headers and bytes (`exchange`), raw bytes on a socket (`raw_exchange`), and the real server in a thread of
+this process around a stand-in model (`InProcessServer`). Fixtures live in conftest.py; the other shared
+helpers in helpers.py.
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ class Server:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.log.close()
+
+
+def exchange(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: (status, headers with lower-case names, the body's bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
 
 
 def raw_exchange(port: int, data: bytes) -> bytes:

@@ -3,7 +3,7 @@
 Full runs take minutes to hours; these take seconds: FLOP arithmetic against hand counts, the
 perceptron and Naive Bayes baselines on a few hundred real examples, the tutorial loop for a few
 sentences, `bench.preprocess_scale` end to end on 2,000 generated lines, and `bench.tokenize` on
-short worst cases.
+short worst cases, and `bench.triton_client --quick` on a tiny export.
 """
 
 import json
@@ -25,6 +25,7 @@ from bench import (
     tagger_accuracy,
     tokenize,
     train_speed,
+    triton_client,
 )
 from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
 from trainer.core.data import TaggedSentence
@@ -222,3 +223,15 @@ def test_schedule_cost_times_each_schedule_per_step_against_the_first(tmp_path, 
     assert [row["schedule"] for row in rows] == ["plain", "adversarial"]
     assert rows[0]["x_first"] == 1.0 and rows[1]["x_first"] > 0
     assert all(len(row["rounds_ms"]) == 2 for row in rows)
+
+
+def test_triton_client_quick_times_binary_and_json_beside_model_only(runs, data_dir, tmp_path):
+    report = tmp_path / "triton.json"
+    assert triton_client.main(["--quick", "--export", str(runs["sentiment"][1]), "--json", str(report)]) == 0
+    results = json.loads(report.read_text())["results"]
+    rows = results["table"]
+    cells = [(mode, size, clients) for mode in ("binary", "json") for size in (1, 32) for clients in (1, 8, 64)]
+    assert [(r["mode"], r["texts_per_request"], r["clients"]) for r in rows] == cells
+    assert all(r["requests"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in rows), rows
+    assert all(r["texts_per_s"] == r["requests_per_s"] * r["texts_per_request"] for r in rows)
+    assert results["model_only_b64"]["throughput"] > 0 and len(results["binary_over_json"]) == 6
