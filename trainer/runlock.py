@@ -19,13 +19,14 @@ import json
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.core.errors import SeqLSTMError
+from trainer.core.errors import ArtifactError, SeqLSTMError
 
 LOCK_FILE = ".lock"
 HEARTBEAT = 30.0  # seconds between touches of the lock file
@@ -165,3 +166,19 @@ def check_lock(run_dir: Path, rank: int, token: str) -> None:
             f"rank {rank} on {socket.gethostname()}: {run_dir / LOCK_FILE} is not held by this job's rank 0; "
             "another run holds --out, or it is not on storage every node shares"
         )
+
+
+def note_training(model_dir: Path, prog: str) -> None:
+    """For a reader of RUN_DIR/model (evaluate, export) while a training run holds RUN_DIR: one line saying what it
+    reads. model/ is only ever replaced whole (trainer/artifact.py), so the last one published is read as it is;
+    one not written yet is an ArtifactError saying when it will be."""
+    found = holder(model_dir.parent)
+    if found is None:
+        return
+    busy = f"{model_dir.parent} is being trained now ({describe(found)})"
+    if not (model_dir / "config.json").is_file():
+        raise ArtifactError(f"--model {model_dir}: not written yet: {busy}; its model/ appears when that run ends")
+    print(
+        f"{prog}: {busy}; reading the model/ published before it, which that run replaces whole when it ends",
+        file=sys.stderr,
+    )
