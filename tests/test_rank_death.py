@@ -7,7 +7,6 @@ weights equal an uninterrupted run's exactly."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -60,8 +60,10 @@ def start_process_group(timeout_s: float) -> None:
     if world_size() <= 1 or dist.is_initialized():
         return
     timeout = timedelta(seconds=timeout_s)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if torch.cuda.is_available() else "gloo"  # accelerate's choice for these devices
     rank = int(os.environ["RANK"])
+    if backend == "nccl":  # NCCL binds each rank's communicators to the device current at its first collective
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     with failures_named():
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True):
             store = dist.PrefixStore("seqlstm", round_store(rank, timeout))
