@@ -1,8 +1,8 @@
 """A rank's death survived at any moment (trainer/distributed.py): under `torchrun --max-restarts`, rank 1 is
 SIGKILLed during a checkpoint write, right after one, mid-epoch and during the dev evaluation, then stalls in a
-step until rank 0's --dist_timeout ends it; each restarted round's rank 1 starts late, so that rank 0 reaches
-the store first (the race that made restarts read a killed round's gloo addresses). The job finishes, and its
-weights equal an uninterrupted run's exactly."""
+step and at the start until rank 0's --dist_timeout ends each; each restarted round's rank 1 starts late, so that
+rank 0 reaches the store first (the race that made restarts read a killed round's gloo addresses). The job
+finishes, and its weights equal an uninterrupted run's exactly."""
 
 from __future__ import annotations
 
@@ -19,11 +19,18 @@ DIE = """
 import os, signal, sys, time
 import trainer.loop as loop
 round_, rank = int(os.environ["TORCHELASTIC_RESTART_COUNT"]), os.environ["RANK"]
-MOMENTS = [("checkpoint-write", 20), ("after-checkpoint", 20), ("mid-epoch", 25), ("evaluation", 30), ("stall", 35)]
+MOMENTS = [
+    ("checkpoint-write", 20),
+    ("after-checkpoint", 20),
+    ("mid-epoch", 25),
+    ("evaluation", 30),
+    ("stall", 35),
+    ("start-stall", 0),
+]
 moment, at = MOMENTS[round_] if round_ < len(MOMENTS) else (None, 0)
 def die():
     print(f"rank 1 dies: {moment} at step {at}", file=sys.stderr, flush=True)
-    if moment == "stall":
+    if moment in ("stall", "start-stall"):
         time.sleep(300)
     os.kill(os.getpid(), signal.SIGKILL)
 def hook(cls, name, before=None, after=None):
@@ -37,6 +44,8 @@ def hook(cls, name, before=None, after=None):
         return result
     setattr(cls, name, wrapped)
 if rank == "1":
+    if moment == "start-stall":  # before the process group: rank 0 waits for it at the start
+        die()
     if round_ > 0:
         time.sleep(3)
     if moment == "checkpoint-write":  # its own RNG file is in the hidden folder; rank 0 is still writing
@@ -47,7 +56,7 @@ if rank == "1":
         hook(loop.Trainer, "train_batch", before=lambda self, batch: self.state.step == at)
     elif moment == "evaluation":
         hook(loop, "score", before=lambda *args: True)  # rank 0 scores the dev split, then gathers
-if moment == "stall":
+if moment in ("stall", "start-stall"):
     sys.argv += ["--dist_timeout", "10"]
 from trainer.__main__ import main
 sys.exit(main(sys.argv[1:]))
@@ -84,7 +93,7 @@ def test_rank_1_killed_at_any_moment_the_job_finishes_with_an_uninterrupted_runs
     proc = trainer(
         *launch,
         "--max-restarts",
-        "5",
+        "6",
         str(script),
         *args,
         "--out",
@@ -94,12 +103,16 @@ def test_rank_1_killed_at_any_moment_the_job_finishes_with_an_uninterrupted_runs
     )
 
     deaths = [line for line in proc.stderr.splitlines() if line.startswith("rank 1 dies:")]
-    assert len(deaths) == 5, proc.stderr[-4000:]
-    [timeout] = [line for line in proc.stderr.splitlines() if "Timed out" in line]
-    assert timeout.startswith("error: rank 0 of 2: waiting for the other ranks at training step 36 failed")
+    assert len(deaths) == 6, proc.stderr[-4000:]
+    # The two stalls end in one line each from rank 0, naming what it waited for.
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("error: rank ")]
+    [step] = [line for line in failed if "Timed out" in line]
+    assert step.startswith("error: rank 0 of 2: waiting for the other ranks at training step 36 failed (Timed out")
+    [start] = [line for line in failed if "timeout after 10000ms" in line]
+    assert start.startswith("error: rank 0 of 2: waiting for the other ranks at the start of the process group")
     assert "connectFullMesh" not in proc.stderr
-    # Each round resumed from the newest whole checkpoint: none yet, step-10 (step-20 was being written),
-    # then step-20 three times, step-30.
+    # Each round that trained resumed from the newest whole checkpoint: none yet, step-10 (step-20 was being
+    # written), then step-20 three times, step-30 (the start-stall round never started training).
     resumed = [e["resumed_from"] for e in events(killed, "start")]
     assert [Path(p).name if p else None for p in resumed] == [
         None,

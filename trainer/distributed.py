@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ import torch.distributed as dist
 from trainer.core.errors import TrainingError
 
 ROUND_STORE_KEY = "seqlstm/round-store"  # in the agent's store: "PORT NONCE" of this round's store
-PROBE = timedelta(seconds=2)  # one attempt to reach a posted store (a dead round's refuses at once)
+PROBE_S = 2.0  # seconds for one attempt to reach a posted store (a dead round's refuses at once)
 _waiting = ["the start of the process group"]  # what this process is at, for the timeout's line
 
 
@@ -85,16 +86,23 @@ def round_store(rank: int, timeout: timedelta) -> dist.Store:
     deadline = time.monotonic() + timeout.total_seconds()
     while True:
         port, nonce = agent.get(ROUND_STORE_KEY).decode().split()  # waits for the first round's post
-        try:
-            store = dist.TCPStore(host, int(port), is_master=False, timeout=PROBE)
+        if listening(host, int(port)):  # else an earlier round's post: its server is gone with its rank 0
+            store = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
             if store.check(["nonce"]) and store.get("nonce").decode() == nonce:
-                store.set_timeout(timeout)
                 return store
-        except (RuntimeError, ValueError):  # an earlier round's store: its server is gone with its rank 0
-            pass
         if time.monotonic() > deadline:
             raise dist.DistStoreError(f"no store from rank 0 at {host} within {timeout.total_seconds():.0f} s")
         time.sleep(0.2)
+
+
+def listening(host: str, port: int) -> bool:
+    """Whether a server accepts on host:port: a plain connect, which a closed port refuses at once (a TCPStore
+    client would retry it for its whole timeout, logging each try)."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_S):
+            return True
+    except OSError:
+        return False
 
 
 def is_collective_failure(exc: BaseException) -> bool:
