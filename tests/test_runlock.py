@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO, events, one_line_error, tiny_tagger, trainer
 
-from trainer.runlock import LOCK_FILE, STALE, RunLocked, acquire, holder
+from trainer.core.errors import ArtifactError
+from trainer.runlock import LOCK_FILE, STALE, RunLocked, acquire, holder, note_training
 
 # `python HOLD READY GO ARGS`: `python -m trainer ARGS` that, once training is about to start (RUN_DIR locked),
 # creates READY and waits for GO before it trains.
@@ -123,3 +124,23 @@ def test_a_run_dir_the_lock_created_goes_again_if_nothing_was_written(tmp_path: 
     (tmp_path / "kept" / "logs").mkdir()
     lock.release()
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["logs"]
+
+
+def test_a_reader_of_a_run_being_trained_is_told_which_model_it_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    lock = acquire(run)  # this process plays the training run
+    try:
+        with pytest.raises(ArtifactError, match=r"--model .*/run/model: not written yet: .* is being trained now"):
+            note_training(run / "model", "export")
+        (run / "model").mkdir()
+        (run / "model" / "config.json").write_text("{}")
+        note_training(run / "model", "export")
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"export: {run} is being trained now (pid {os.getpid()} on ")
+        assert line.endswith("reading the model/ published before it, which that run replaces whole when it ends")
+    finally:
+        lock.release()
+    note_training(run / "model", "export")  # no run holds it: nothing to say
+    assert capsys.readouterr().err == ""
