@@ -15,7 +15,7 @@ import pytest
 from helpers import REPO, events, one_line_error, tiny_tagger, trainer
 
 from trainer.core.errors import ArtifactError
-from trainer.runlock import LOCK_FILE, STALE, RunLocked, acquire, holder, note_training
+from trainer.runlock import LOCK_FILE, STALE, RunLocked, acquire, describe, holder, note_training
 
 # `python HOLD READY GO ARGS`: `python -m trainer ARGS` that, once training is about to start (RUN_DIR locked),
 # creates READY and waits for GO before it trains.
@@ -144,3 +144,24 @@ def test_a_reader_of_a_run_being_trained_is_told_which_model_it_reads(
         lock.release()
     note_training(run / "model", "export")  # no run holds it: nothing to say
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"[" * 100_000,
+        b'{"pid": -1, "host": 7, "started": 1e300}',
+        json.dumps({"pid": "x" * 500, "started": "yesterday"}).encode(),
+    ],
+    ids=["empty", "deep", "bad-values", "long-values"],
+)
+def test_a_damaged_lock_file_is_taken_over_and_named_safely(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / LOCK_FILE).write_bytes(content)
+    assert holder(tmp_path) is None  # nothing running that it could name
+    lock = acquire(tmp_path)  # the flock was free: no process holds it, whatever the file says
+    assert lock.replaced is None
+    lock.release()
+    if content.startswith(b"{"):
+        text = describe(json.loads(content))
+        assert len(text) < 200 and text.endswith("started at an unknown time")

@@ -61,19 +61,29 @@ class RunLock:
 
 
 def describe(holder: dict[str, Any]) -> str:
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("started", 0)))
-    return f"pid {holder.get('pid')} on {holder.get('host')}, started {started}"
+    """`pid P on HOST, started T`, whatever a damaged lock file holds (values cut short, a bad time unknown)."""
+    started = holder.get("started")
+    when = "at an unknown time"
+    if type(started) in (int, float) and 0 <= started < 1e11:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+    return f"pid {str(holder.get('pid'))[:20]} on {str(holder.get('host'))[:100]}, started {when}"
 
 
 def _read(fd: int) -> dict[str, Any] | None:
-    """The holder a lock file names; None if empty or not what this module writes (a torn write)."""
+    """The holder a lock file names; None if empty or not what this module writes (a torn or damaged file)."""
     os.lseek(fd, 0, os.SEEK_SET)
     data = os.read(fd, 65_536)
     try:
         holder = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return holder if isinstance(holder, dict) and "pid" in holder else None
+    return holder if _valid(holder) else None
+
+
+def _valid(holder: Any) -> bool:
+    """What `acquire` writes: a pid os.kill may be given (0 and -1 would signal groups) and a host name."""
+    pid = holder.get("pid") if isinstance(holder, dict) else None
+    return type(pid) is int and 0 < pid < 1 << 22 and isinstance(holder.get("host"), str)
 
 
 def acquire(run_dir: Path) -> RunLock:
@@ -92,6 +102,11 @@ def acquire(run_dir: Path) -> RunLock:
             raise RunLocked(
                 f"--out {run_dir} is in use by another training run ({who}); wait for it to end, or train "
                 "into another --out"
+            ) from None
+        except OSError as exc:  # ENOLCK: a filesystem without locks
+            os.close(fd)
+            raise RunLocked(
+                f"--out {run_dir}: cannot lock {path} ({exc.strerror}); put RUN_DIR on a filesystem with file locks"
             ) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not a file its holder removed meanwhile
@@ -132,7 +147,7 @@ def read_token(run_dir: Path) -> str | None:
     """The token of the holder RUN_DIR's lock file names (the other ranks compare it with rank 0's)."""
     try:
         holder = json.loads((run_dir / LOCK_FILE).read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return holder.get("token") if isinstance(holder, dict) else None
 
@@ -144,9 +159,9 @@ def holder(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / LOCK_FILE
     try:
         found, heartbeat = json.loads(path.read_bytes()), path.stat().st_mtime
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    if not isinstance(found, dict) or type(found.get("pid")) is not int:
+    if not _valid(found):
         return None
     if found.get("host") != socket.gethostname():
         return found if time.time() - heartbeat < STALE else None

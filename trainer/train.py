@@ -3,8 +3,8 @@
 The same script runs as one process or as N processes under torchrun (`./launch.sh train --nproc N`);
 Accelerator picks the world up from the environment (gloo on CPU, nccl on GPUs). In order:
   1. check the arguments and the config, before torch and accelerate are imported (seconds), so a bad
-     argument fails at once; then the checkpoint to resume from and the data: unusable data fails here,
-     before any process group starts;
+     argument fails at once; take RUN_DIR's lock (rank 0, trainer/runlock.py: one run per RUN_DIR); then the
+     checkpoint to resume from and the data: unusable data fails here, before any process group starts;
   2. build vocabularies from the training split and encode every split once (main process first);
   3. train: length-bucketed batches, gradient accumulation, clipping, warmup + decay, dev scoring,
      best weights kept, early stopping, checkpoints every `save_every` steps and at each epoch end;
