@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
     from export.validate import open_eval_data
     from trainer.artifact import load_artifact
+    from trainer.runlock import note_training
 
+    note_training(args.model, "export")  # a training run holds RUN_DIR: say which model/ this reads
     artifact = load_artifact(args.model)
     atol = args.atol if args.atol is not None else artifact.config.atol
     dataset, data_note = open_eval_data(args.data, artifact.task)

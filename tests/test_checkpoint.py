@@ -76,8 +76,8 @@ def copy_run(base: Path, tmp_path: Path) -> Path:
 
 
 def messages(stderr: str) -> list[str]:
-    """stderr without tqdm's progress bar (redrawn on one line with carriage returns, unit "step")."""
-    return [line for line in stderr.split("\n") if line and "step/s]" not in line]
+    """stderr without the progress lines (trainer/progress.py) that a slow run prints off a terminal."""
+    return [line for line in stderr.split("\n") if line and not line.startswith("train: step ")]
 
 
 def set_manifest_entry(folder: Path, name: str) -> None:

@@ -23,6 +23,7 @@ from trainer.core.config import check_out_path, check_value
 from trainer.core.data import Dataset, open_dataset
 from trainer.core.errors import DataError
 from trainer.core.preprocess import SENTIMENT_LABELS, Encoded, Encoder, Vocabs, tokenize
+from trainer.runlock import note_training
 
 IGNORE = -100  # tag target at padded positions
 
@@ -228,6 +229,7 @@ def main(argv: list[str]) -> int:
     if args.report is not None:  # checked now, not after the whole split has been scored
         check_out_path(args.report, "--report", directory=False)
 
+    note_training(args.model, "evaluate")  # a training run holds RUN_DIR: say which model/ this reads
     artifact = load_artifact(args.model)
     dataset = open_dataset(args.data, skip_bad_lines=args.skip_bad_lines)
     if dataset.task != artifact.task:

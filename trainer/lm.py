@@ -22,15 +22,16 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 
 from trainer.core.config import PretrainConfig
 from trainer.core.errors import ConfigError
 from trainer.models import gather_time, reverse_index
+from trainer.progress import StepProgress
 
 LSTM_PARAMS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 DIRECTIONS = ("encoder.forward_layers.0.", "encoder.backward_layers.0.")  # SentimentNet's first layer
 ENCODER_KEYS = tuple(prefix + name for prefix in DIRECTIONS for name in LSTM_PARAMS)
+PROGRESS_EVERY = 30.0  # seconds between progress lines off a terminal (trainer/progress.py)
 
 
 class BiLanguageModel(nn.Module):
@@ -140,15 +141,14 @@ def run_steps(
     """`train_step(batch)` (one optimizer step: its loss and tokens) over `epoch()`'s batches, pass after
     pass, until `total` steps, with a progress bar; (steps, tokens, seconds, smoothed loss). Both
     pretraining objectives (this LM and trainer.pretrain's N-gram LM) train through it."""
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not show)
+    bar = StepProgress("pretrain", total, 0, every=PROGRESS_EVERY, quiet=not show)
     step, tokens, started, loss_avg = 0, 0, time.time(), float("nan")
     while step < total:
         for batch in epoch():
             loss, batch_tokens = train_step(batch)
             step, tokens = step + 1, tokens + batch_tokens
             loss_avg = loss.item() if step == 1 else 0.98 * loss_avg + 0.02 * loss.item()
-            bar.update()
-            bar.set_postfix(loss=f"{loss_avg:.3f}", tok_s=f"{tokens / (time.time() - started):.0f}", refresh=False)
+            bar.step(step, loss_avg, tokens / max(time.time() - started, 1e-9))
             if step >= total:
                 break
     bar.close()

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator, skip_first_batches
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from trainer.adversarial import EmbeddingPerturbation
 from trainer.averaging import WeightAverage
@@ -40,10 +39,12 @@ from trainer.checkpoint import (
 from trainer.core.config import TrainConfig
 from trainer.core.errors import TrainingError
 from trainer.core.preprocess import Vocabs
+from trainer.distributed import waiting
 from trainer.evaluate import EncodedSplit, score, summary
 from trainer.models import word_embedding
 from trainer.ngram import fit as fit_ngram
 from trainer.plots import end_torn_line
+from trainer.progress import StepProgress
 from trainer.resume import TrainState
 
 
@@ -166,13 +167,8 @@ class Trainer:
         """Train until a stop condition holds; return which."""
         acc, cfg, state, parts = self.accelerator, self.cfg, self.state, self.parts
         session_start = state.step
-        bar = tqdm(
-            total=parts.schedule.total,
-            initial=session_start,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=1.0,
-            disable=not acc.is_main_process,
+        bar = StepProgress(
+            "train", parts.schedule.total, session_start, every=cfg.progress_every, quiet=not acc.is_main_process
         )
         try:
             reason = self.stop_reason(session_start)  # a resumed run may have nothing left to do
@@ -183,7 +179,7 @@ class Trainer:
                     loader = skip_first_batches(loader, state.batches_in_epoch)
                 clock = time.perf_counter()
                 for batch in loader:
-                    with acc.accumulate(self.model):
+                    with acc.accumulate(self.model), waiting(f"training step {state.step + 1}"):
                         total, count = self.train_batch(batch)
                         if acc.sync_gradients:  # the last batch of an accumulation
                             self.optimizer_step()
@@ -196,9 +192,10 @@ class Trainer:
                         epoch_end = state.batches_in_epoch == epoch_batches
                         if epoch_end:
                             state.epoch, state.batches_in_epoch, state.earlier_layouts = state.epoch + 1, 0, []
-                        bar.update(1)
+                        loss = tokens_per_s = None
                         if state.step % cfg.log_every == 0:
-                            loss, tokens_per_s = self.flush_window()
+                            with waiting(f"the log of step {state.step}"):
+                                loss, tokens_per_s = self.flush_window()
                             self.log(
                                 "train",
                                 state.step,
@@ -208,7 +205,7 @@ class Trainer:
                                 grad_norm=float(self.grad_norm),
                                 tokens_per_s=tokens_per_s,
                             )
-                            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+                        bar.step(state.step, loss, tokens_per_s)
                         if (cfg.eval_every and state.step % cfg.eval_every == 0) or (not cfg.eval_every and epoch_end):
                             self.evaluate_dev()
                         if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end:
@@ -290,7 +287,10 @@ class Trainer:
 
     def evaluate_dev(self) -> None:
         state = self.state
-        with contextlib.nullcontext() if self.average is None else self.average.swapped_in():
+        with (
+            waiting(f"the dev evaluation at step {state.step}"),
+            contextlib.nullcontext() if self.average is None else self.average.swapped_in(),
+        ):
             metrics = summary(
                 score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.vocabs)
             )
@@ -308,6 +308,10 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Every file into a hidden temporary folder, the manifest last, then renamed into place."""
+        with waiting(f"checkpoint step-{self.state.step}"):
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
         acc, state = self.accelerator, self.state
         self.flush_window()
         root = self.run_dir / "checkpoints"

@@ -24,6 +24,7 @@ from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_d
 from trainer.core.errors import ConfigError, DataError
 from trainer.core.lexicon import open_lexicon
 from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
+from trainer.distributed import start_process_group, waiting
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
 from trainer.launchers import check_shared_run_dir, nodes
 from trainer.lm import copy_layers
@@ -33,6 +34,7 @@ from trainer.plots import plot_curves
 from trainer.precision import Precision
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 from trainer.resume import resume
+from trainer.runlock import check_lock
 
 
 @dataclass
@@ -118,9 +120,11 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
     )
 
 
-def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
-    """Build, resume if asked, train, and write the release model (unless a session limit stopped it)."""
+def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token: str) -> int:
+    """Build, resume if asked, train, and write the release model (unless a session limit stopped it).
+    `lock_token`: RUN_DIR's lock as rank 0 took it (trainer/runlock.py), "" on the other ranks."""
     cfg, precision = job.train, job.precision
+    start_process_group(cfg.dist_timeout)  # before Accelerator(), which then uses it (trainer/distributed.py)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=precision.mode,
@@ -144,7 +148,10 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
             lambda ok: gather_object([ok]),
             accelerator.wait_for_everyone,
         )
-    parts = build(accelerator, job, splits)
+    if accelerator.num_processes > 1:
+        check_lock(job.run_dir, accelerator.process_index, broadcast_object_list([lock_token])[0])
+    with waiting("the start (vocabularies, encoding, preparing the model)"):
+        parts = build(accelerator, job, splits)
     if precision.lstm_in_float32:
         run_lstms_in_float32(accelerator.unwrap_model(parts.model))
         accelerator.print(f"train: {precision.note}")
@@ -175,7 +182,8 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int]) -> int:
             "continue with --resume auto (no model written yet)"
         )
     else:
-        release(accelerator, job, trainer, reason, examples, skipped)
+        with waiting("the test evaluation and the release model"):
+            release(accelerator, job, trainer, reason, examples, skipped)
     if accelerator.is_main_process:
         plot_curves(log.path, job.run_dir / "plots" / "curves.png")
     accelerator.end_training()

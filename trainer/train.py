@@ -3,8 +3,8 @@
 The same script runs as one process or as N processes under torchrun (`./launch.sh train --nproc N`);
 Accelerator picks the world up from the environment (gloo on CPU, nccl on GPUs). In order:
   1. check the arguments and the config, before torch and accelerate are imported (seconds), so a bad
-     argument fails at once; then the checkpoint to resume from and the data: unusable data fails here,
-     before any process group starts;
+     argument fails at once; take RUN_DIR's lock (rank 0, trainer/runlock.py: one run per RUN_DIR); then the
+     checkpoint to resume from and the data: unusable data fails here, before any process group starts;
   2. build vocabularies from the training split and encode every split once (main process first);
   3. train: length-bucketed batches, gradient accumulation, clipping, warmup + decay, dev scoring,
      best weights kept, early stopping, checkpoints every `save_every` steps and at each epoch end;
@@ -36,6 +36,7 @@ from trainer.core.config import (
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError, DataError
 from trainer.launchers import check_launch
+from trainer.runlock import RunLock, acquire, describe
 
 if TYPE_CHECKING:
     from trainer.checkpoint import Checkpoint
@@ -177,19 +178,40 @@ def load_splits(spec: str, task: str, skip_bad_lines: bool) -> tuple[dict[str, S
     return splits, skipped
 
 
+def take_lock(run_dir: Path) -> RunLock | None:
+    """RUN_DIR's lock, taken by rank 0 for its job (the other ranks check it once the process group is up:
+    trainer/runner.py); a lock a dead run left is taken over with one line. No process group exists yet, so
+    the rank comes from the launcher's environment."""
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    lock = acquire(run_dir)
+    if lock.replaced is not None:
+        print(
+            f"train: took over the lock of {run_dir} from {describe(lock.replaced)}, which is no longer running",
+            file=sys.stderr,
+        )
+    return lock
+
+
 def main(argv: list[str]) -> int:
     args, model_config, preprocess, cfg = parse_args(argv)
     check_tracker(cfg.report_to)
     check_launch()  # before seconds of imports: accelerate's one-process CPU launch of "N" processes
-    # Only now, with the arguments checked: importing torch and accelerate takes seconds.
-    import torch
+    lock = take_lock(args.out)  # before anything is written into RUN_DIR, or a checkpoint is read from it
+    try:
+        # Only now, with the arguments checked: importing torch and accelerate takes seconds.
+        import torch
 
-    from trainer.precision import resolve_precision
-    from trainer.runner import Job, run
+        from trainer.distributed import failures_named
+        from trainer.precision import resolve_precision
+        from trainer.runner import Job, run
 
-    precision = resolve_precision(cfg.mixed_precision, cuda=torch.cuda.is_available())
-    checkpoint = find_checkpoint(args.resume, args.out)
-    splits, skipped = load_splits(args.data, args.task, args.skip_bad_lines)  # before any process group
-    return run(
-        Job(args.task, args.data, args.out, model_config, preprocess, cfg, precision, checkpoint), splits, skipped
-    )
+        precision = resolve_precision(cfg.mixed_precision, cuda=torch.cuda.is_available())
+        checkpoint = find_checkpoint(args.resume, args.out)
+        splits, skipped = load_splits(args.data, args.task, args.skip_bad_lines)  # before any process group
+        job = Job(args.task, args.data, args.out, model_config, preprocess, cfg, precision, checkpoint)
+        with failures_named():
+            return run(job, splits, skipped, lock.token if lock is not None else "")
+    finally:
+        if lock is not None:
+            lock.release()

@@ -129,6 +129,11 @@ class TrainConfig:
     report_to: str = rule(
         "tensorboard", choices=REPORT_TO
     )  # the tracker that also gets the metrics (README "Trackers")
+    # Seconds any rank waits in a collective (or at the start) before it ends with one line naming itself and what
+    # it waited for, so that torchrun can restart the job (trainer/distributed.py); gloo's own default is 30 minutes.
+    dist_timeout: float = rule(600.0, gt=0, max=86_400)
+    # Off a terminal (stderr to a file or pipe), seconds between plain progress lines; on a terminal, a bar.
+    progress_every: float = rule(30.0, min=0, max=86_400)
 
 
 OBJECTIVES = ("ngram", "lstm")  # trainer/pretrain.py: the N-gram LM's embeddings; trainer/lm.py: a BiLSTM LM
