@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 import numpy as np  # noqa: E402
+
+from trainer.core.jsonio import loads  # noqa: E402
 
 
 def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -25,7 +27,7 @@ def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not line.strip():
             continue
         try:
-            event = json.loads(line)
+            event = loads(line)
         except ValueError:
             event = None
         if not isinstance(event, dict):
@@ -51,7 +53,8 @@ def end_torn_line(path: Path) -> bool:
 def plot_curves(metrics_jsonl: Path, out: Path) -> int:
     """Training loss and dev accuracy against optimizer steps; returns how many torn log lines were skipped."""
     events, torn = read_events(metrics_jsonl)
-    train = [(e["step"], e["loss"]) for e in events if e.get("event") == "train"]
+    # A non-finite loss is logged as null (strict JSON); plotted as a gap.
+    train = [(e["step"], nan if e["loss"] is None else e["loss"]) for e in events if e.get("event") == "train"]
     dev = [(e["step"], e["accuracy"]) for e in events if e.get("event") == "eval" and e.get("split") == "dev"]
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
     if train:
