@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 import numpy as np  # noqa: E402
 
+from trainer.core.atomic import write_error  # noqa: E402
 from trainer.core.jsonio import loads  # noqa: E402
 
 
@@ -88,9 +89,18 @@ def plot_confusion(confusion: dict[str, Any], out: Path) -> None:
 
 
 def _save(fig: plt.Figure, out: Path) -> None:
+    """`out` written whole or not at all; a write error (a full disk) names it. The temporary has one fixed
+    name, so the next save over `out` replaces whatever a killed run left under it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=100)
+        tmp.replace(out)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(out, exc) from None
+        raise
+    finally:
+        plt.close(fig)

@@ -114,7 +114,8 @@ def write_text(target: Path, text: str, mode: int | None = None) -> None:
 @contextlib.contextmanager
 def temp_dir(target: Path, kind: str = "tmp") -> Iterator[Path]:
     """A new locked directory `.NAME.<kind>-<hex>` beside `target` (0755, so that a serving user can read
-    what is renamed out of it); whatever is still in it at the end is removed."""
+    what is renamed out of it); whatever is still in it at the end is removed. A WriteError inside names
+    the file as it would have been called in `target`: the temporary is gone when the user reads it."""
     target = Path(target)
     path = target.parent / f".{target.name}.{kind}-{secrets.token_hex(6)}"
     named(target, os.mkdir, path)
@@ -122,6 +123,8 @@ def temp_dir(target: Path, kind: str = "tmp") -> Iterator[Path]:
     try:
         os.chmod(path, 0o755)
         yield path
+    except WriteError as exc:
+        raise WriteError(str(exc).replace(str(path), str(target))) from None
     finally:
         shutil.rmtree(path, ignore_errors=True)
         if lock is not None:

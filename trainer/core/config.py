@@ -268,7 +268,10 @@ def apply_overrides(configs: list[Any], overrides: dict[str, Any], *, source: st
         if key not in known:
             raise ConfigError(f"{source}: unknown config key {show(raw_key)}; known keys: {', '.join(sorted(known))}")
         cfg, kind = known[key]
-        setattr(cfg, key, _coerce(key, value, kind))
+        try:
+            setattr(cfg, key, _coerce(key, value, kind))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def parse_key_values(args: list[str]) -> dict[str, str]:
