@@ -126,6 +126,6 @@ def open_output(target: Target, flag: str = "--output") -> Iterator[IO[str]]:
             yield cast(IO[str], NamedStream(f, where))
             named(where, f.close)
         return
-    remove_stale(target.path, flag.lstrip("-"))
+    remove_stale(target.path)
     with atomic_file(target.path, target.mode, where) as f:
         yield cast(IO[str], f)
