@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         if argv and argv[0] in DELEGATED:
             # The delegated module owns its whole argument list, --help included.
-            with extra_needed("train", f"`trainer {argv[0]}`"):  # torch, accelerate, ...
+            with extra_needed("train", f"`trainer {argv[0]}`"):  # torch, accelerate, ...: imported here or in main
                 module = importlib.import_module(f"trainer.{argv[0]}")
-            return int(module.main(argv[1:]) or 0)
+                return int(module.main(argv[1:]) or 0)
         args = build_parser().parse_args(argv)
         return args.run(args)
 
