@@ -15,6 +15,7 @@ import os
 import random
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,7 @@ def remove_stale(root: Path) -> None:
     """Temporaries that a killed run left behind (only the main process writes them, only while saving)."""
     for path in [*root.glob(".tmp-step-*"), *root.glob(".del-step-*")]:
         shutil.rmtree(path)
+        print(f"note: removed {path}, a temporary left by a killed run", file=sys.stderr)
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

@@ -9,6 +9,9 @@ replaces while the two renames run. While its writer lives, each temporary is he
 with one line on stderr, and leaves alone one that a running process holds. Where the file system
 has no locks, a temporary is named on stderr, not removed. An `.old-` directory with NAME missing is
 the previous NAME itself (the kill came between the two renames): it is put back, with a line.
+A writer locks its temporary right after creating it; a cleaner looking in the microseconds between
+could take it. That window is left open: closing it (O_TMPFILE + linkat) would not work on every
+file system, and two runs writing one output at the same moment is a mistake in itself.
 
 An OSError while writing, flushing or renaming (a full disk, a quota, a read-only mount) is a
 `WriteError` whose one line names the target: the kernel's message alone does not say which file.
