@@ -8,7 +8,7 @@ main process, unless `session_steps` stopped the run first.
 from __future__ import annotations
 
 import hashlib
-import json
+import json  # the vocabulary's hash in a run's identity: json.dumps' bytes, as checkpoints hold them
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from trainer.batching import BucketBatchSampler, Schedule, planned_steps
 from trainer.checkpoint import Checkpoint
 from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
 from trainer.core.errors import ConfigError, DataError
+from trainer.core.jsonio import dumps
 from trainer.core.lexicon import open_lexicon
 from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.distributed import start_process_group, waiting
@@ -257,12 +258,13 @@ def release(
         model = accelerator.unwrap_model(trainer.model)
         save_artifact(job.run_dir / "model", model, job.model, job.preprocess, trainer.parts.vocabs, metrics)
         accelerator.print(
-            json.dumps(
+            dumps(
                 {k: metrics[k] for k in ("steps", "stopped", "train_tokens_per_s")}
                 | {
                     "dev_accuracy": metrics["dev"].get("accuracy"),
                     "test_accuracy": (metrics["test"] or {}).get("accuracy"),
                     "model": str(job.run_dir / "model"),
-                }
+                },
+                nan_as_null=True,
             )
         )

@@ -37,3 +37,8 @@ class ValidationError(SeqLSTMError):
 
 class TrainingError(SeqLSTMError):
     """Training cannot go on (e.g. too many non-finite losses in a row); the last checkpoint is intact."""
+
+
+class WriteError(SeqLSTMError):
+    """A file could not be written (a full disk, a quota, a read-only mount): the message names the file,
+    which the operating system's own message does not."""
