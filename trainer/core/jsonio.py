@@ -160,7 +160,7 @@ def _walk(value: Any, path: str, depth: int, replaced: list[int] | None) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            name = _surrogate(f"a key in {path or 'the object'}", key, replaced)
+            name = _surrogate(f"a key in {path or 'the top-level object'}", key, replaced)
             if name in out:  # two keys that differed only in their lone surrogates
                 raise JSONValueError("duplicate key", f"{_at(path)}duplicate key {ascii(name)[:60]}")
             out[name] = _walk(item, field(path, key), depth + 1, replaced)
@@ -212,7 +212,7 @@ def _find_unwritable(value: Any, path: str, depth: int) -> JSONValueError | None
         items = enumerate(value)
     for key, item in items:
         if isinstance(key, str) and SURROGATE.search(key):
-            return JSONValueError("lone surrogate", f"a key in {path or 'the object'} is not valid Unicode")
+            return JSONValueError("lone surrogate", f"a key in {path or 'the top-level object'} is not valid Unicode")
         found = _find_unwritable(item, field(path, key), depth + 1)
         if found:
             return found
