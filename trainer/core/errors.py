@@ -37,3 +37,7 @@ class ValidationError(SeqLSTMError):
 
 class TrainingError(SeqLSTMError):
     """Training cannot go on (e.g. too many non-finite losses in a row); the last checkpoint is intact."""
+
+
+class ClusterError(SeqLSTMError):
+    """A Ray cluster (`serve ray --address`) cannot be joined, or the job made no progress on it for too long."""
