@@ -124,11 +124,12 @@ class Head:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def ray_head() -> Iterator[Head]:
-    pytest.importorskip("ray")
+@contextlib.contextmanager
+def running_head(**extra_env: str) -> Iterator[Head]:
+    """`ray start --head --num-cpus 2` on 127.0.0.1 (auth off unless `extra_env` says otherwise), stopped at the
+    end with its process group and every process left that names its RAY_TMPDIR."""
     with private_ray_tmpdir() as tmpdir:
-        port, environment = free_port(), job_env(tmpdir)
+        port, environment = free_port(), job_env(tmpdir) | extra_env
         ports = ["--port", port, "--ray-client-server-port", free_port()]
         ports += ["--dashboard-agent-listen-port", free_port(), "--dashboard-port", free_port()]
         log = (tmpdir / "head.log").open("w")
@@ -157,6 +158,13 @@ def ray_head() -> Iterator[Head]:
                 head.wait(15)
             log.close()
     assert processes_of(tmpdir) == []
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[Head]:
+    pytest.importorskip("ray")
+    with running_head() as head:
+        yield head
 
 
 def assert_only_progress_lines(stderr: str) -> list[str]:
@@ -303,6 +311,26 @@ def test_ray_without_a_cluster_at_the_address_is_one_line(runs, lines_file: Path
     assert message.startswith(f"error: --address 127.0.0.1:{port}: no Ray cluster answers at ")
     assert "Connection refused" in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ray_on_a_cluster_with_token_authentication(runs, lines_file: Path, tmp_path: Path) -> None:
+    """A head with token authentication (Ray 2.60's default): a driver without the token fails in one line that
+    names it; with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, as the README says, the job runs."""
+    pytest.importorskip("ray")
+    token = os.urandom(16).hex()
+    with running_head(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token) as head:
+        base = ("--model", runs["tagger"][1], "--input", lines_file, "--output", tmp_path / "out")
+        without = {k: v for k, v in head.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        without |= {"HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"}  # no ~/.ray/auth_token to find either
+        refused = one_line_error(ray_job(*base, "--address", head.address, environment=without))
+        assert refused.startswith(f"error: --address {head.address}: Failed to connect to Ray cluster at ")
+        assert "the likely cause: the cluster uses token authentication" in refused
+        assert "RAY_AUTH_MODE=token" in refused and "RAY_AUTH_TOKEN" in refused
+        joined = ray_job(*base, "--address", head.address, environment=head.env)
+        assert joined.returncode == 0, joined.stderr[-3000:]
+        assert_only_progress_lines(joined.stderr)
+        assert len((tmp_path / "out" / "part-00000.jsonl").read_text().splitlines()) == len(LINES)
 
 
 # Blocks `import ray` the way an install without the extra would, then runs `python -m serve`.
