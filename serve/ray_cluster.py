@@ -86,13 +86,20 @@ def stderr_discarded() -> Iterator[None]:
 
 def probe(address: str) -> str:
     """The GCS address `address` resolves to, once a TCP connection to it has succeeded."""
-    from ray._private.services import canonicalize_bootstrap_address
+    try:  # Ray's own resolution (RAY_ADDRESS, the cluster file of `auto`, 127.0.0.1 -> the node's address)
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a private helper another Ray release may lack: then Ray alone resolves it
+
+        def canonicalize_bootstrap_address(given: str) -> str | None:
+            return None if given == "auto" else given
 
     try:
         gcs = canonicalize_bootstrap_address(address)
     except (ConnectionError, ValueError) as exc:
         raise ClusterError(f"--address {address}: {exc}") from None
-    host, _, port = (gcs or address).rpartition(":")
+    if gcs is None:
+        return address
+    host, _, port = gcs.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=PROBE_SECONDS):
             pass

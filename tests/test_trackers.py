@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -253,3 +254,22 @@ def test_the_default_tracker_is_tensorboard() -> None:
     from trainer.core.config import TrainConfig
 
     assert TrainConfig().report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is not None
+
+
+def test_export_with_a_tracking_uri_logs_only_into_a_run_it_can_find(
+    runs: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """No run in metrics.json: a note and the export. A run the store does not have: one line before any work."""
+    pytest.importorskip("mlflow")
+    uri = {"MLFLOW_TRACKING_URI": f"file:{tmp_path / 'mlruns'}", "MLFLOW_ALLOW_FILE_STORE": "true"}
+    model = tmp_path / "run" / "model"
+    shutil.copytree(runs["tagger"][0], model)
+    plain = run_main("export", "--model", model, "--out", tmp_path / "plain", env=uri, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    assert f"export: MLFLOW_TRACKING_URI is set, but {model}/metrics.json names no MLflow run" in plain.stdout
+    metrics = json.loads((model / "metrics.json").read_text()) | {"mlflow_run_id": "0" * 32}
+    (model / "metrics.json").write_text(json.dumps(metrics))
+    missing = run_main("export", "--model", model, "--out", tmp_path / "missing", env=uri, timeout=300)
+    message = one_line_error(missing)
+    assert message.startswith(f"error: MLFLOW_TRACKING_URI={uri['MLFLOW_TRACKING_URI']}: run {'0' * 32} ({model}")
+    assert not (tmp_path / "missing").exists()

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,8 @@ def export_run(metrics: dict[str, Any], model_dir: Path) -> tuple[str, str] | No
     try:
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(uri).get_run(run_id)
+        with bounded_http():
+            MlflowClient(uri).get_run(run_id)
     except ImportError:
         raise ConfigError(
             "MLFLOW_TRACKING_URI is set: logging the export needs mlflow, which is not installed: "
@@ -121,6 +124,20 @@ def export_run(metrics: dict[str, Any], model_dir: Path) -> tuple[str, str] | No
         where = f"run {run_id} ({model_dir}/metrics.json)"
         raise ConfigError(f"MLFLOW_TRACKING_URI={uri}: {where}: {one_line(exc)}") from None
     return uri, run_id
+
+
+@contextlib.contextmanager
+def bounded_http() -> Iterator[None]:
+    """MLflow's HTTP client retries an unreachable server for minutes by default (7 retries, exponential
+    backoff): the look-up before an export gives up after a few seconds instead, unless the user set these."""
+    saved = dict(os.environ)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def log_export(target: tuple[str, str], export_dir: Path) -> None:
