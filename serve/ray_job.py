@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -185,7 +186,7 @@ class Predictor:
         results = iter(self.model.predict(items, self.batch_size))
         for record in records:
             lines.append("" if record is None else output_line(record, next(results)))
-        self.tally.add.remote(len(records), sum(len(raw) + 1 for raw in batch["raw"]))
+        self.tally.add.remote(len(records), sum(len(raw) + 1 for raw in batch["raw"]), sum(i.truncated for i in items))
         return {"line": lines, "skip": skips}
 
 
@@ -228,6 +229,12 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, ray.exceptions.RayError):
             raise ClusterError(f"serve ray failed: {first_line(exc)}") from None
         raise
+    if job.state[3]:  # said as `serve predict` says it
+        print(
+            f"ray: {job.state[3]} line(s) longer than max_tokens={model.max_tokens} were truncated "
+            '(marked "truncated": true)',
+            file=sys.stderr,
+        )
     note = "; ".join(filter(None, [f"{len(paths)} file(s), {sink.lines:,} records to {output}", sink.summary()]))
     job.progress.finish(note, force=bool(sink.skipped))
     return 0
@@ -246,6 +253,7 @@ class Job:
         from serve.ray_sink import Tally
 
         self.ray, self.args, self.paths, self.cluster = ray, args, paths, cluster
+        self.state: tuple[int, ...] = (0, 0, 0, 0)  # the tally's at the end: actors, lines, bytes, truncated
         self.tally = ray.remote(num_cpus=0)(Tally).remote()
         sizes = [os.path.getsize(path) for path in paths]
         total = None if any(compression(path) for path in paths) else sum(sizes)
@@ -303,7 +311,7 @@ class Job:
 
     def watch(self, thread: threading.Thread) -> None:
         """Progress lines while `thread` runs; a ClusterError when nothing moved for --stall-timeout seconds."""
-        ray, state, changed = self.ray, (0, 0, 0), time.monotonic()
+        ray, state, changed = self.ray, (0, 0, 0, 0), time.monotonic()
         asked = self.tally.state.remote()
         while thread.is_alive():
             thread.join(POLL_SECONDS)
@@ -317,13 +325,14 @@ class Job:
                 asked = self.tally.state.remote()
             if now - changed > self.args.stall_timeout and thread.is_alive():
                 raise ClusterError(self.stalled(state))
-        self.progress.update(*ray.get(self.tally.state.remote())[1:])
+        self.state = ray.get(self.tally.state.remote())
+        self.progress.update(self.state[1], self.state[2])
 
-    def stalled(self, state: tuple[int, int, int]) -> str:
+    def stalled(self, state: tuple[int, ...]) -> str:
         """The no-progress message: what the job waits for, and what the cluster has free."""
         from serve.ray_cluster import free_cpus
 
-        args, (actors, lines, _) = self.args, state
+        args, (actors, lines, *_) = self.args, state
         total = sum(self.cluster.node_cpus)
         waiting = (
             f"{args.workers - actors} of {args.workers} model actor(s) of {args.threads_per_worker} CPU(s) not "

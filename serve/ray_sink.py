@@ -83,17 +83,19 @@ class JsonlSink(Datasink):
 
 class Tally:
     """A Ray actor (no CPU) that the model actors report to, so the driver sees progress while Ray Data
-    runs: actors started, and lines and bytes predicted. Nothing else in Ray Data says it as it happens."""
+    runs: actors started; lines and bytes predicted, and inputs truncated at max_tokens. Nothing else in
+    Ray Data says it as it happens."""
 
     def __init__(self) -> None:
-        self.actors = self.lines = self.bytes = 0
+        self.actors = self.lines = self.bytes = self.truncated = 0
 
     def started(self) -> None:
         self.actors += 1
 
-    def add(self, lines: int, size: int) -> None:
+    def add(self, lines: int, size: int, truncated: int) -> None:
         self.lines += lines
         self.bytes += size
+        self.truncated += truncated
 
-    def state(self) -> tuple[int, int, int]:
-        return self.actors, self.lines, self.bytes
+    def state(self) -> tuple[int, int, int, int]:
+        return self.actors, self.lines, self.bytes, self.truncated

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import LINES, REPO, default_sigint, env, one_line_error, serve
+from helpers import LINES, REPO, TINY_MAX_TOKENS, default_sigint, env, one_line_error, serve
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -196,6 +196,9 @@ def test_ray_on_a_cluster_its_actors_fill_matches_predict(
     assert lines[-1].startswith(f"ray: done: {records:,} lines in ")
     assert lines[-1].endswith(f"; 2 file(s), {records} records to {out}")
     assert any(line.startswith(f"ray: {records:,} lines, ") for line in lines[:-1])  # a progress line, off a terminal
+    truncated = sum(json.loads(line).get("truncated", False) for line in expected.splitlines())
+    note = f'{truncated} line(s) longer than max_tokens={TINY_MAX_TOKENS} were truncated (marked "truncated": true)'
+    assert truncated and f"ray: {note}" in lines  # as `serve predict` says it
     got = b"".join(part.read_bytes() for part in sorted(out.glob("part-*.jsonl")))
     assert got == expected  # the same bytes, in input order
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no temporary directory left
@@ -273,6 +276,20 @@ def ray_address(head: Head) -> str:
 
     host, port = head.address.rsplit(":", 1)
     return f"{resolve_ip_for_localhost(host)}:{port}"
+
+
+@pytest.mark.slow
+def test_ray_private_instance_beside_a_live_cluster(ray_head: Head, runs, lines_file: Path, tmp_path: Path) -> None:
+    """Without --address, a private instance even while a local cluster runs and RAY_ADDRESS names it."""
+    out = tmp_path / "out"
+    result = ray_job(
+        *("--model", runs["tagger"][1], "--input", lines_file, "--output", out),
+        environment=ray_head.env | {"RAY_ADDRESS": ray_head.address},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_only_progress_lines(result.stderr)
+    expected = serve("predict", "--model", runs["tagger"][1], "--input", lines_file, "--output", "-")
+    assert (out / "part-00000.jsonl").read_bytes() == expected.stdout
 
 
 @pytest.mark.slow
