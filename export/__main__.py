@@ -12,6 +12,10 @@ Only data the user names with --data is read; nothing the artifact names is open
 EXPORT_DIR gets model.onnx (its metadata_props describe it, serve/onnx_metadata.py), model.json,
 test_vectors.json (export/vectors.py), validation.json and, with --quantize, model.int8.onnx.
 
+With MLFLOW_TRACKING_URI set, a model trained with `--report_to mlflow` (its metrics.json names the run,
+`mlflow_run_id`) gets the validated EXPORT_DIR logged into that run as the artifacts `export/`
+(trainer/tracking.py); the run is looked up before the export starts, so a wrong URI is one line at once.
+
 Exit status: 0 exported and validated; 1 validation failed (`error: ...` plus one line per failed
 check; the attempt is kept in EXPORT_DIR.failed/ with its validation.json, model.onnx and
 test_vectors.json, and has no model.json); 2 bad input (missing/corrupt artifact, unknown format version, non-empty
@@ -131,9 +135,11 @@ def run(args: argparse.Namespace) -> int:
     from export.validate import open_eval_data
     from trainer.artifact import load_artifact
     from trainer.runlock import note_training
+    from trainer.tracking import export_run, log_export
 
     note_training(args.model, "export")  # a training run holds RUN_DIR: say which model/ this reads
     artifact = load_artifact(args.model)
+    tracking = export_run(artifact.metrics, args.model)  # MLFLOW_TRACKING_URI: checked before the work
     atol = args.atol if args.atol is not None else artifact.config.atol
     dataset, data_note = open_eval_data(args.data, artifact.task)
     if args.quantize and dataset is None:
@@ -149,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(exc, BrokenPipeError) or str(tmp) not in str(exc.filename or tmp):
                 raise  # not a write into the export
             raise WriteError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    if tracking is not None:
+        log_export(tracking, out)
     return 0
 
 

@@ -42,3 +42,7 @@ class TrainingError(SeqLSTMError):
 class WriteError(SeqLSTMError):
     """A file could not be written (a full disk, a quota, a read-only mount): the message names the file,
     which the operating system's own message does not."""
+
+
+class ClusterError(SeqLSTMError):
+    """A Ray cluster (`serve ray --address`) cannot be joined, or the job made no progress on it for too long."""
