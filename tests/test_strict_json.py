@@ -187,7 +187,7 @@ def test_export_of_a_crafted_run_dir_is_one_line_and_writes_nothing(tiny_artifac
     ("raw", "expected"),
     [
         ('{"lr": 0.1, "lr": 0.2}', "duplicate key 'lr'"),
-        ('{"\\ud800": 1}', "a key in the top-level object is not valid Unicode: a lone surrogate U+D800 at character 0"),
+        ('{"\\ud800": 1}', "a key in the top-level object is not valid Unicode: a lone surrogate U+D800"),
         ('{"epochs": ' + "9" * 5000 + "}", "epochs: an integer of 5000 digits; the limit is 4300"),
     ],
     ids=["duplicate key", "lone surrogate key", "huge integer"],
