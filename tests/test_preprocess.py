@@ -19,13 +19,13 @@ from trainer.core.preprocess import (
     PAD,
     UNK,
     Encoder,
-    TreebankTokenizer,
     Vocab,
     Vocabs,
     build_vocabs,
     normalize_word,
     tokenize,
 )
+from trainer.core.tokenizer import default_tokenizer
 
 BLOCK_TORCH = """
 import importlib.abc, sys
@@ -89,12 +89,12 @@ TREEBANK_EDGE_CASES = [
 
 
 def test_treebank_tokenizer_equals_nltk_on_edge_cases_and_random_strings() -> None:
-    ours, nltk = TreebankTokenizer(), NLTKWordTokenizer()
+    ours, nltk = default_tokenizer(), NLTKWordTokenizer()
     rng = np.random.default_rng(0)
     alphabet = list("aAsSkK. ,:;'\"`()[]{}<>?!*-—’”“‘«»\t\n") + ["can", "not", "n't", "'s", "\u0301", "ſ", "K", "İ"]
     random = ["".join(rng.choice(alphabet, size=int(rng.integers(1, 40)))) for _ in range(3000)]
     for text in TREEBANK_EDGE_CASES + random:
-        assert ours.tokenize(text) == nltk.tokenize(text), repr(text)
+        assert ours.words(text) == nltk.tokenize(text), repr(text)
 
 
 @pytest.mark.parametrize(
@@ -103,12 +103,12 @@ def test_treebank_tokenizer_equals_nltk_on_edge_cases_and_random_strings() -> No
 def test_treebank_tokenizer_equals_nltk_on_every_corpus_text(data_dir, stride: int) -> None:
     """Brown sentences (joined) and Rotten Tomatoes reviews, all splits: about 70,000 texts (half a minute
     with nltk's tokenizer, hence `slow`; every 10th of them otherwise)."""
-    ours, nltk = TreebankTokenizer(), NLTKWordTokenizer()
+    ours, nltk = default_tokenizer(), NLTKWordTokenizer()
     texts = [e.text for split in SPLITS for e in open_dataset("rotten-tomatoes", data_dir).examples(split)]
     texts += [" ".join(e.words) for split in SPLITS for e in open_dataset("brown", data_dir).examples(split)]
     assert len(texts) > 69_000
     texts = texts[::stride]
-    differ = [text for text in texts if ours.tokenize(text) != nltk.tokenize(text)]
+    differ = [text for text in texts if ours.words(text) != nltk.tokenize(text)]
     assert not differ, f"{len(differ)} texts differ, e.g. {differ[:3]}"
 
 
