@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, TREEBANK_EDGE_CASES
 from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.core.config import PreprocessConfig, TrainConfig, apply_overrides, parse_key_values
@@ -52,40 +52,6 @@ def test_tokenize_follows_the_treebank_rules_and_keeps_urls_whole() -> None:
     ]
     assert tokenize("") == []
     assert tokenize("   ") == []
-
-
-# Inputs where the Treebank rules, or `regex` and `re`, are easiest to get wrong: every quote kind,
-# clitics and MacIntyre contractions in any case, final periods before closing brackets and space
-# runs, Unicode case folding (Kelvin sign, long s, dotted I), combining marks, odd whitespace.
-TREEBANK_EDGE_CASES = [
-    "\"Hello,\" she said. 'Don't!' (Really?) [yes] {no} <maybe>",
-    "``quoted'' and ‘single’ “double” «chevrons» „low“ `tick`",
-    "I CAN'T, we'll, they're, I'd, you've, she's, 'tis, 'TWAS, cannot, CANNOT, gonna, Wanna go",
-    "d'ye gimme lemme gotta more'n whaddya whatcha",
-    "Ends with a period.)\"'  ",
-    "Ellipsis... and.. dots . . .",
-    "U.S.A. e.g. etc.",
-    "3,000 12:30 a:b, c,d ; @user #tag $5 50% R&D",
-    "em—dash en–dash figure‒dash ― bar -- double",
-    "KELVIN: Kannot ſtop İstanbul CAN\u0130T",
-    "cafe\u0301's e\u0301'xyz \u0301'a",
-    "tab\there\x1cfs\x85nel\u2028ls",
-    "'",
-    "''",
-    '"',
-    ".",
-    "..",
-    "'s",
-    "n't",
-    "' '",
-    "",
-    "   ",
-    "a.'",
-    "(.)",
-    "*bold* *",
-    "x?!?",
-    "'hello' 'world'",
-]
 
 
 def test_treebank_tokenizer_equals_nltk_on_edge_cases_and_random_strings() -> None:
