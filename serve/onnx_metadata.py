@@ -18,11 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nltk
-
 from trainer.core.errors import ArtifactError
 from trainer.core.portable import FILE as TOKENIZER_FILE
 from trainer.core.preprocess import PAD, UNK_ID, URL
+from trainer.core.tokenizer import default_tokenizer
 
 PREFIX = "seqlstm."
 URL_PATTERN = r"(?:https?://|www\.)\S+"  # stdlib `re`, IGNORECASE: the source of tokenizer.json's url.find
@@ -45,7 +44,7 @@ def tokenizer_description(document_sha256: str) -> dict[str, Any]:
     (trainer.core.portable); the graph's copy of this object is what ties that file to the graph."""
     return {
         "name": "nltk-treebank-word",  # NLTKWordTokenizer().tokenize, after URLs are cut out
-        "rules": f"nltk-{nltk.__version__}",
+        "rules": default_tokenizer().description["source"]["rules"],  # the nltk release treebank.json came from
         "url_pattern": URL_PATTERN,
         "url_flags": "IGNORECASE",
         "url_token": URL,
