@@ -27,7 +27,7 @@ from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, DataError
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import tokenize
-from trainer.core.tokenizer import DESCRIPTION, Tokenizer, read_description
+from trainer.core.tokenizer import DESCRIPTION, Tokenizer, default_tokenizer, read_description
 
 NLTK = NLTKWordTokenizer()
 URL_BEFORE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)  # the URL cut before the description existed
@@ -64,6 +64,11 @@ def test_tokens_equal_todays_on_the_crafted_texts() -> None:
     differ = [t for t in texts if tokenize(t) != tokenize_before(t)]
     assert not differ, f"{len(differ)} of {len(texts)} differ, e.g. {differ[0][:100]!r}"
     assert tokenize("a,,b a,,,b") == ["a", ",", ",b", "a", ",", ",", ",", "b"]  # why tokenizers' Replace cannot
+    doc = read_description(DESCRIPTION)
+    doc["steps"][-1]["on"] = f"(?:{doc['steps'][-1]['on']})"  # the same split, run as a regex
+    general, fast = Tokenizer(doc), default_tokenizer()
+    assert fast.split_is_str_split and not general.split_is_str_split
+    assert all(general.tokenize(t) == fast.tokenize(t) for t in texts)
     assert tokenize("x www.a.b/c, HTTPS://Q") == ["x", "<url>", "<url>"]
 
 

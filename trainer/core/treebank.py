@@ -30,29 +30,20 @@ import json
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nltk
 import regex
 
+from trainer.core.tokenizer import body, ranges
+
 FILE = Path(__file__).with_name("treebank.json")
 FORMAT = "seqlstm-tokenizer"
 VERSION = 1
 URL_TOKEN = "<url>"
 _ALL = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)  # every scalar value
-
-
-def ranges(chars: Iterable[str]) -> list[list[int]]:
-    """Sorted, merged [first, last] code point ranges."""
-    out: list[list[int]] = []
-    for cp in sorted(map(ord, chars)):
-        if out and cp == out[-1][1] + 1:
-            out[-1][1] = cp
-        else:
-            out.append([cp, cp])
-    return out
 
 
 def tables() -> dict[str, list[list[int]]]:
@@ -66,11 +57,6 @@ def tables() -> dict[str, list[list[int]]]:
         "re_digit": ranges(re.findall(r"\d", _ALL)),  # digits_to_zero (trainer.core.preprocess)
         "split_space": ranges(c for c in _ALL if c.isspace()),  # str.split()
     }
-
-
-def body(spans: list[list[int]]) -> str:
-    """A character class body: every member as `\\u{HEX}`, so no character needs escaping."""
-    return "".join(f"\\u{{{a:X}}}" if a == b else f"\\u{{{a:X}}}-\\u{{{b:X}}}" for a, b in spans)
 
 
 def folded(engine: Any) -> Callable[[str], str]:
