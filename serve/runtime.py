@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from serve.model_json import contained_file, read_model_json
 from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD, check_metadata_props
-from serve.tokenizer_file import load_tokenizer
+from serve.tokenizer_file import check_tokenizer, load_tokenizer
 from trainer.core.config import preprocess_config_from_dict
 from trainer.core.errors import ArtifactError, ConfigError
 from trainer.core.fetch import sha256_file
@@ -90,7 +90,8 @@ class ServingModel:
         self.task: str = meta["task"]
         self.vocabs = Vocabs.from_json(meta["vocab"])
         self.preprocess = preprocess_config_from_dict(meta["preprocess"], source=str(self.model_json))
-        self.encoder = Encoder(self.vocabs, self.preprocess)  # for the probes; replaced below
+        self.tokenizer = load_tokenizer(self.export_dir, meta)  # tokenizer.json: every step from text to ids
+        self.encoder = Encoder(self.vocabs, self.preprocess, self.tokenizer)
         self.labels: list[str] = self.vocabs.labels.itos
         self.atol = float(meta["atol"])
         self.variant = "int8" if int8 else "fp32"
@@ -99,10 +100,7 @@ class ServingModel:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.providers = self.session.get_providers()
         self._check_graph()  # its probe runs also do the first run's allocations, outside any timing
-        # After the graph checks, whose messages say more when model.json was edited: tokenizer.json is
-        # derived from it. Every step from text to ids then follows the export's own file.
-        self.tokenizer = load_tokenizer(self.export_dir, meta)
-        self.encoder = Encoder(self.vocabs, self.preprocess, self.tokenizer)
+        check_tokenizer(self.export_dir, meta, self.tokenizer)  # after the graph checks (see there)
 
     def _checked_onnx_file(self, int8: bool) -> tuple[Path, str]:
         key = "int8" if int8 else "onnx"

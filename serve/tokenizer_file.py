@@ -21,14 +21,13 @@ from trainer.core.tokenizer import Tokenizer, default_tokenizer, read_descriptio
 
 
 def load_tokenizer(export_dir: Path, meta: dict[str, Any]) -> Tokenizer:
-    """The export's tokenizer (model.json already checked by serve.model_json)."""
-    entry = meta.get("tokenizer", {})
-    if "file" not in entry:
+    """The export's tokenizer, compiled (model.json already checked by serve.model_json)."""
+    path = tokenizer_path(export_dir, meta)
+    if path is None:
         return default_tokenizer()
-    model_json = export_dir / "model.json"
-    path = contained_file(export_dir, entry["file"], f"{model_json}: tokenizer.file")
     if not path.is_file():
         raise ArtifactError(f"{path}: missing (model.json lists it; re-run `python -m export`)")
+    entry = meta["tokenizer"]
     actual = sha256_file(path)
     if actual != entry["sha256"]:
         raise ArtifactError(
@@ -36,9 +35,24 @@ def load_tokenizer(export_dir: Path, meta: dict[str, Any]) -> Tokenizer:
             "the file was changed after export, re-run `python -m export`"
         )
     try:
-        doc = read_description(path)
-        tokenizer = Tokenizer(doc, str(path))
-        check_encode(doc, meta["preprocess"], meta["vocab"], str(path))
+        return Tokenizer(read_description(path), str(path))
     except DataError as exc:
         raise ArtifactError(str(exc)) from None
-    return tokenizer
+
+
+def check_tokenizer(export_dir: Path, meta: dict[str, Any], tokenizer: Tokenizer) -> None:
+    """tokenizer.json's `encode` section against model.json; run after the graph checks, whose messages
+    say more when model.json was edited (the section is derived from it)."""
+    path = tokenizer_path(export_dir, meta)
+    if path is not None:
+        try:
+            check_encode(tokenizer.description, meta["preprocess"], meta["vocab"], str(path))
+        except DataError as exc:
+            raise ArtifactError(str(exc)) from None
+
+
+def tokenizer_path(export_dir: Path, meta: dict[str, Any]) -> Path | None:
+    entry = meta.get("tokenizer", {})
+    if "file" not in entry:
+        return None
+    return contained_file(export_dir, entry["file"], f"{export_dir / 'model.json'}: tokenizer.file")
