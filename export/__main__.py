@@ -3,12 +3,18 @@
 
 Everything is written into a temporary directory next to EXPORT_DIR and renamed into place only
 after validation passed, so EXPORT_DIR either holds a validated export or is left as it was; the
-temporary is removed on any failure. EXPORT_DIR may not overlap the model directory or its RUN_DIR
+temporary is removed on any failure, and the temporaries of a killed (SIGKILLed) export are removed,
+with a line, when the next export to EXPORT_DIR starts (`trainer.core.atomic`); a write error (a full
+disk) is one line naming EXPORT_DIR. EXPORT_DIR may not overlap the model directory or its RUN_DIR
 (nor hold the current directory), so --force can never delete what it exports.
 Only data the user names with --data is read; nothing the artifact names is opened.
 
 EXPORT_DIR gets model.onnx (its metadata_props describe it, serve/onnx_metadata.py), model.json,
 test_vectors.json (export/vectors.py), validation.json and, with --quantize, model.int8.onnx.
+
+With MLFLOW_TRACKING_URI set, a model trained with `--report_to mlflow` (its metrics.json names the run,
+`mlflow_run_id`) gets the validated EXPORT_DIR logged into that run as the artifacts `export/`
+(trainer/tracking.py); the run is looked up before the export starts, so a wrong URI is one line at once.
 
 Exit status: 0 exported and validated; 1 validation failed (`error: ...` plus one line per failed
 check; the attempt is kept in EXPORT_DIR.failed/ with its validation.json, model.onnx and
@@ -22,15 +28,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer import __version__
-from trainer.core.cli import Parser, run_cli
+from trainer.core import atomic
+from trainer.core.cli import Parser, extra_needed, run_cli
 from trainer.core.config import check_value
-from trainer.core.errors import ArtifactError, ConfigError, DataError
+from trainer.core.errors import ArtifactError, ConfigError, DataError, WriteError
 from trainer.core.fetch import sha256_file
 
 if TYPE_CHECKING:  # torch comes in with export.onnx_export, imported by `run` once --atol and --out are checked
@@ -129,21 +135,28 @@ def run(args: argparse.Namespace) -> int:
     from export.validate import open_eval_data
     from trainer.artifact import load_artifact
     from trainer.runlock import note_training
+    from trainer.tracking import export_run, log_export
 
     note_training(args.model, "export")  # a training run holds RUN_DIR: say which model/ this reads
     artifact = load_artifact(args.model)
+    tracking = export_run(artifact.metrics, args.model)  # MLFLOW_TRACKING_URI: checked before the work
     atol = args.atol if args.atol is not None else artifact.config.atol
     dataset, data_note = open_eval_data(args.data, artifact.task)
     if args.quantize and dataset is None:
         raise DataError(f"--quantize int8 is accepted by dev-split accuracy and needs data: {data_note['reason']}")
     out = args.out = args.out.resolve()  # a name to put the temporary and .failed directories beside
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp's 0700 would make the export unreadable to a serving user
-        export_into(tmp, Job(args, artifact, opset, atol, dataset, data_note))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    atomic.named(f"--out {out}", lambda: out.parent.mkdir(parents=True, exist_ok=True))
+    for target in (out, out.with_name(out.name + ".failed")):
+        atomic.remove_stale(target, "export")  # what a killed export left beside them
+    with atomic.temp_dir(out) as tmp:
+        try:
+            export_into(tmp, Job(args, artifact, opset, atol, dataset, data_note))
+        except OSError as exc:  # torch's and onnx's writes into tmp: a full disk, a quota
+            if isinstance(exc, BrokenPipeError) or str(tmp) not in str(exc.filename or tmp):
+                raise  # not a write into the export
+            raise WriteError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    if tracking is not None:
+        log_export(tracking, out)
     return 0
 
 
@@ -154,7 +167,7 @@ def export_into(tmp: Path, job: Job) -> None:
 
     args = job.args
     report, meta = export_and_check(tmp, job)
-    write_json(tmp / "validation.json", report)
+    write_json(tmp / "validation.json", report, nan_as_null=True)  # a NaN max diff is a failed check, written null
     out, failed = args.out, args.out.with_name(args.out.name + ".failed")
     if not report["passed"]:
         replace_dir(tmp, failed)
@@ -232,7 +245,12 @@ def add_checks(report: dict, records: list[dict], failures: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(lambda: run(build_parser().parse_args(argv)))
+    def export() -> int:
+        args = build_parser().parse_args(argv)
+        with extra_needed("train", "export"):  # torch, onnx: not in a `pip install .[serve]` environment
+            return run(args)
+
+    return run_cli(export)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ truncates, unlike `predict`). 503 means the model cannot answer now (see `serve.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from serve.runtime import Item, ServingModel
+from trainer.core.jsonio import JSONValueError, dumps, loads
 
 MAX_BODY_BYTES = 1 << 20
 MAX_TEXTS = 256
@@ -43,24 +43,11 @@ def content_length(raw: str | None) -> int:
     return int(value)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise ValueError(f"duplicate key {key[:40]!r}")
-        data[key] = value
-    return data
-
-
 def decode_json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid UTF-8 JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
+        return loads(body)  # strict: no NaN, 1e400, huge integer, duplicate key, lone surrogate or deep nesting
+    except JSONValueError as exc:
+        raise ApiError(400, f"body is not valid UTF-8 JSON ({str(exc)[:160]})") from None
 
 
 def check_unicode(where: str, text: str) -> None:
@@ -84,7 +71,7 @@ def limits(model: ServingModel) -> dict[str, int]:
 
 def encode_json(body: Any) -> bytes:
     """A reply body: compact UTF-8 JSON (the same bytes from every server)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return dumps(body).encode("utf-8")
 
 
 def parse_request(body: bytes, model: ServingModel) -> list[Item]:

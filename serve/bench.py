@@ -21,7 +21,6 @@ raw_text_throughput, model_only_throughput, ratio).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from serve.options import MAX_BATCH, check_numbers, check_range
 from serve.output import check_output, open_output
 from serve.runtime import OPT_LEVELS, Item, ServingModel
 from trainer.core.errors import ConfigError, DataError
+from trainer.core.jsonio import dumps
 from trainer.core.preprocess import PAD, UNK, URL
 
 Runner = Callable[[dict[str, np.ndarray]], Any]
@@ -187,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
     }
     print(format_table(report))
     if target is not None:
-        with open_output(target) as f:
-            f.write(json.dumps(report, indent=2) + "\n")
+        with open_output(target, "--json") as f:
+            f.write(dumps(report, indent=2, nan_as_null=True) + "\n")
     return 0
 
 

@@ -1,9 +1,11 @@
 """`EXPORT_DIR/model.json`, read and checked in full before anything it names is opened or used.
 
 An export directory may come from elsewhere (a download, a shared disk), so model.json is treated as
-untrusted input: every key serving uses is checked for its type, range and consistency here, and
-a bad one is a one-line `ArtifactError` naming model.json and the key (`vocab.labels[3]`,
-`onnx.file`, ...), never a traceback or a server that starts and then fails every request.
+untrusted input: it is read by the strict JSON reader (`trainer.core.jsonio`: no NaN, `1e400`, huge
+integer, duplicate key, lone surrogate or deep nesting), every key serving uses is checked for its
+type, range and consistency here, and a bad one is a one-line `ArtifactError` naming model.json and
+the key (`vocab.labels[3]`, `onnx.file`, ...), never a traceback or a server that starts and then
+fails every request.
 What can only be checked against the ONNX graph (label count vs the logits, vocabulary sizes vs
 the embeddings) is checked by `serve.runtime.ServingModel` when it loads the session.
 
@@ -14,7 +16,6 @@ so neither `../other/model.onnx`, an absolute path nor a symlink pointing out is
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 
 from trainer.core.config import LEXICONS, TASKS, PreprocessConfig, field_types
 from trainer.core.errors import ArtifactError, DataError
+from trainer.core.jsonio import read_file
 from trainer.core.lexicon import check_lexicon_json
 from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNK
 
@@ -33,7 +35,6 @@ READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("task", "preprocess", "vocab", "onnx", "atol")
 REQUIRED_SINCE_2 = ("seqlstm_version", "tokenizer", "test_vectors")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Lower bounds of PreprocessConfig's integer fields: a max_tokens or max_word_len of 0 would empty every input.
 PREPROCESS_MIN = {"min_count": 0, "max_tokens": 1, "max_word_len": 1}
 # PreprocessConfig fields added after exports existed: absent in an older model.json, they take their default.
@@ -49,10 +50,7 @@ def read_model_json(export_dir: Path) -> dict[str, Any]:
     path = export_dir / "model.json"
     if not path.is_file():
         raise ArtifactError(f"{path}: missing (expected an export directory written by `python -m export`)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ArtifactError(f"{path}: corrupt JSON ({str(exc)[:200]})") from None
+    meta = read_file(path, ArtifactError)  # strict: no NaN, 1e400, huge integer, duplicate key or lone surrogate
     if not isinstance(meta, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     version = meta.get("export_format_version")
@@ -86,7 +84,11 @@ def short(value: Any) -> str:
 
 
 def check_atol(path: Path, atol: Any) -> None:
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol <= 0:
+    try:
+        finite = not isinstance(atol, bool) and isinstance(atol, (int, float)) and math.isfinite(atol)
+    except OverflowError:  # an integer beyond a double's range
+        finite = False
+    if not finite or atol <= 0:
         raise ArtifactError(f"{path}: atol must be a finite number > 0; got {short(atol)}")
 
 
@@ -135,8 +137,6 @@ def check_strings(path: Path, key: str, values: Any, *, specials: bool) -> None:
     for i, value in enumerate(values):
         if not isinstance(value, str) or not value:
             raise ArtifactError(f"{path}: {key}[{i}] must be a non-empty string; got {short(value)}")
-        if SURROGATE.search(value):
-            raise ArtifactError(f"{path}: {key}[{i}] is not valid Unicode (a lone surrogate); got {short(value)}")
         if value in seen:
             raise ArtifactError(f"{path}: {key}[{i}] {short(value)} is listed more than once")
         seen.add(value)

@@ -13,12 +13,12 @@ canonical JSON form (`vocab_sha256`), which any JSON library can reproduce.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from trainer.core.errors import ArtifactError
+from trainer.core.jsonio import dumps
 from trainer.core.portable import FILE as TOKENIZER_FILE
 from trainer.core.preprocess import PAD, UNK_ID, URL
 from trainer.core.tokenizer import default_tokenizer
@@ -79,7 +79,7 @@ def postprocess(task: str) -> dict[str, Any]:
 def vocab_sha256(vocab: Mapping[str, Any]) -> str:
     """sha256 of the vocab object as compact JSON: keys sorted, UTF-8, no ASCII escaping, no null `chars`."""
     present = {k: v for k, v in vocab.items() if v is not None}
-    text = json.dumps(present, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(present, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -107,10 +107,7 @@ def metadata_props(meta: Mapping[str, Any]) -> dict[str, str]:
         "export_format_version": meta["export_format_version"],
         "version": meta["seqlstm_version"],
     }
-    return {
-        PREFIX + key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        for key, value in values.items()
-    }
+    return {PREFIX + key: value if isinstance(value, str) else dumps(value) for key, value in values.items()}
 
 
 def check_metadata_props(where: Path, onnx_name: str, meta: Mapping[str, Any], props: Mapping[str, str]) -> None:

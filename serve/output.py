@@ -5,10 +5,13 @@
 - A FIFO (`mkfifo`, or a shell's `--output >(gzip > out.jsonl.gz)`, which is a symlink to a pipe):
   written as it goes. A pipe holds nothing to clobber and cannot be renamed over, so the reader
   sees a partial stream if the run fails, exactly as with `-`.
-- A new path or an existing regular file: written to a temporary file beside it (`.NAME.*.tmp`)
+- A new path or an existing regular file: written to a temporary file beside it (`.NAME.<hex>.tmp`)
   and renamed into place only when everything succeeded; on any error, Ctrl-C or SIGTERM the
   temporary is removed and an existing file is left as it was. A new file gets the usual
-  0666 & ~umask permissions; a replaced file keeps its own.
+  0666 & ~umask permissions; a replaced file keeps its own. The temporaries of NAME that a killed
+  (SIGKILLed) run left behind are removed when the next run on NAME starts, one line each on stderr
+  (`trainer.core.atomic`: a live run's temporary is locked, so it is never taken).
+- A write error (a full disk, a quota) is one line naming the output, not just the kernel's message.
 - Refused with a one-line `DataError`, nothing touched: a symlink (the rename would replace the
   link, not the file it points to), a directory, a device such as `/dev/null` (redirect `-` there
   instead), a socket, and the input itself under any name (another spelling, a hard link, stdin or
@@ -19,14 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
+from trainer.core.atomic import NamedStream, atomic_file, named, remove_stale
 from trainer.core.errors import DataError
 
 STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
@@ -107,29 +110,22 @@ def check_output(name: str, flag: str = "--output", input_name: str | None = Non
 
 
 @contextlib.contextmanager
-def open_output(target: Target) -> Iterator[IO[str]]:
-    """A text stream for `target`; a "file" target appears (atomically) only if the block succeeds."""
+def open_output(target: Target, flag: str = "--output") -> Iterator[IO[str]]:
+    """A text stream for `target`; a "file" target appears (atomically) only if the block succeeds.
+
+    A write error names the output (`--output out.jsonl: cannot write (No space left on device)`), and a
+    file target's temporaries that a killed run left beside it are removed first (`trainer.core.atomic`)."""
     if target.kind == "stdout":
-        yield sys.stdout
-        sys.stdout.flush()
+        yield cast(IO[str], NamedStream(sys.stdout, f"{flag} -"))
+        named(f"{flag} -", sys.stdout.flush)
         return
     assert target.path is not None
+    where = f"{flag} {target.path}"
     if target.kind == "stream":
         with open(target.path, "w", encoding="utf-8", newline="\n") as f:
-            yield f
+            yield cast(IO[str], NamedStream(f, where))
+            named(where, f.close)
         return
-    final = target.path
-    tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-        if target.mode is not None:
-            os.fchmod(fd, target.mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, final)
-    except BaseException as exc:  # KeyboardInterrupt and SIGTERM (an exception by trainer.core.cli's doing) too
-        # A name O_EXCL found taken was never ours to remove (with 48 random bits, a moot case).
-        if not (isinstance(exc, FileExistsError) and exc.filename == str(tmp)):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
+    remove_stale(target.path)
+    with atomic_file(target.path, target.mode, where) as f:
+        yield cast(IO[str], f)

@@ -11,9 +11,11 @@ whose other fields travel to the output; `--shard I/N` reads one of N byte range
 - an empty or blank text line gives an empty result (`{"tokens": [], "tags": []}` or
   `{"label": null, "prob_positive": null}`);
 - a bad record (non-UTF-8 bytes; in JSONL, not an object, the text field missing or of the wrong
-  type) stops with `FILE:LINE` (`--errors strict`, the default), is skipped and counted by reason
-  in the summary line (`--errors skip`), or, for non-UTF-8 bytes only, has them replaced by U+FFFD
-  with the number of such lines on stderr (`--errors replace`);
+  type, or a value the strict JSON reader refuses: NaN, `1e400`, a duplicate key, a lone surrogate,
+  ...; `serve.records`) stops with `FILE:LINE` and the field (`--errors strict`, the default), is
+  skipped and counted by reason in the summary line (`--errors skip`), or, for non-UTF-8 bytes and
+  lone surrogates only, has them replaced by U+FFFD with the number of such lines on stderr
+  (`--errors replace`); so every output line is strict JSON;
 - a line longer than `max_tokens` tokens keeps its first `max_tokens`, its object gets
   `"truncated": true` and the count goes to stderr;
 - `prob_positive` is rounded to 4 decimals (`serve.runtime.PROB_DECIMALS`): logits move at the
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             verifier.finish()  # raises before the output file is renamed into place
     warnings = []
     if parser.replaced:
-        warnings.append(f"{parser.replaced} line(s) had non-UTF-8 bytes, replaced by U+FFFD")
+        warnings.append(f"{parser.replaced} line(s) had non-UTF-8 bytes or lone surrogates, replaced by U+FFFD")
     if truncated:
         warnings.append(
             f'{truncated} line(s) longer than max_tokens={model.max_tokens} were truncated (marked "truncated": true)'

@@ -17,7 +17,11 @@ The pipeline is read -> map_batches -> write, all of it Ray Data's streaming exe
 Without `--address` the command starts a private Ray instance on 127.0.0.1 for this run (no
 dashboard, no usage reporting) and stops it at the end; `--address auto|HOST:PORT|ray://...`
 joins a cluster, whose nodes must all see the export, the input files and the output directory
-(README, "Batch inference").
+(README, "Batch inference"). Joining, and the plan checked against the cluster before anything
+runs, are serve.ray_cluster's. While Ray Data runs (on a thread, `Job`), the main thread polls a
+`Tally` actor that the model actors report to: progress lines as `serve predict` prints them, and a
+deadline on no progress (`--stall-timeout`) that ends the run in one line saying what is pending.
+SIGTERM and Ctrl-C arrive on the main thread too: one line, and the temporary directory removed.
 """
 
 from __future__ import annotations
@@ -31,19 +35,27 @@ import re
 import secrets
 import shutil
 import sys
+import threading
+import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from serve.options import check_numbers
+from serve.options import check_numbers, check_range
+from serve.progress import Progress
 from serve.records import Input, RecordParser, Shard, compression, output_line
 from serve.runtime import ServingModel
 from trainer.core import errors
-from trainer.core.errors import ConfigError, DataError, SeqLSTMError
+from trainer.core.cli import sigterm_raises
+from trainer.core.errors import ClusterError, ConfigError, DataError, SeqLSTMError
 
 SPLIT_BYTES = 64 << 20  # one read task per 64 MiB of a plain file
-BLOCK_LINES = 4096  # rows per block a read task yields
+BLOCK_LINES = 4096  # rows per block a read task yields, and per batch an actor predicts
+IO_TASKS_PER_ACTOR = 2  # read tasks at once per model actor: one in hand, one ahead
+STALL_SECONDS = 300.0  # --stall-timeout: a batch of BLOCK_LINES takes seconds; an actor's start, a few more
+POLL_SECONDS = 1.0
 INSTALL = "serve ray needs Ray Data, which is not installed here: pip install 'seqlstm[ray]'"
 
 
@@ -75,6 +87,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--errors", choices=("strict", "replace", "skip"), default="strict")
     parser.add_argument("--pretokenized", action="store_true", help="split lines on whitespace (tagger only)")
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=STALL_SECONDS,
+        metavar="SECONDS",
+        help="give up, naming what is pending, when no actor starts and no batch ends for this long",
+    )
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between progress lines when stderr is not a terminal",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
@@ -128,14 +155,17 @@ def read_split(path: str, shard: Shard | None) -> Iterator[Any]:
 
 
 class Predictor:
-    """One Ray actor: the model, loaded once; a batch of raw lines -> output lines (or skip reasons)."""
+    """One Ray actor: the model, loaded once from its path; a batch of raw lines -> output lines (or skip
+    reasons). It tells the driver's `Tally` when it has started and what each batch did."""
 
-    def __init__(self, export_dir: str, threads: int, options: dict[str, Any]) -> None:
+    def __init__(self, export_dir: str, threads: int, options: dict[str, Any], tally: Any) -> None:
         self.model = ServingModel(Path(export_dir), threads=threads)
         self.parser = RecordParser(
             options["input_format"], options["text_field"], options["errors"], tokens_ok=self.model.task == "tagger"
         )
         self.batch_size, self.pretokenized = options["batch_size"], options["pretokenized"]
+        self.tally = tally
+        tally.started.remote()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         lines, skips, records = [], [], []
@@ -156,11 +186,17 @@ class Predictor:
         results = iter(self.model.predict(items, self.batch_size))
         for record in records:
             lines.append("" if record is None else output_line(record, next(results)))
+        self.tally.add.remote(len(records), sum(len(raw) + 1 for raw in batch["raw"]), sum(i.truncated for i in items))
         return {"line": lines, "skip": skips}
 
 
 def run(args: argparse.Namespace) -> int:
     check_numbers(args)
+    check_range("--stall-timeout", args.stall_timeout, 1, 86_400)
+    # Read when ray is imported. Without it, a Ray call on the pipeline's thread after the run ended (on an
+    # error or a signal) would join the cluster again, or start a new private instance, on its own.
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves this machine
     try:
         import ray
     except ImportError:
@@ -170,50 +206,147 @@ def run(args: argparse.Namespace) -> int:
     model = ServingModel(args.model, threads=1)  # checked here once, so a bad export is one line, not N actors
     if args.pretokenized and model.task != "tagger":
         raise ConfigError(f"--pretokenized needs a tagger model; {args.model} is a {model.task} model")
-    from serve.ray_sink import JsonlSink, LineSource
+    from serve.ray_cluster import check_plan, connect
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves this machine
-    local = args.address is None
-    cpus = args.workers * args.threads_per_worker + 1  # the actors, plus one for reads and writes
-    init: dict[str, Any] = (
-        {"num_cpus": cpus, "_node_ip_address": "127.0.0.1", "include_dashboard": False}
-        if local
-        else {"address": args.address}
-    )
-    ray.init(**init, logging_level=logging.ERROR, log_to_driver=False)
-    # Ray Data logs the plan, and a failed task at length; the failure is reported below in one line.
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     tmp = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
     try:
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
-        context.enable_progress_bars = sys.stderr.isatty()
-        options = {k: getattr(args, k) for k in ("input_format", "text_field", "errors", "batch_size", "pretokenized")}
-        dataset = ray.data.read_datasource(LineSource(splits(paths)), num_cpus=0.25)
-        dataset = dataset.map_batches(
-            Predictor,
-            batch_size=BLOCK_LINES,
-            compute=ray.data.ActorPoolStrategy(size=args.workers),
-            num_cpus=args.threads_per_worker,
-            fn_constructor_args=(str(args.model.absolute()), args.threads_per_worker, options),
-        )
-        tmp.mkdir()
-        sink = JsonlSink(str(tmp))
-        dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
+        cluster = connect(ray, args.address, args.workers * args.threads_per_worker)
+        with sigterm_raises():  # ray.init replaced run_cli's SIGTERM handler with one that exits silently
+            check_plan(cluster, args.workers, args.threads_per_worker)
+            tmp.mkdir()
+            job = Job(ray, args, paths, cluster)
+            sink = job.run(str(tmp))
+        ray.shutdown()
         if output.is_dir():
             output.rmdir()  # checked empty above
         os.replace(tmp, output)
     except BaseException as exc:
+        ray.shutdown()  # first: no task of this job may still be writing into `tmp`
         shutil.rmtree(tmp, ignore_errors=True)
         cause = user_error(exc)
         if cause is not None:
             raise cause from None
+        if isinstance(exc, ray.exceptions.RayError):
+            raise ClusterError(f"serve ray failed: {first_line(exc)}") from None
         raise
-    finally:
-        ray.shutdown()
-    note = "; ".join(filter(None, [f"{sink.lines:,} records to {output}", sink.summary()]))
-    print(f"ray: done: {len(paths)} file(s), {note}", file=sys.stderr)
+    if job.state[3]:  # said as `serve predict` says it
+        print(
+            f"ray: {job.state[3]} line(s) longer than max_tokens={model.max_tokens} were truncated "
+            '(marked "truncated": true)',
+            file=sys.stderr,
+        )
+    note = "; ".join(filter(None, [f"{len(paths)} file(s), {sink.lines:,} records to {output}", sink.summary()]))
+    job.progress.finish(note, force=bool(sink.skipped))
     return 0
+
+
+class Job:
+    """The Ray Data pipeline, run on a thread while the main thread reports progress and keeps the deadline.
+
+    Read and write tasks ask for no CPU. They only split lines and write strings (parsing and tokenizing
+    happen in the actors), and a CPU they asked for would have to be left over beside the actors, which is
+    what hung a pool that filled the cluster: the actors held every CPU while they waited for the read tasks
+    that could not start. Their concurrency is capped instead, since CPUs no longer cap it.
+    """
+
+    def __init__(self, ray: Any, args: argparse.Namespace, paths: list[str], cluster: Any) -> None:
+        from serve.ray_sink import Tally
+
+        self.ray, self.args, self.paths, self.cluster = ray, args, paths, cluster
+        self.state: tuple[int, ...] = (0, 0, 0, 0)  # the tally's at the end: actors, lines, bytes, truncated
+        self.tally = ray.remote(num_cpus=0)(Tally).remote()
+        sizes = [os.path.getsize(path) for path in paths]
+        total = None if any(compression(path) for path in paths) else sum(sizes)
+        self.progress = Progress("ray", total, every=args.progress_every, quiet=args.quiet)
+
+    def dataset(self) -> Any:
+        from serve.ray_sink import LineSource
+
+        ray, args = self.ray, self.args
+        # Ray Data logs the plan, its end, and a failed task at length; run() reports a failure in one line.
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False  # serve.progress reports instead, as `serve predict` does
+        options = {k: getattr(args, k) for k in ("input_format", "text_field", "errors", "batch_size", "pretokenized")}
+        tasks = splits(self.paths)
+        dataset = ray.data.read_datasource(
+            LineSource(tasks), num_cpus=0, concurrency=min(len(tasks), IO_TASKS_PER_ACTOR * args.workers)
+        )
+        with warnings.catch_warnings():  # Ray 2.60 deprecates extra remote arguments, yet names none for this
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            return dataset.map_batches(
+                Predictor,
+                batch_size=BLOCK_LINES,
+                compute=ray.data.ActorPoolStrategy(size=args.workers),
+                num_cpus=args.threads_per_worker,
+                fn_constructor_args=(str(args.model.absolute()), args.threads_per_worker, options, self.tally),
+                # No actor restarts: Ray Data hands its actors their arguments through the object store, which
+                # makes Ray log an ERROR line for every actor that may restart (ray-project/ray#57733), and
+                # restarts that depend on such arguments are not reliable (ray-project/ray#53727). A lost actor
+                # fails the run in one line instead; nothing is written, and the run can be repeated.
+                max_restarts=0,
+            )
+
+    def run(self, directory: str) -> Any:
+        """Run the pipeline into `directory`; the sink, with its counts."""
+        from serve.ray_sink import JsonlSink
+
+        sink = JsonlSink(directory)
+        dataset = self.dataset()
+        failed: list[BaseException] = []
+
+        def execute() -> None:
+            try:
+                dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+            except BaseException as exc:  # handed to the main thread, which reports it
+                failed.append(exc)
+
+        thread = threading.Thread(target=execute, name="ray-data", daemon=True)
+        thread.start()
+        self.watch(thread)
+        if failed:
+            raise failed[0]
+        return sink
+
+    def watch(self, thread: threading.Thread) -> None:
+        """Progress lines while `thread` runs; a ClusterError when nothing moved for --stall-timeout seconds."""
+        ray, state, changed = self.ray, (0, 0, 0, 0), time.monotonic()
+        asked = self.tally.state.remote()
+        while thread.is_alive():
+            thread.join(POLL_SECONDS)
+            ready, _ = ray.wait([asked], timeout=0)
+            now = time.monotonic()
+            if ready:
+                latest = tuple(ray.get(asked))
+                if latest != state:
+                    state, changed = latest, now
+                    self.progress.update(state[1], state[2])
+                asked = self.tally.state.remote()
+            if now - changed > self.args.stall_timeout and thread.is_alive():
+                raise ClusterError(self.stalled(state))
+        self.state = ray.get(self.tally.state.remote())
+        self.progress.update(self.state[1], self.state[2])
+
+    def stalled(self, state: tuple[int, ...]) -> str:
+        """The no-progress message: what the job waits for, and what the cluster has free."""
+        from serve.ray_cluster import free_cpus
+
+        args, (actors, lines, *_) = self.args, state
+        total = sum(self.cluster.node_cpus)
+        waiting = (
+            f"{args.workers - actors} of {args.workers} model actor(s) of {args.threads_per_worker} CPU(s) not "
+            f"started ({self.cluster.name} has {free_cpus(self.ray):g} of {total:g} CPU(s) free: another job "
+            "holding them?)"
+            if actors < args.workers
+            else "every model actor started, no batch done since (a node lost, or a batch slower than that?)"
+        )
+        return f"no progress for {args.stall_timeout:g} s (--stall-timeout), {lines:,} line(s) done: {waiting}"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def user_error(exc: BaseException) -> SeqLSTMError | None:

@@ -79,3 +79,23 @@ class JsonlSink(Datasink):
             return ""
         reasons = ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
         return f"skipped {sum(self.skipped.values())} ({reasons})"
+
+
+class Tally:
+    """A Ray actor (no CPU) that the model actors report to, so the driver sees progress while Ray Data
+    runs: actors started; lines and bytes predicted, and inputs truncated at max_tokens. Nothing else in
+    Ray Data says it as it happens."""
+
+    def __init__(self) -> None:
+        self.actors = self.lines = self.bytes = self.truncated = 0
+
+    def started(self) -> None:
+        self.actors += 1
+
+    def add(self, lines: int, size: int, truncated: int) -> None:
+        self.lines += lines
+        self.bytes += size
+        self.truncated += truncated
+
+    def state(self) -> tuple[int, int, int, int]:
+        return self.actors, self.lines, self.bytes, self.truncated

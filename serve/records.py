@@ -11,10 +11,13 @@ byte offsets to seek to, so `--shard` refuses it with one line saying what to do
 Parsing (`RecordParser`): `text` gives one record per line (a blank line is an empty input). `jsonl`
 gives one JSON object per line; its `--text-field` is a string (raw text) or, for a tagger, a list of
 strings (tokens), and every other field is copied to the output record unchanged, before the results.
-A bad record (bytes that are not UTF-8, a line that is not a JSON object, the field missing or of
-another type, a field that a result would overwrite) stops the run with `FILE:LINE: ...` under
-`--errors strict`, is dropped and counted by reason under `skip`, and under `replace` non-UTF-8
-bytes become U+FFFD (any other bad record still stops the run).
+JSON is read by the strict reader (`trainer.core.jsonio`), so every output line is RFC 8259 JSON:
+a bad record (bytes that are not UTF-8, a line that is not a JSON object, the field missing or of
+another type, a field that a result would overwrite, and any value that jsonio refuses: NaN or
+Infinity, a number beyond a double such as `1e400`, an integer over 4300 digits, a duplicate key, a
+lone surrogate such as `"\ud800"`, nesting over 128 levels) stops the run with `FILE:LINE: ...`
+naming the field under `--errors strict`, is dropped and counted by reason under `skip`, and under
+`replace` non-UTF-8 bytes and lone surrogates become U+FFFD (any other bad record still stops the run).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
-import json
 import lzma
 import os
 import sys
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from trainer.core.errors import ConfigError, DataError
+from trainer.core.jsonio import JSONValueError, dumps, parse
 
 # The names serve's result objects use: an input field of that name would be overwritten.
 RESULT_FIELDS = ("tokens", "tags", "label", "prob_positive", "truncated")
@@ -43,6 +46,7 @@ COMPRESSIONS: dict[str, tuple[str, Callable[[IO[bytes]], IO[bytes]]]] = {
 }
 DECODE_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)  # corrupt or truncated compressed data
 MAX_SHARDS = 1_000_000
+REPLACEABLE = ("not UTF-8", "lone surrogate")  # what `--errors replace` turns into U+FFFD
 
 
 @dataclass(frozen=True)
@@ -200,13 +204,14 @@ class RecordParser:
             if self.errors == "skip":
                 self.skipped[exc.reason] += 1
                 return None
-            hint = "--errors replace or --errors skip" if exc.reason == "not UTF-8" else "--errors skip"
+            hint = "--errors replace or --errors skip" if exc.reason in REPLACEABLE else "--errors skip"
             raise DataError(f"{where}: {exc.detail}; fix the input, or pass {hint}") from None
 
     def _parse(self, raw: bytes, first: bool) -> Record:
         raw = raw.rstrip(b"\r\n")
         if first and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte order mark is not text
+        replaced = False
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -214,17 +219,26 @@ class RecordParser:
                 raise BadRecord(
                     "not UTF-8", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
                 ) from None
-            self.replaced += 1
+            replaced = True
             text = raw.decode("utf-8", errors="replace")
-        return Record(text) if self.fmt == "text" else self._json(text)
+        if self.fmt == "text":
+            record = Record(text)
+        else:
+            record, surrogates = self._json(text)
+            replaced = replaced or surrogates
+        self.replaced += replaced
+        return record
 
-    def _json(self, text: str) -> Record:
+    def _json(self, text: str) -> tuple[Record, bool]:
+        """The record on a JSON line, and whether lone surrogates in it were replaced (`--errors replace`)."""
         if not text.strip():
             raise BadRecord("blank line", "blank line, expected a JSON object")
         try:
-            record = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise BadRecord("not JSON", f"not JSON ({getattr(exc, 'msg', 'nested too deeply')})") from None
+            record, replaced = parse(text, replace_surrogates=self.errors == "replace")
+        except JSONValueError as exc:
+            if exc.reason == "not JSON":
+                raise BadRecord("not JSON", f"not JSON ({exc.detail})") from None
+            raise BadRecord(exc.reason, str(exc)) from None
         if not isinstance(record, dict):
             raise BadRecord("not a JSON object", f"expected a JSON object; got {type(record).__name__}")
         if self.field not in record:
@@ -242,7 +256,7 @@ class RecordParser:
             )
             raise BadRecord(
                 f"field {self.field!r} of the wrong type",
-                f"field {self.field!r} must be {expected}; got {json.dumps(value)[:40]}",
+                f"field {self.field!r} must be {expected}; got {dumps(value)[:40]}",
             )
         clash = [name for name in RESULT_FIELDS if name in record]
         if clash:
@@ -250,7 +264,7 @@ class RecordParser:
                 f"field {clash[0]!r} clashes with a result",
                 f"field {clash[0]!r} would be overwritten by the prediction (rename it)",
             )
-        return Record(value, record)
+        return Record(value, record), replaced > 0
 
     def summary(self) -> str:
         """`skipped 3 (2 not JSON, 1 no field 'text')`, or "" when nothing was skipped."""
@@ -258,11 +272,6 @@ class RecordParser:
             return ""
         reasons = ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
         return f"skipped {sum(self.skipped.values())} ({reasons})"
-
-
-def dumps(result: dict[str, Any]) -> str:
-    """The one JSON Lines encoding used everywhere: compact, UTF-8 (not \\u escapes), key order kept."""
-    return json.dumps(result, ensure_ascii=False, separators=(",", ":"))
 
 
 def output_line(record: Record, result: dict[str, Any]) -> str:

@@ -113,7 +113,7 @@ CASES = [
     Case(
         "train --config NaN",
         [*TRAIN, "--config", "{tmp}/cfg.json"],
-        "'lr' must be a finite number",
+        "cfg.json: lr: NaN is not valid JSON (RFC 8259 has no NaN or Infinity)",
         setup=write("cfg.json", '{"lr": NaN}'),
     ),
     Case("train --out an existing file", [*TRAIN[:-1], "{input}"], "exists and is not a directory"),

@@ -22,6 +22,7 @@ import export.validate
 import trainer.artifact
 from export.__main__ import build_parser, run
 from trainer.artifact import load_artifact
+from trainer.core.errors import WriteError
 
 SECRET = "root:x:0:0:a line nobody asked to see"
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # in-process exports trace
@@ -132,10 +133,10 @@ def fail_writing(name: str, fault: BaseException) -> Callable[[pytest.MonkeyPatc
     def install(monkeypatch: pytest.MonkeyPatch, out: Path) -> None:
         real = trainer.artifact.write_json
 
-        def write_json(path: Path, data: Any) -> None:
+        def write_json(path: Path, data: Any, **options: Any) -> None:
             if path.name == name:
                 raise fault
-            real(path, data)
+            real(path, data, **options)
 
         monkeypatch.setattr(trainer.artifact, "write_json", write_json)
 
@@ -161,12 +162,16 @@ def interrupt_export(monkeypatch: pytest.MonkeyPatch, out: Path) -> None:
     monkeypatch.setattr(export.onnx_export, "export_onnx", export_onnx)
 
 
+# A write error is a WriteError naming --out (trainer.core.atomic), not the kernel's bare message.
 FAULTS = {
-    "disk full writing validation.json": (fail_writing("validation.json", OSError(errno.ENOSPC, "full")), OSError),
-    "disk full writing test_vectors.json": (fail_writing("test_vectors.json", OSError(errno.ENOSPC, "full")), OSError),
-    "disk full writing model.json": (fail_writing("model.json", OSError(errno.ENOSPC, "full")), OSError),
+    "disk full writing validation.json": (fail_writing("validation.json", OSError(errno.ENOSPC, "full")), WriteError),
+    "disk full writing test_vectors.json": (
+        fail_writing("test_vectors.json", OSError(errno.ENOSPC, "full")),
+        WriteError,
+    ),
+    "disk full writing model.json": (fail_writing("model.json", OSError(errno.ENOSPC, "full")), WriteError),
     "interrupt writing model.json": (fail_writing("model.json", KeyboardInterrupt()), KeyboardInterrupt),
-    "disk full at the final rename": (fail_final_rename, OSError),
+    "disk full at the final rename": (fail_final_rename, WriteError),
     "interrupt during the ONNX export": (interrupt_export, KeyboardInterrupt),
 }
 

@@ -132,7 +132,7 @@ def test_shape_and_data_must_agree_exactly(server: Server, case: tuple) -> None:
 
 SURROGATES = [
     ("id", b'{"id": "\\ud800", "inputs": []}', "id is not valid Unicode: a lone surrogate U+D800"),
-    ("a key", b'{"\\udc00": 1, "inputs": []}', "a key of the request is not valid Unicode"),
+    ("a key", b'{"\\udc00": 1, "inputs": []}', "a key in the top-level object is not valid Unicode"),
     ("input name", b'{"inputs": [{"name": "\\ud800"}]}', "inputs[0].name is not valid Unicode"),
     ("datatype", b'{"inputs": [{"name": "text", "datatype": "\\udfff"}]}', "inputs[0].datatype is not valid"),
     ("a parameter", b'{"parameters": {"p": "\\ud800"}, "inputs": []}', "parameters.p is not valid Unicode"),
@@ -140,7 +140,7 @@ SURROGATES = [
     ("a text", b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["ok", "a \\ud800"]}]}',
      "inputs[0].data[1] is not valid Unicode: a lone surrogate U+D800 at character 2"),
     ("a token", b'{"inputs": [{"name": "tokens", "datatype": "BYTES", "shape": [1, 1], "data": ["\\udbff"]}]}',
-     "inputs[0].data[0][0] is not valid Unicode"),
+     "inputs[0].data[0] is not valid Unicode: a lone surrogate U+DBFF"),
 ]  # fmt: skip
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
-from trainer.core.cli import Parser, run_cli
+from trainer.core.cli import Parser, extra_needed, run_cli
+from trainer.core.jsonio import dumps
 
 DELEGATED = {
     "train": "train a tagger or sentiment model (see `python -m trainer train --help`)",
@@ -33,7 +33,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     dataset = open_dataset(args.data, skip_bad_lines=args.skip_bad_lines)
     result = stats(dataset)
-    print(json.dumps(result, indent=2))
+    print(dumps(result, indent=2))
     if dataset.skipped:
         print(f"stats: {describe_skipped(dataset.skipped)}", file=sys.stderr)
     return 0
@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         if argv and argv[0] in DELEGATED:
             # The delegated module owns its whole argument list, --help included.
-            module = importlib.import_module(f"trainer.{argv[0]}")
-            return int(module.main(argv[1:]) or 0)
+            with extra_needed("train", f"`trainer {argv[0]}`"):  # torch, accelerate, ...: imported here or in main
+                module = importlib.import_module(f"trainer.{argv[0]}")
+                return int(module.main(argv[1:]) or 0)
         args = build_parser().parse_args(argv)
         return args.run(args)
 

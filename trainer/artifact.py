@@ -8,11 +8,9 @@ config describes (from the file's header, before any weight is allocated), and f
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
+import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from trainer import __version__
+from trainer.core.atomic import named, remove_stale, temp_dir, write_text
 from trainer.core.config import (
     TASKS,
     ModelConfig,
@@ -32,7 +31,8 @@ from trainer.core.config import (
     show,
     to_dict,
 )
-from trainer.core.errors import ArtifactError, ConfigError, DataError
+from trainer.core.errors import ArtifactError, ConfigError, DataError, WriteError
+from trainer.core.jsonio import dumps, read_file
 from trainer.core.lexicon import Lexicon, check_lexicon_json
 from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNIVERSAL_TAGS, UNK, Vocab, Vocabs
 from trainer.models import build_model
@@ -56,42 +56,41 @@ class Artifact:
         return self.config.task
 
 
-def write_json(path: Path, data: Any) -> None:
-    """JSON written to a temporary file beside `path` and renamed, so a reader never sees half of it;
-    the temporary is removed on any failure (disk full, an interrupt)."""
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+def write_json(path: Path, data: Any, *, nan_as_null: bool = False) -> None:
+    """Strict JSON (`trainer.core.jsonio`), indented, written whole or not at all (`trainer.core.atomic`):
+    a reader never sees half of it, a write error names it, and the temporaries a killed writer left
+    beside it are removed first. `nan_as_null` for measurements (metrics, reports): NaN becomes null."""
+    text = dumps(data, indent=2, nan_as_null=nan_as_null) + "\n"
+    remove_stale(path)
+    write_text(path, text, mode=0o644)  # readable by a serving user
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, whose errors (a full disk) name the file instead of a Rust IoError debug string."""
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from a serving user
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        save_file(tensors, str(path), metadata=metadata)
+    except (SafetensorError, OSError) as exc:
+        found = re.search(r'message: "([^"]*)"', str(exc))
+        raise WriteError(f"{path}: cannot write ({found[1] if found else exc})") from None
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished directory into place, replacing an older one only once the new one is whole.
 
-    If the move fails, the older directory is put back, so `final` is the old or the new one, never gone.
-    """
+    If the move fails, the older directory is put back, so `final` is the old or the new one, never gone
+    (and if a kill comes between the two renames, the next `remove_stale(final)` puts it back)."""
     if not (final.exists() or final.is_symlink()):
-        os.replace(tmp, final)
+        named(final, os.replace, tmp, final)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-    try:
-        os.replace(final, old / final.name)
+    # The new directory in place, failing to delete the old one must not report the save as failed:
+    # temp_dir removes it, ignoring errors.
+    with temp_dir(final, "old") as old:
+        named(final, os.replace, final, old / final.name)
         try:
-            os.replace(tmp, final)
+            named(final, os.replace, tmp, final)
         except BaseException:
             os.replace(old / final.name, final)
             raise
-    except BaseException:
-        old.rmdir()
-        raise
-    # The new directory is in place: failing to delete the old one must not report the save as failed.
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_artifact(
@@ -108,12 +107,12 @@ def save_artifact(
     bad = non_finite(state)
     if bad is not None:
         raise ArtifactError(f"{path}: not written: tensor {bad!r} holds non-finite values (NaN or inf)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        save_file(
+    named(path.parent, lambda: path.parent.mkdir(parents=True, exist_ok=True))
+    remove_stale(path)
+    with temp_dir(path) as tmp:
+        save_tensors(
             state,
-            str(tmp / "model.safetensors"),
+            tmp / "model.safetensors",
             metadata={"format_version": str(FORMAT_VERSION), "seqlstm_version": __version__},
         )
         write_json(
@@ -126,11 +125,8 @@ def save_artifact(
             },
         )
         write_json(tmp / "vocab.json", vocabs.to_json())
-        write_json(tmp / "metrics.json", metrics or {})
+        write_json(tmp / "metrics.json", metrics or {}, nan_as_null=True)
         replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def non_finite(state: dict[str, torch.Tensor]) -> str | None:
@@ -139,12 +135,11 @@ def non_finite(state: dict[str, torch.Tensor]) -> str | None:
 
 
 def read_json(path: Path) -> Any:
+    """Strict JSON (`trainer.core.jsonio`): a lone surrogate, NaN, 1e400 or a huge integer is one line
+    naming the key."""
     if not path.is_file():
         raise ArtifactError(f"{path}: missing (expected a model directory written by `python -m trainer train`)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: corrupt JSON ({exc})") from None
+    return read_file(path, ArtifactError)
 
 
 def check_keys(data: Any, expected: set[str], where: Path) -> None:

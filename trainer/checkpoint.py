@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import random
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import load
 
-from trainer.artifact import write_json
+from trainer.artifact import save_tensors, write_json
+from trainer.core.atomic import named
 from trainer.core.errors import ArtifactError
+from trainer.core.jsonio import dumps, loads
 
 FORMAT_VERSION = 1
 STATE_FILE = "trainer_state.json"
@@ -68,7 +70,8 @@ def write_rng(folder: Path, rank: int) -> None:
     }
     if torch.cuda.is_available():
         state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
-    (folder / f"rng-{rank}.json").write_text(json.dumps(state), encoding="utf-8")
+    path = folder / f"rng-{rank}.json"
+    named(path, path.write_text, dumps(state), "utf-8")
 
 
 def write_training_state(
@@ -81,14 +84,14 @@ def write_training_state(
     average: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Weights, best weights, their average, optimizer, scheduler and GradScaler: the files every process shares."""
-    save_file(_cpu(model.state_dict()), str(folder / "model.safetensors"))
+    save_tensors(_cpu(model.state_dict()), folder / "model.safetensors")
     if best is not None:
-        save_file(best, str(folder / "best.safetensors"))
+        save_tensors(best, folder / "best.safetensors")
     if average is not None:
-        save_file(average, str(folder / "average.safetensors"))
+        save_tensors(average, folder / "average.safetensors")
     saved = optimizer.state_dict()
     tensors = {f"{index}.{name}": value for index, values in saved["state"].items() for name, value in values.items()}
-    save_file(_cpu(tensors), str(folder / "optimizer.safetensors"))
+    save_tensors(_cpu(tensors), folder / "optimizer.safetensors")
     write_json(folder / "optimizer.json", saved["param_groups"])
     write_json(folder / "scheduler.json", _scheduler_state(scheduler))
     if scaler is not None:
@@ -123,6 +126,7 @@ def remove_stale(root: Path) -> None:
     """Temporaries that a killed run left behind (only the main process writes them, only while saving)."""
     for path in [*root.glob(".tmp-step-*"), *root.glob(".del-step-*")]:
         shutil.rmtree(path)
+        print(f"note: removed {path}, a temporary left by a killed run", file=sys.stderr)
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -159,7 +163,7 @@ def _read(path: Path) -> bytes:
 def _parse(name: str, data: bytes) -> Any:
     kind = "safetensors" if name.endswith(".safetensors") else "JSON"
     try:
-        return load(data) if kind == "safetensors" else json.loads(data)
+        return load(data) if kind == "safetensors" else loads(data)
     except (SafetensorError, ValueError) as exc:
         raise ArtifactError(f"{name} is not valid {kind}: {' '.join(str(exc).split())}") from None
 

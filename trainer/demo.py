@@ -13,7 +13,6 @@ predictions and bench JSON go to runs/demo-TASK/serve/.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 
 from trainer.core.cli import Parser
 from trainer.core.data import open_dataset
+from trainer.core.jsonio import loads
 from trainer.train import TASK_PREPROCESS
 
 # Short CPU schedules of the default models, so that the whole demo (set-up and downloads included)
@@ -101,7 +101,7 @@ def write_held_out(task: str, path: Path) -> list[Any]:
 
 
 def held_out_accuracy(task: str, predictions: Path, gold: list[Any]) -> float:
-    results = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    results = [loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
     if task == "tagger":
         pairs = [(p, g) for r, tags in zip(results, gold) for p, g in zip(r["tags"], tags)]
     else:
@@ -147,7 +147,7 @@ def serve_task(task: str, run_dir: Path, export_dir: Path) -> dict[str, Any]:
         "--min-seconds",
         "0.5",
     )
-    report = json.loads(bench.read_text())
+    report = loads(bench.read_text())
     at_64 = next(r for r in report["results"] if r["backend"] == "onnx-fp32" and r["batch_size"] == 64)
     return {
         "verify_diff": verify.group(1) if verify else "?",
@@ -161,8 +161,8 @@ def serve_task(task: str, run_dir: Path, export_dir: Path) -> dict[str, Any]:
 
 
 def summary_row(task: str, run_dir: Path, export_dir: Path, served: dict[str, Any]) -> list[str]:
-    metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
-    validation = json.loads((export_dir / "validation.json").read_text())
+    metrics = loads((run_dir / "model" / "metrics.json").read_text())
+    validation = loads((export_dir / "validation.json").read_text())
     test = (metrics.get("test") or {}).get("accuracy")
     onnx_diff = validation.get("max_abs_diff")
     return [

@@ -6,7 +6,6 @@ numbers in RUN_DIR/model/metrics.json and those of `evaluate` are computed one w
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from trainer.core.cli import Parser
 from trainer.core.config import check_out_path, check_value
 from trainer.core.data import Dataset, open_dataset
 from trainer.core.errors import DataError
+from trainer.core.jsonio import dumps
 from trainer.core.preprocess import SENTIMENT_LABELS, Encoded, Encoder, Vocabs, tokenize
 from trainer.runlock import note_training
 
@@ -254,11 +254,11 @@ def main(argv: list[str]) -> int:
         "truncated": data.truncated,
         **metrics,
     }
-    print(json.dumps({k: report[k] for k in summary(report)}, indent=2))
+    print(dumps({k: report[k] for k in summary(report)}, indent=2, nan_as_null=True))
     if args.report is not None:
         from trainer.plots import plot_confusion
 
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.report, report)
+        write_json(args.report, report, nan_as_null=True)
         plot_confusion(metrics["confusion"], args.report.with_suffix(".confusion.png"))
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,8 +35,10 @@ from trainer.checkpoint import (
     write_rng,
     write_training_state,
 )
+from trainer.core.atomic import write_error
 from trainer.core.config import TrainConfig
 from trainer.core.errors import TrainingError
+from trainer.core.jsonio import dumps
 from trainer.core.preprocess import Vocabs
 from trainer.distributed import waiting
 from trainer.evaluate import EncodedSplit, score, summary
@@ -96,8 +97,12 @@ class RunLog:
     def __call__(self, event: str, step: int, **values: Any) -> None:
         if not self.accelerator.is_main_process:
             return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"event": event, "step": step, "time": round(time.time(), 3), **values}) + "\n")
+        line = dumps({"event": event, "step": step, "time": round(time.time(), 3), **values}, nan_as_null=True)
+        try:  # a non-finite loss or gradient norm is a fact to record: null
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         prefix = values.get("split", event)
         scalars = {f"{prefix}/{k}": v for k, v in values.items() if type(v) in (int, float)}
         if scalars:

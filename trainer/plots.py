@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 import numpy as np  # noqa: E402
+
+from trainer.core.atomic import write_error  # noqa: E402
+from trainer.core.jsonio import loads  # noqa: E402
 
 
 def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -25,7 +28,7 @@ def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not line.strip():
             continue
         try:
-            event = json.loads(line)
+            event = loads(line)
         except ValueError:
             event = None
         if not isinstance(event, dict):
@@ -51,7 +54,8 @@ def end_torn_line(path: Path) -> bool:
 def plot_curves(metrics_jsonl: Path, out: Path) -> int:
     """Training loss and dev accuracy against optimizer steps; returns how many torn log lines were skipped."""
     events, torn = read_events(metrics_jsonl)
-    train = [(e["step"], e["loss"]) for e in events if e.get("event") == "train"]
+    # A non-finite loss is logged as null (strict JSON); plotted as a gap.
+    train = [(e["step"], nan if e["loss"] is None else e["loss"]) for e in events if e.get("event") == "train"]
     dev = [(e["step"], e["accuracy"]) for e in events if e.get("event") == "eval" and e.get("split") == "dev"]
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
     if train:
@@ -85,9 +89,18 @@ def plot_confusion(confusion: dict[str, Any], out: Path) -> None:
 
 
 def _save(fig: plt.Figure, out: Path) -> None:
+    """`out` written whole or not at all; a write error (a full disk) names it. The temporary has one fixed
+    name, so the next save over `out` replaces whatever a killed run left under it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=100)
+        tmp.replace(out)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(out, exc) from None
+        raise
+    finally:
+        plt.close(fig)

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -30,11 +27,12 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from trainer.artifact import replace_dir, write_json
+from trainer.artifact import replace_dir, save_tensors, write_json
+from trainer.core.atomic import named, remove_stale, temp_dir
 from trainer.core.cli import Parser
 from trainer.core.config import (
     PRETRAIN_BATCH,
@@ -50,6 +48,7 @@ from trainer.core.config import (
 )
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError, DataError
+from trainer.core.jsonio import dumps, read_file
 from trainer.core.preprocess import NORMALIZE_KEYS, UNK_ID, Vocab, Vocabs, normalize_word, tokenize
 from trainer.lm import ENCODER_KEYS, BiLanguageModel, fit_lm, run_steps, score_lm
 from trainer.models import word_embedding
@@ -197,7 +196,9 @@ def main(argv: list[str]) -> int:
         }
         layers = model.encoder_state() if cfg.objective == "lstm" else {}
         save_embeddings(args.out / "embeddings", model.embedding.weight, layers, vocab, cfg, preprocess, metrics)
-        accelerator.print(json.dumps({"held_out": metrics["held_out"], "embeddings": str(args.out / "embeddings")}))
+        accelerator.print(
+            dumps({"held_out": metrics["held_out"], "embeddings": str(args.out / "embeddings")}, nan_as_null=True)
+        )
     accelerator.end_training()
     return 0
 
@@ -249,12 +250,12 @@ def save_embeddings(
 ) -> None:
     """The embeddings and any encoder `layers` (trainer.lm.ENCODER_KEYS) in one safetensors file, written
     under a temporary name and renamed into place, as the release model is."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        save_file(
+    named(path.parent, lambda: path.parent.mkdir(parents=True, exist_ok=True))
+    remove_stale(path)
+    with temp_dir(path) as tmp:
+        save_tensors(
             {"embeddings": weight.detach().to("cpu", torch.float32).contiguous(), **layers},
-            str(tmp / "embeddings.safetensors"),
+            tmp / "embeddings.safetensors",
             metadata={"format_version": str(FORMAT_VERSION)},
         )
         write_json(tmp / "vocab.json", {"words": vocab.itos})
@@ -267,11 +268,8 @@ def save_embeddings(
                 "preprocess": to_dict(preprocess),
             },
         )
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "metrics.json", metrics, nan_as_null=True)
         replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_embeddings(
@@ -288,14 +286,12 @@ def load_embeddings(
         if not (path / name).is_file():
             raise ArtifactError(f"{where}: {name} is missing")
     try:
-        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        words = Vocab(json.loads((path / "vocab.json").read_text(encoding="utf-8"))["words"])
+        meta = read_file(path / "config.json", ArtifactError)
+        words = Vocab(read_file(path / "vocab.json", ArtifactError)["words"])
         tensors = load_file(str(path / "embeddings.safetensors"))
         vectors = tensors.pop("embeddings")
         saved = preprocess_config_from_dict(meta["preprocess"], source=str(path / "config.json"))
     except (
-        json.JSONDecodeError,
-        UnicodeDecodeError,
         SafetensorError,
         KeyError,
         TypeError,

@@ -8,7 +8,7 @@ main process, unless `session_steps` stopped the run first.
 from __future__ import annotations
 
 import hashlib
-import json
+import json  # the vocabulary's hash in a run's identity: json.dumps' bytes, as checkpoints hold them
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from trainer.artifact import save_artifact
 from trainer.batching import BucketBatchSampler, Schedule, planned_steps
 from trainer.checkpoint import Checkpoint
 from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_dict
-from trainer.core.errors import ConfigError, DataError
+from trainer.core.errors import DataError
+from trainer.core.jsonio import dumps
 from trainer.core.lexicon import open_lexicon
 from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
 from trainer.distributed import start_process_group, waiting
@@ -35,6 +36,7 @@ from trainer.precision import Precision
 from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 from trainer.resume import resume
 from trainer.runlock import check_lock
+from trainer.tracking import log_release, run_ids, start_trackers
 
 
 @dataclass
@@ -186,6 +188,8 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token:
             release(accelerator, job, trainer, reason, examples, skipped)
     if accelerator.is_main_process:
         plot_curves(log.path, job.run_dir / "plots" / "curves.png")
+    if reason != "session_steps":
+        log_release(accelerator, job.run_dir)
     accelerator.end_training()
     return 0
 
@@ -218,25 +222,6 @@ def announce(
     )
 
 
-def start_trackers(accelerator: Accelerator, job: Job) -> None:
-    """--report_to's tracker (main process), the config as its parameters. TensorBoard's project is its folder
-    under RUN_DIR/logs; mlflow's experiment and wandb's project are named after the task, the run after RUN_DIR."""
-    tracker = job.train.report_to
-    project = "tensorboard" if tracker == "tensorboard" else f"seqlstm-{job.task}"
-    names = {
-        "mlflow": {"run_name": job.run_dir.name},
-        "wandb": {"name": job.run_dir.name, "dir": str(job.run_dir / "logs")},
-    }
-    try:
-        accelerator.init_trackers(project, config=to_dict(job.train) | to_dict(job.model), init_kwargs=names)
-    except Exception as exc:
-        # The tracker refusing its settings (mlflow: a tracking URI this install cannot use) is the user's to
-        # fix, as one line; anything else stays a bug with its traceback.
-        if type(exc).__module__.split(".")[0] != tracker:
-            raise
-        raise ConfigError(f"--report_to {tracker}: {' '.join(str(exc).split())}") from None
-
-
 def release(
     accelerator: Accelerator, job: Job, trainer: Trainer, reason: str, examples: dict[str, int], skipped: dict[str, int]
 ) -> None:
@@ -250,6 +235,7 @@ def release(
         **trainer.finish(reason),
         "examples": examples,
         "skipped": skipped,
+        **run_ids(accelerator),  # where `python -m export` logs the export (trainer/tracking.py)
     }
     # The release model: written once, by the main process, after every process is done with it.
     accelerator.wait_for_everyone()
@@ -257,12 +243,13 @@ def release(
         model = accelerator.unwrap_model(trainer.model)
         save_artifact(job.run_dir / "model", model, job.model, job.preprocess, trainer.parts.vocabs, metrics)
         accelerator.print(
-            json.dumps(
+            dumps(
                 {k: metrics[k] for k in ("steps", "stopped", "train_tokens_per_s")}
                 | {
                     "dev_accuracy": metrics["dev"].get("accuracy"),
                     "test_accuracy": (metrics["test"] or {}).get("accuracy"),
                     "model": str(job.run_dir / "model"),
-                }
+                },
+                nan_as_null=True,
             )
         )

@@ -9,7 +9,9 @@
 - Ctrl-C or SIGTERM: one line `error: interrupted by SIGINT|SIGTERM`, exit 130 or 143. SIGTERM is
   turned into an exception in the main thread, so every `finally` and `except BaseException` on the
   way up runs and removes its temporary files, as it does for Ctrl-C;
-- the reader of stdout went away (`... | head`): not an error, exit 0.
+- the reader of stdout went away (`... | head`): not an error, exit 0;
+- a command whose extra is not installed (`seqlstm-export` in a `pip install .[serve]` environment):
+  one line naming the missing package and the `pip install` that brings it (`extra_needed`), exit 2.
 
 No torch here: serving imports this module.
 """
@@ -54,6 +56,22 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+OWN_PACKAGES = ("trainer", "export", "serve")
+
+
+@contextmanager
+def extra_needed(extra: str, what: str) -> Iterator[None]:
+    """A third-party module missing inside the block becomes a one-line ConfigError saying what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").partition(".")[0]
+        if not package or package in OWN_PACKAGES:
+            raise  # a bug in this project, not an install to fix
+        hint = f"pip install 'seqlstm[{extra}]'"
+        raise ConfigError(f"{what} needs {package}, which is not installed here: {hint}") from None
 
 
 def fail(message: str, status: int = 2, details: tuple[str, ...] = ()) -> int:

@@ -11,7 +11,6 @@ No torch here: serving reads the same preprocessing config.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
 from trainer.core.errors import ConfigError
+from trainer.core.jsonio import SYNTAX, JSONValueError, loads
 
 TASKS = ("tagger", "sentiment")
 POOLINGS = ("last", "max")
@@ -243,7 +243,10 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
                 pass
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer from a JSON file, beyond a double's range
+                raise ConfigError(f"config key {name!r} must be a finite number; got {show(value)}") from None
         if isinstance(value, str):
             try:
                 return float(value)
@@ -270,7 +273,10 @@ def apply_overrides(configs: list[Any], overrides: dict[str, Any], *, source: st
         if key not in known:
             raise ConfigError(f"{source}: unknown config key {show(raw_key)}; known keys: {', '.join(sorted(known))}")
         cfg, kind = known[key]
-        setattr(cfg, key, _coerce(key, value, kind))
+        try:
+            setattr(cfg, key, _coerce(key, value, kind))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def parse_key_values(args: list[str]) -> dict[str, str]:
@@ -289,15 +295,17 @@ def parse_key_values(args: list[str]) -> dict[str, str]:
 
 def read_json_config(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = loads(Path(path).read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"--config {path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"--config {path}: is a directory; expected a JSON file") from None
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
+    except JSONValueError as exc:
+        if exc.reason in SYNTAX:
+            raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
+        raise ConfigError(f"--config {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a JSON object of key: value")
     return data

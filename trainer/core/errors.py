@@ -37,3 +37,12 @@ class ValidationError(SeqLSTMError):
 
 class TrainingError(SeqLSTMError):
     """Training cannot go on (e.g. too many non-finite losses in a row); the last checkpoint is intact."""
+
+
+class WriteError(SeqLSTMError):
+    """A file could not be written (a full disk, a quota, a read-only mount): the message names the file,
+    which the operating system's own message does not."""
+
+
+class ClusterError(SeqLSTMError):
+    """A Ray cluster (`serve ray --address`) cannot be joined, or the job made no progress on it for too long."""

@@ -10,7 +10,6 @@ file records what was installed, which makes a second call a cheap no-op.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from trainer.core.errors import FetchError
+from trainer.core.jsonio import dumps, loads
 
 MARKER = ".complete.json"
 CLIENT_TIMEOUT_S = 600
@@ -110,7 +110,7 @@ def fetch(name: str, data_dir: Path | None = None) -> Path:
         archive = _download(name, source, work / "download")
         files = _unpack(name, source, archive, work / name)
         marker = {"name": name, "source": source.label, "sha256": source.sha256, "files": files}
-        (work / name / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        (work / name / MARKER).write_text(dumps(marker, indent=1) + "\n")
         _install(name, source, work / name, target, work / "stale")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -120,7 +120,7 @@ def fetch(name: str, data_dir: Path | None = None) -> Path:
 def is_complete(target: Path, source: Source) -> bool:
     """True when `target` holds a marker for this archive's sha256 and every file it lists."""
     try:
-        marker = json.loads((target / MARKER).read_text())
+        marker = loads((target / MARKER).read_bytes())
         return marker["sha256"] == source.sha256 and all((target / f).is_file() for f in marker["files"])
     except (OSError, ValueError, KeyError, TypeError):
         return False

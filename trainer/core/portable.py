@@ -11,11 +11,11 @@ Python") is the spec.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from trainer.core.errors import DataError
+from trainer.core.jsonio import dumps
 from trainer.core.lexicon import CLASS_PREFIX, INFLECTIONS, POS_LETTERS
 from trainer.core.preprocess import PAD, UNK_ID, URL
 from trainer.core.tokenizer import DESCRIPTION, read_description
@@ -66,7 +66,7 @@ def encode_section(preprocess: Mapping[str, Any], vocab: Mapping[str, Any]) -> d
 def document(preprocess: Mapping[str, Any], vocab: Mapping[str, Any]) -> bytes:
     """tokenizer.json's bytes for a model: deterministic, so its sha256 can go into the graph first."""
     doc = {**read_description(DESCRIPTION), "encode": encode_section(preprocess, vocab)}
-    return (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    return (dumps(doc, indent=1) + "\n").encode("utf-8")
 
 
 def sha256(data: bytes) -> str:
@@ -82,6 +82,6 @@ def check_encode(doc: Mapping[str, Any], preprocess: Mapping[str, Any], vocab: M
         raise DataError(f"{where}: encode must be an object (truncation, words, chars, inputs)")
     key = next(k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k))
     raise DataError(
-        f"{where}: encode.{key} is {json.dumps(got.get(key))[:60]}, but model.json and this build give "
-        f"{json.dumps(want.get(key))[:60]} (the file is not this export's; re-run `python -m export`)"
+        f"{where}: encode.{key} is {dumps(got.get(key))[:60]}, but model.json and this build give "
+        f"{dumps(want.get(key))[:60]} (the file is not this export's; re-run `python -m export`)"
     )

@@ -12,7 +12,6 @@ differently is the code point escape, `\\u{HEX}` -> `\\UXXXXXXXX`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import regex
 
 from trainer.core.errors import DataError
+from trainer.core.jsonio import read_file
 
 DESCRIPTION = Path(__file__).with_name("treebank.json")
 FORMAT, VERSIONS = "seqlstm-tokenizer", (1,)
@@ -163,9 +163,9 @@ def class_body(spans: Any, where: str) -> str:
 
 def read_description(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise DataError(f"{path}: cannot read the tokenizer description ({str(exc)[:200]})") from None
+        return read_file(path, DataError)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (the tokenizer description)") from None
 
 
 @cache

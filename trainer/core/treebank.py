@@ -26,7 +26,6 @@ is pinned to the meaning Python gives it today:
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import unicodedata
@@ -37,6 +36,7 @@ from typing import Any
 import nltk
 import regex
 
+from trainer.core.jsonio import dumps
 from trainer.core.tokenizer import body, ranges
 
 FILE = Path(__file__).with_name("treebank.json")
@@ -145,7 +145,7 @@ def description() -> dict[str, Any]:
 
 
 def write(path: Path = FILE) -> None:
-    text = json.dumps(description(), ensure_ascii=False, indent=1) + "\n"
+    text = dumps(description(), indent=1) + "\n"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
