@@ -185,7 +185,7 @@ def signature(path: Path) -> tuple[list[dict], list[dict]]:
     return describe(graph.input), describe(graph.output)
 
 
-def tokenizer_document(artifact: Artifact) -> bytes:
+def tokenizer_document(artifact: Artifact) -> str:
     """The export's tokenizer.json (trainer.core.portable), from the artifact's preprocessing and vocabularies."""
     return portable.document(to_dict(artifact.preprocess), artifact.vocabs.to_json())
 

@@ -63,14 +63,15 @@ def encode_section(preprocess: Mapping[str, Any], vocab: Mapping[str, Any]) -> d
     }
 
 
-def document(preprocess: Mapping[str, Any], vocab: Mapping[str, Any]) -> bytes:
-    """tokenizer.json's bytes for a model: deterministic, so its sha256 can go into the graph first."""
+def document(preprocess: Mapping[str, Any], vocab: Mapping[str, Any]) -> str:
+    """tokenizer.json's text for a model: deterministic, so its sha256 can go into the graph first."""
     doc = {**read_description(DESCRIPTION), "encode": encode_section(preprocess, vocab)}
-    return (dumps(doc, indent=1) + "\n").encode("utf-8")
+    return dumps(doc, indent=1) + "\n"
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256(text: str) -> str:
+    """The sha256 of the file `text` is written as (UTF-8, "\\n" line ends)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def check_encode(doc: Mapping[str, Any], preprocess: Mapping[str, Any], vocab: Mapping[str, Any], where: str) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import nltk
 import regex
 
+from trainer.core.atomic import write_text
 from trainer.core.jsonio import dumps
 from trainer.core.tokenizer import body, ranges
 
@@ -145,10 +146,7 @@ def description() -> dict[str, Any]:
 
 
 def write(path: Path = FILE) -> None:
-    text = dumps(description(), indent=1) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, dumps(description(), indent=1) + "\n", mode=0o644)
 
 
 if __name__ == "__main__":
