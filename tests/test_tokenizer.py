@@ -166,3 +166,21 @@ def test_an_export_from_before_tokenizer_json_serves_as_before(task: str, runs: 
     proc = serve("predict", "--model", export_dir, "--input", "-", "--output", "-", "--quiet", input=lines)
     assert proc.returncode == 0, proc.stderr.decode()
     assert [json.loads(line) for line in proc.stdout.splitlines()] == [v["output"] for v in vectors]
+
+
+def test_the_closest_text_in_graph_differs_only_in_the_clitic_exclusion(data_dir: Path, tmp_path: Path) -> None:
+    """bench.text_graph: the steps as RE2 regex replaces in onnxruntime (onnxruntime-extensions). Every
+    token that differs on the held-out sets is a clitic `'s` or `'n` that RE2 splits as `'` + `s`."""
+    pytest.importorskip("onnxruntime_extensions", reason="bench.text_graph needs onnxruntime-extensions")
+    from bench import text_graph
+
+    out = tmp_path / "text_graph.json"
+    assert text_graph.main(["--json", str(out)]) == 0
+    results = load_json(out)["results"]
+    held_out = results["table"][:2]
+    assert [row["texts"] for row in held_out] == [5642, 1298]
+    assert all(0 < row["tokens_differ"] <= 20 for row in held_out)  # 6 and 6 with today's corpora
+    assert [row["step"] for row in results["approximated"]][0] == "starting_quotes.4"
+    for example in (e for e in results["examples"] if not e["corpus"].startswith("crafted")):
+        extra = [t for t in example["graph"] if t not in example["tokenize"]]
+        assert set(extra) <= {"'", "s", "n", "S", "N"}, example
