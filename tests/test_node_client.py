@@ -191,3 +191,24 @@ def test_node_client_refuses_an_export_it_cannot_trust(runs: dict, node_modules:
     assert proc.returncode == 2 and proc.stderr == (
         "error: model.onnx: metadata_props seqlstm.normalization.lowercase is true, model.json gives false\n"
     )
+
+
+def test_node_client_refuses_a_tokenizer_json_from_elsewhere(runs: dict, node_modules: Path, tmp_path: Path) -> None:
+    """An edited tokenizer.json whose sha256 model.json was made to match: the graph's seqlstm.tokenizer
+    still holds the exported one's, so neither the check nor predict runs on it."""
+    export_dir = tmp_path / "export"
+    shutil.copytree(runs["sentiment"][1], export_dir)
+    doc = load_json(export_dir / "tokenizer.json")
+    doc["encode"]["max_tokens"] = 7
+    (export_dir / "tokenizer.json").write_text(json.dumps(doc))
+    meta = load_json(export_dir / "model.json")
+    meta["tokenizer"]["sha256"] = hashlib.sha256((export_dir / "tokenizer.json").read_bytes()).hexdigest()
+    (export_dir / "model.json").write_text(json.dumps(meta))
+    (tmp_path / "in.txt").write_text("fine film\n")
+    for args in ([], ["--input", str(tmp_path / "in.txt")]):
+        proc = client(export_dir, node_modules, *args)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert (
+            proc.stderr.startswith("error: model.onnx: metadata_props seqlstm.tokenizer is {")
+            and proc.stderr.count("\n") == 1
+        ), proc.stderr

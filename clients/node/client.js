@@ -138,33 +138,42 @@ function describe(dir, { vectors = true } = {}) {
     postprocess: JSON.parse(prop('postprocess')),
   };
   const tokenizer = JSON.parse(bytes.tokenizer.toString('utf8'));
-  const encode = tokenizer.encode;
+  const section = tokenizer.encode ?? {};
   const agree = [
     ['task', spec.task, meta.task],
     ['labels', canonical(spec.labels), canonical(meta.vocab.labels)],
     ['vocab_sha256', prop('vocab_sha256'), sha256(Buffer.from(canonical(meta.vocab), 'utf8'))],
     ['export_format_version', prop('export_format_version'), String(meta.export_format_version)],
     ['tokenizer', canonical(JSON.parse(prop('tokenizer'))), canonical(meta.tokenizer)],
-    ['pad_id', spec.padId, encode.pad_id],
+    ['pad_id', spec.padId, section.pad_id, 'tokenizer.json encode'],
   ];
   for (const key of Object.keys(spec.normalization)) {
     agree.push([`normalization.${key}`, spec.normalization[key], meta.preprocess[key]]);
   }
-  const fromEncode = { lowercase: encode.words.lowercase, digits_to_zero: encode.words.digits_to_zero,
-    max_tokens: encode.max_tokens, max_word_len: encode.chars?.max_word_len, lexicon: encode.words.lexicon?.name };
+  const fromEncode = { lowercase: section.words?.lowercase, digits_to_zero: section.words?.digits_to_zero,
+    max_tokens: section.max_tokens, max_word_len: section.chars?.max_word_len, lexicon: section.words?.lexicon?.name };
   for (const [key, value] of Object.entries(fromEncode)) {
-    if (value !== undefined) agree.push([`normalization.${key} (tokenizer.json encode)`, spec.normalization[key], value]);
+    if (value !== undefined) agree.push([`normalization.${key}`, spec.normalization[key], value, 'tokenizer.json encode']);
   }
-  for (const [key, fromGraph, fromJson] of agree) {
+  for (const [key, fromGraph, fromJson, source = 'model.json'] of agree) {
     if (fromGraph !== fromJson) {
-      throw new BadExport(`model.onnx: metadata_props seqlstm.${key} is ${fromGraph}, model.json gives ${fromJson}`);
+      throw new BadExport(`model.onnx: metadata_props seqlstm.${key} is ${fromGraph}, ${source} gives ${fromJson}`);
     }
+  }
+  let tokenize;
+  let encode;
+  try {
+    tokenize = textTokenizer(tokenizer);
+    encode = tokenEncoder(tokenizer, meta.vocab);
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    throw new BadTokenizer(`tokenizer.json: not the documented layout (${err.message})`);
   }
   return {
     meta,
     spec,
-    tokenize: textTokenizer(tokenizer),
-    encode: tokenEncoder(tokenizer, meta.vocab),
+    tokenize,
+    encode,
     vectors: vectors ? JSON.parse(bytes.test_vectors.toString('utf8')) : null,
     onnxPath: path.join(dir, 'model.onnx'),
   };
