@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--graph",
         choices=["fast", "plain"],
         default="fast",
-        help="character tagger: fast (char table, one LSTM node per layer; the default) or plain (the model "
-        "traced as it is; other models are always traced as they are)",
+        help="fast (the default): one LSTM node per bidirectional layer, and for a character tagger a char table; "
+        "plain: the model traced as it is (word-only taggers and unidirectional sentiment models always are)",
     )
     parser.add_argument(
         "--char-table",
