@@ -12,7 +12,7 @@ differently is the code point escape, `\\u{HEX}` -> `\\UXXXXXXXX`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -58,23 +58,15 @@ def python_pattern(pattern: str, where: str) -> regex.Pattern:
         raise DataError(f"{where}: not a valid pattern ({exc})") from None
 
 
-def replacement(parts: Any, where: str) -> str | Callable[[Any], str]:
-    """`replace` parts (literal strings, group numbers) as a `sub` replacement."""
+def replacement(parts: Any, where: str) -> str:
+    """`replace` parts (literal strings, group numbers) as a `sub` template, expanded by the engine in C:
+    literals with their backslashes escaped, groups as `\\g<N>` (a group that did not take part gives "",
+    as the description says)."""
     if not isinstance(parts, list) or not all(
         isinstance(p, str) or (isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 9) for p in parts
     ):
         raise DataError(f"{where}: replace must be a list of strings and group numbers 0-9; got {str(parts)[:60]}")
-    if all(isinstance(p, str) for p in parts):
-        literal = "".join(parts)
-        return lambda match: literal
-    if len(parts) == 1:
-        group = parts[0]
-        return lambda match: match[group] or ""
-
-    def expand(match: Any) -> str:
-        return "".join(p if isinstance(p, str) else (match[p] or "") for p in parts)
-
-    return expand
+    return "".join(p.replace("\\", "\\\\") if isinstance(p, str) else f"\\g<{p}>" for p in parts)
 
 
 def check_step(step: Any, where: str) -> str:
@@ -106,7 +98,7 @@ class Tokenizer:
         self.description = description
         self.url = python_pattern(url["find"], f"{where}: url.find")
         self.url_token: str = url["token"]
-        self.replacements: list[list[tuple[regex.Pattern, Any]]] = [[]]  # runs of replace steps, split by pads
+        self.replacements: list[list[tuple[regex.Pattern, str]]] = [[]]  # runs of replace steps, split by pads
         self.pads: list[str] = []
         self.split: regex.Pattern | None = None
         self.split_is_str_split = steps[-1] == {"op": "split", "name": "split", "on": str_split_pattern()}
