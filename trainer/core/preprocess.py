@@ -223,8 +223,9 @@ class Encoder:
         rows = list(map(self.char_ids, tokens))  # each capped at max_word_len
         lengths = np.fromiter(map(len, rows), np.int64, len(rows))
         width = max(1, int(lengths.max(initial=1)))
-        padded = chain.from_iterable(row + (0,) * (width - len(row)) for row in rows)
-        chars = np.fromiter(padded, np.int64, len(rows) * width).reshape(len(rows), width)
+        flat = np.fromiter(chain.from_iterable(rows), np.int64, int(lengths.sum()))
+        chars = np.zeros((len(rows), width), np.int64)
+        chars[np.arange(width) < lengths[:, None]] = flat  # row-major: each row's ids left-aligned, then zeros
         return Encoded(words, chars, lengths)
 
     def batch(self, items: Sequence[Encoded]) -> dict[str, np.ndarray]:
