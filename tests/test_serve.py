@@ -159,13 +159,14 @@ runpy.run_module("serve", run_name="__main__", alter_sys=True)
 def serve_modules() -> list[str]:
     """Every module of the serve package, listed from serve/*.py so that a new module is covered unasked.
     serve/__main__.py is left to runpy, which runs it (importing it first would make runpy warn)."""
-    stems = sorted(path.stem for path in (REPO / "serve").glob("*.py") if path.stem != "__main__")
-    return ["serve" if stem == "__init__" else f"serve.{stem}" for stem in stems]
+    paths = sorted(path.relative_to(REPO).with_suffix("") for path in (REPO / "serve").rglob("*.py"))
+    names = [".".join(path.parts[:-1] if path.name == "__init__" else path.parts) for path in paths]
+    return [name for name in names if name != "serve.__main__"]
 
 
 def test_every_serve_module_imports_and_predict_runs_where_torch_cannot_be_imported(runs, lines_file: Path) -> None:
     modules = serve_modules()
-    assert {"serve", "serve.predict", "serve.runtime", "serve.http", "serve.model_json"} <= set(modules), modules
+    assert {"serve", "serve.predict", "serve.runtime", "serve.http.cli", "serve.model_json"} <= set(modules), modules
     artifact, export_dir = runs["tagger"]
     base = [
         sys.executable,

@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     model = ServingModel(args.model, threads=1)  # checked here once, so a bad export is one line, not N actors
     if args.pretokenized and model.task != "tagger":
         raise ConfigError(f"--pretokenized needs a tagger model; {args.model} is a {model.task} model")
-    from serve.ray_cluster import check_plan, connect
+    from serve.ray.cluster import check_plan, connect
 
     tmp = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
     try:
@@ -250,7 +250,7 @@ class Job:
     """
 
     def __init__(self, ray: Any, args: argparse.Namespace, paths: list[str], cluster: Any) -> None:
-        from serve.ray_sink import Tally
+        from serve.ray.data import Tally
 
         self.ray, self.args, self.paths, self.cluster = ray, args, paths, cluster
         self.state: tuple[int, ...] = (0, 0, 0, 0)  # the tally's at the end: actors, lines, bytes, truncated
@@ -260,7 +260,7 @@ class Job:
         self.progress = Progress("ray", total, every=args.progress_every, quiet=args.quiet)
 
     def dataset(self) -> Any:
-        from serve.ray_sink import LineSource
+        from serve.ray.data import LineSource
 
         ray, args = self.ray, self.args
         # Ray Data logs the plan, its end, and a failed task at length; run() reports a failure in one line.
@@ -290,7 +290,7 @@ class Job:
 
     def run(self, directory: str) -> Any:
         """Run the pipeline into `directory`; the sink, with its counts."""
-        from serve.ray_sink import JsonlSink
+        from serve.ray.data import JsonlSink
 
         sink = JsonlSink(directory)
         dataset = self.dataset()
@@ -330,7 +330,7 @@ class Job:
 
     def stalled(self, state: tuple[int, ...]) -> str:
         """The no-progress message: what the job waits for, and what the cluster has free."""
-        from serve.ray_cluster import free_cpus
+        from serve.ray.cluster import free_cpus
 
         args, (actors, lines, *_) = self.args, state
         total = sum(self.cluster.node_cpus)

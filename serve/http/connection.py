@@ -34,7 +34,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serve.api import encode_json
+from serve.http.api import encode_json
 
 IDLE, HEADERS, BODY, BUSY = "idle", "headers", "body", "busy"
 EVICTION_ORDER = {IDLE: 0, HEADERS: 1, BODY: 2}  # which phases give way to a new connection, first to last

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from serve.api import ApiError, encode_json
+from serve.http.api import ApiError, encode_json
+from serve.http.v2_binary import HEADER, encode_tensor, header_length
+from serve.http.v2_request import InferCall, parse_infer
 from serve.runtime import ServingModel
-from serve.v2_binary import HEADER, encode_tensor, header_length
-from serve.v2_request import InferCall, parse_infer
 
 if TYPE_CHECKING:
-    from serve.app import Service
+    from serve.http.app import Service
 
 VERSION = "1"  # the export's model version (above)
 EXTENSIONS = ["binary_tensor_data"]

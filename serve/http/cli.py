@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serve.batcher import MicroBatcher
+from serve.http.batcher import MicroBatcher
 from serve.options import check_host, check_numbers, exposure_warning
 from serve.runtime import OPT_LEVELS, ServingModel
 from trainer.core.cli import Parser, run_cli
@@ -151,7 +151,7 @@ def announce(requested_host: str, address: tuple[Any, ...], model: ServingModel)
 
 def import_asgi() -> Any:
     try:
-        from serve import asgi
+        from serve.http import asgi
     except ImportError as exc:
         if exc.name not in SERVER_PACKAGES:
             raise
@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     model = ServingModel(args.model, int8=args.int8, threads=args.threads, optimization=args.optimization)
     if asgi is None:
         return run_stdlib(args, model)
-    from serve.app import Service
-    from serve.metrics import Metrics
+    from serve.http.app import Service
+    from serve.http.metrics import Metrics
 
     metrics = Metrics()
     batcher = MicroBatcher(
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_stdlib(args: argparse.Namespace, model: ServingModel) -> int:
-    from serve.stdlib_http import Server
+    from serve.http.stdlib_server import Server
 
     batcher = MicroBatcher(model, args.batch_size, args.max_wait_ms / 1000, args.request_timeout, args.max_queue)
     try:

@@ -16,7 +16,7 @@ import zlib
 
 from starlette.requests import Request
 
-from serve.api import DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, ApiError, content_length
+from serve.http.api import DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, ApiError, content_length
 
 # Content-Encoding -> zlib's wbits: 16 + 15 reads a gzip member, 15 a zlib stream.
 ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}

@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from serve import v2
-from serve.api import MAX_TEXT_CHARS, MAX_TEXTS, ApiError, encode_json, limits, parse_request
-from serve.batcher import MicroBatcher
-from serve.body import read_body
-from serve.metrics import METRICS_CONTENT_TYPE, AccessLog, Metrics
+from serve.http import v2
+from serve.http.api import MAX_TEXT_CHARS, MAX_TEXTS, ApiError, encode_json, limits, parse_request
+from serve.http.batcher import MicroBatcher
+from serve.http.body import read_body
+from serve.http.metrics import METRICS_CONTENT_TYPE, AccessLog, Metrics
 from serve.runtime import ServingModel
 
 INLINE_PARSE_BYTES = 16 << 10  # a body up to this is parsed on the event loop; a larger one in a thread

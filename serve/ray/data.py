@@ -11,7 +11,7 @@ from typing import Any
 from ray.data import Datasink, Datasource, ReadTask
 from ray.data.block import Block, BlockAccessor, BlockMetadata
 
-from serve.ray_job import read_split
+from serve.ray.job import read_split
 from serve.records import Shard
 
 

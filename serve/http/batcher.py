@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve.api import ApiError
+from serve.http.api import ApiError
 from serve.runtime import Item, ServingModel
 
 Results = list[dict[str, Any]]

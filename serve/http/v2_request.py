@@ -24,9 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from serve.api import MAX_TEXTS, ApiError, check_unicode, decode_json, prepare_items
+from serve.http.api import MAX_TEXTS, ApiError, check_unicode, decode_json, prepare_items
+from serve.http.v2_binary import decode_bytes, split_body
 from serve.runtime import Item, ServingModel
-from serve.v2_binary import decode_bytes, split_body
 
 WHERE = "inputs[0]"
 TENSOR = re.compile(r"inputs\[\d+\]")  # where an input tensor's `data` is: checked as texts or tokens

@@ -34,9 +34,9 @@ from typing import Any
 import httptools  # noqa: F401  (imported so that a missing parser is named by `serve http`)
 import uvicorn
 
-from serve.app import Service, create_app
-from serve.connection import Guard, GuardedProtocol
-from serve.metrics import DRAIN_TIMEOUT
+from serve.http.app import Service, create_app
+from serve.http.connection import Guard, GuardedProtocol
+from serve.http.metrics import DRAIN_TIMEOUT
 
 
 class DrainingServer(uvicorn.Server):

@@ -22,8 +22,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from serve.api import DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, ApiError, content_length, encode_json, limits, parse_request
-from serve.batcher import MicroBatcher
+from serve.http.api import (
+    DRAIN_LIMIT_BYTES,
+    MAX_BODY_BYTES,
+    ApiError,
+    content_length,
+    encode_json,
+    limits,
+    parse_request,
+)
+from serve.http.batcher import MicroBatcher
 from serve.runtime import ServingModel
 
 ROUTES = {"/health": "GET", "/metadata": "GET", "/predict": "POST"}
