@@ -1,4 +1,4 @@
-"""The ASGI server against hostile and careless connections (serve.connection, serve.asgi): silent and slow
+"""The ASGI server against hostile and careless connections (serve.http.connection, serve.http.asgi): silent and slow
 clients past the connection cap, header and body deadlines, and a SIGTERM drain that loses nothing,
 the listen backlog and half-sent requests included."""
 
@@ -218,11 +218,11 @@ def test_connections_still_in_the_accept_queue_are_served_at_the_drain(runs) -> 
     accepts as it runs, so the queue is made to hold connections here by a listener it does not watch."""
     from servers import SERVER_DEFAULTS
 
-    from serve.http.app import Service
     from serve.http.asgi import build_server
     from serve.http.batcher import MicroBatcher
     from serve.http.cli import listen
     from serve.http.metrics import Metrics
+    from serve.http.service import Service
     from serve.runtime import ServingModel
 
     model = ServingModel(runs["tagger"][1])

@@ -7,7 +7,7 @@ is read, a chunked body as soon as its running total passes the cap). `Content-E
 decompressed as the bytes arrive, each step allowed only the room left under the same cap, so a
 decompression bomb is a 413 after at most `MAX_BODY_BYTES` of output, never a larger allocation.
 Inflating a capped body costs a few milliseconds at most, so it runs on the event loop; parsing
-what it yields is where `serve.app.parse` moves large bodies to a thread. Any other encoding is 415.
+what it yields is where `serve.http.app.parse` moves large bodies to a thread. Any other encoding is 415.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 The default server is ASGI (FastAPI on uvicorn; `pip install 'seqlstm[server]'`): HTTP/1.1
 keep-alive, the JSON API, health and readiness, Prometheus metrics, the Open Inference Protocol,
-OpenAPI docs, JSON access logs on stderr, and a drain on SIGTERM (`serve.app`, `serve.v2`,
-`serve.asgi`). `--server stdlib` is the fallback for an install with only `.[serve]`: the same JSON
-API on the standard library's server (`serve.stdlib_http`). Both share one micro-batcher
-(`serve.batcher`) and the request rules of `serve.api`.
+OpenAPI docs, JSON access logs on stderr, and a drain on SIGTERM (`serve.http.app`, `serve.http.v2`,
+`serve.http.asgi`). `--server stdlib` is the fallback for an install with only `.[serve]`: the same JSON
+API on the standard library's server (`serve.http.stdlib_server`). Both share one micro-batcher
+(`serve.http.batcher`) and the request rules of `serve.http.api`.
 
 Every flag can also come from an environment variable (`SEQLSTM_MODEL`, `SEQLSTM_HOST`, `PORT`,
 `SEQLSTM_<FLAG>`; see `--help`), read as if it were typed as the flag; a flag on the command line
@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     model = ServingModel(args.model, int8=args.int8, threads=args.threads, optimization=args.optimization)
     if asgi is None:
         return run_stdlib(args, model)
-    from serve.http.app import Service
     from serve.http.metrics import Metrics
+    from serve.http.service import Service
 
     metrics = Metrics()
     batcher = MicroBatcher(
@@ -221,7 +221,3 @@ def main(argv: list[str] | None = None) -> int:
         return run(parser.parse_args(argv))
 
     return run_cli(serve_http)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

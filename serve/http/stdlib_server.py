@@ -1,10 +1,10 @@
 """`python -m serve http --server stdlib`: the JSON API on the standard library's ThreadingHTTPServer.
 
 The fallback for an install with only `.[serve]` (no FastAPI/uvicorn): the same `/predict`,
-`/health` and `/metadata`, the same request rules and 4xx (`serve.api`) and the same micro-batcher
-(`serve.batcher`), but HTTP/1.0 (one request per connection), a thread per connection with no cap,
+`/health` and `/metadata`, the same request rules and 4xx (`serve.http.api`) and the same micro-batcher
+(`serve.http.batcher`), but HTTP/1.0 (one request per connection), a thread per connection with no cap,
 no metrics, no Open Inference Protocol, and SIGTERM does not drain. The default ASGI server
-(`serve.app`, `serve.asgi`) has all of those.
+(`serve.http.app`, `serve.http.asgi`) has all of those.
 
 404 unknown path, 405 wrong method; 500 is kept for bugs. A client that hangs up before its reply is
 one log line, not a traceback.
