@@ -188,7 +188,7 @@ def test_clients_that_hang_up_are_one_quiet_line_each(server: Server) -> None:
 
 
 def test_the_predict_hot_path_replies_to_errors_as_fastapi_does(capsys: pytest.CaptureFixture) -> None:
-    """`POST /predict` skips FastAPI (serve.app.HotPath): its errors still get the same JSON replies and
+    """`POST /predict` skips FastAPI (serve.http.app.HotPath): its errors still get the same JSON replies and
     route label, and every other request still reaches FastAPI."""
     import asyncio
 
