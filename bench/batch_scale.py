@@ -8,7 +8,7 @@ Every run uses one onnxruntime thread per worker, so N workers use N cores. Wall
 model loading (and Ray's start-up), as a user's job would. RSS is sampled every 0.2 s over the
 process tree (`psutil`); for Ray the figure is each model actor's peak.
 
-    python -m bench.batch_scale --lines 100000 --json bench/results/batch_scale.json
+    python -m bench.batch_scale --lines 100000 --json bench/results/batch-scale/batch-scale.json
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ one checkpoint; then `serve predict` from raw text against NLTK's averaged perce
 - accuracy: both taggers on the gold test tokens (bench.tagger_accuracy's `score`), ours through
   the fast export's `ServingModel`, fp32 and int8.
 
-    python -m bench.graph_ab --model runs/bench-tagger/model --json bench/results/graph_ab.json
+    python -m bench.graph_ab --model runs/bench-tagger/model --json bench/results/inference-speed/graph-ab.json
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ spaces, or Rotten Tomatoes reviews), repeated up to `--texts` lines.
   1024^3 sgemm rate on 1 and 2 threads; floor = rate / FLOPs per token.
 
     python -m bench.inference --export exports/bench-tagger --model runs/bench-tagger/model \
-        --json bench/results/inference-tagger.json
+        --json bench/results/inference-speed/tagger.json
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ plain sum the model computes) is the row with the best mean dev accuracy of the 
 2026-11-24 (docs/BENCHMARKS.md section 2).
 
     python -m bench.ngram_grid --model runs/ng-s1234/model runs/ng-s1235/model runs/ng-s1236/model \\
-        --l2 3e-6 1e-5 3e-5 1e-4 --steps 60 120 300 --json bench/results/ngram_grid.json
+        --l2 3e-6 1e-5 3e-5 1e-4 --steps 60 120 300 --json bench/results/sentiment-accuracy/ngram-grid.json
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ peak RSS (`ru_maxrss`) after it beside the peak before it, so growth with the fi
 second runs its first `--trace-lines` reviews under `tracemalloc` (which slows Python down several
 times, hence untimed and not the whole file) for the peak of Python allocations while streaming.
 
-    python -m bench.preprocess_scale --lines 1000000 --bz2 --json bench/results/preprocess_scale.json
+    python -m bench.preprocess_scale --lines 1000000 --bz2 --json bench/results/preprocessing/preprocess-scale.json
 """
 
 from __future__ import annotations

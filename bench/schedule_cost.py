@@ -9,7 +9,7 @@ takes, which early stopping decides (docs/BENCHMARKS.md gives both).
 
     python -m bench.schedule_cost --task sentiment --steps 150 --rounds 3 \\
         --schedule "filed=--lr 2e-3 --weight_drop 0" --schedule "default=" \\
-        --schedule "adversarial=--adversarial 2" --json bench/results/schedule_cost.json
+        --schedule "adversarial=--adversarial 2" --json bench/results/sentiment-accuracy/step-cost.json
 """
 
 from __future__ import annotations

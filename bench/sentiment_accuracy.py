@@ -9,7 +9,7 @@ summarized: mean test accuracy, sample sd over the runs, and the 95% interval of
 (Student's t), beside the binomial interval of the mean accuracy on this test set.
 
     python -m bench.sentiment_accuracy --model runs/s1/model runs/s2/model runs/s3/model \
-        --json bench/results/sentiment_accuracy.json
+        --json bench/results/sentiment-accuracy/default.json
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ bench.inference does), in this process:
   rate of the same rounds).
 
     python -m bench.stages --export exports/bench-sentiment --torch runs/bench-sentiment/model \
-        --compare exports/bench-sentiment-plain --json bench/results/stages-sentiment.json
+        --compare exports/bench-sentiment-plain --json bench/results/raw-text/stages-sentiment.json
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
   a period, of quotes, colons, dots, brackets), at 1,000 and 10,000 characters (the HTTP server's
   cap per text) and 100,000. Linear time grows 10x per step; the `growth` column says how close.
 
-    python -m bench.tokenize --json bench/results/tokenize.json
+    python -m bench.tokenize --json bench/results/raw-text/tokenize.json
 """
 
 from __future__ import annotations
