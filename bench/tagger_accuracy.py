@@ -4,7 +4,8 @@ Both taggers are trained on the same Brown train split and scored on the same te
 one definition for both: the word, normalized as our model normalizes it (lower-case, digits -> 0,
 `trainer.core.preprocess.normalize_word`), never occurs in the train split.
 
-    python -m bench.tagger_accuracy --model runs/bench-tagger/model --json bench/results/tagger-accuracy/lexicon-test.json
+    python -m bench.tagger_accuracy --model runs/bench-tagger/model \
+        --json bench/results/tagger-accuracy/lexicon-test.json
 
 Several `--model` directories (variants of a recipe) are each scored against the same perceptron run.
 `--split dev` scores the dev split instead, which is what variants are chosen by.

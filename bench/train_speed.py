@@ -14,7 +14,8 @@ The tutorial's index tensors are built before the clock starts, and it runs on 1
 the ratio taken against the faster; both choices only flatter it (one sentence's tiny matmuls gain
 nothing from a second thread, and lose much when the cores are shared).
 
-    python -m bench.train_speed --steps 200 --tutorial-sentences 1000 --json bench/results/training-throughput/train-speed.json
+    python -m bench.train_speed --steps 200 --tutorial-sentences 1000 \
+        --json bench/results/training-throughput/train-speed.json
 """
 
 from __future__ import annotations
