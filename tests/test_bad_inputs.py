@@ -119,11 +119,6 @@ CASES = [
     Case("train --out an existing file", [*TRAIN[:-1], "{input}"], "exists and is not a directory"),
     Case("train --data malformed spec", [*TRAIN[:6], "conllu:", *TRAIN[7:]], "conllu"),
     Case("train --data missing file", [*TRAIN[:6], "conllu:{tmp}/nope.conllu", *TRAIN[7:]], "nope.conllu"),
-    Case(
-        "pretrain --context 0",
-        ["-m", "trainer", "pretrain", "--data", "conllu:{conllu}", "--out", "{tmp}/pre", "--context", "0"],
-        "'context' must be in [1, 64]",
-    ),
     # ---- evaluate
     Case("evaluate --batch-size 0", [*EVALUATE, "--batch-size", "0"], "--batch-size must be in"),
     Case("evaluate --report a directory", [*EVALUATE, "--report", "{tmp}"], "is a directory; expected a file path"),

@@ -33,7 +33,10 @@ from trainer.core.jsonio import dumps, loads
 FORMAT_VERSION = 1
 STATE_FILE = "trainer_state.json"
 REQUIRED = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json")
-OPTIONAL = ("best.safetensors", "average.safetensors", "scaler.json")
+OPTIONAL = ("best.safetensors", "scaler.json")
+# Files of removed options (CHANGELOG.md): a checkpoint holding one was trained with that option and cannot be
+# continued the same way, so it is refused with one line naming it.
+REMOVED = {"average.safetensors": "--average (the moving average of the weights) was removed"}
 RNG_FILE = re.compile(r"rng-([0-9]+)\.json")
 # What torch, numpy and random raise on a state of the right JSON shape but the wrong content.
 RESTORE_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError)
@@ -47,7 +50,6 @@ class Checkpoint:
     state: dict[str, Any]  # trainer_state.json
     model: dict[str, torch.Tensor]
     best: dict[str, torch.Tensor] | None
-    average: dict[str, torch.Tensor] | None  # the weights' moving average (TrainConfig.average)
     optimizer: dict[str, Any]  # {"state": {index: {name: tensor}}, "param_groups": [...]}, as state_dict() gives
     scheduler: dict[str, Any]
     scaler: dict[str, Any] | None
@@ -81,14 +83,11 @@ def write_training_state(
     scheduler: Any,
     scaler: Any,
     best: dict[str, torch.Tensor] | None,
-    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights, best weights, their average, optimizer, scheduler and GradScaler: the files every process shares."""
+    """Weights, best weights, optimizer, scheduler and GradScaler: the files every process shares."""
     save_tensors(_cpu(model.state_dict()), folder / "model.safetensors")
     if best is not None:
         save_tensors(best, folder / "best.safetensors")
-    if average is not None:
-        save_tensors(average, folder / "average.safetensors")
     saved = optimizer.state_dict()
     tensors = {f"{index}.{name}": value for index, values in saved["state"].items() for name, value in values.items()}
     save_tensors(_cpu(tensors), folder / "optimizer.safetensors")
@@ -143,7 +142,6 @@ def read_checkpoint(path: Path) -> Checkpoint:
         state,
         data["model.safetensors"],
         data.get("best.safetensors"),
-        data.get("average.safetensors"),
         optimizer,
         data["scheduler.json"],
         data.get("scaler.json"),
@@ -185,6 +183,10 @@ def _manifest(state: Any) -> dict[str, dict[str, Any]]:
     ):
         if not ok:
             raise ArtifactError(f"{STATE_FILE}: bad or missing {key!r}")
+    if removed := sorted(set(files) & set(REMOVED)):
+        raise ArtifactError(
+            f"it holds {removed[0]}: {REMOVED[removed[0]]}; resume it with the version that wrote it, or train afresh"
+        )
     required = {*REQUIRED, *(f"rng-{rank}.json" for rank in range(world))}
     if unknown := sorted(set(files) - required - set(OPTIONAL)):
         raise ArtifactError(f"{STATE_FILE}: the manifest names files this format does not have: {', '.join(unknown)}")

@@ -8,7 +8,6 @@ checkpoint (loop state, elastic re-layout) is trainer/resume.py.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import shutil
@@ -24,7 +23,6 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
 from trainer.adversarial import EmbeddingPerturbation
-from trainer.averaging import WeightAverage
 from trainer.batching import BucketBatchSampler, Schedule, word_drop_probabilities
 from trainer.checkpoint import (
     discard,
@@ -165,8 +163,6 @@ class Trainer:
         if cfg.adversarial > 0:
             embedding = word_embedding(accelerator.unwrap_model(self.model))
             self.perturbation = EmbeddingPerturbation(embedding, cfg.adversarial)
-        # The moving average of the weights that dev scoring and the best weights use; None when off.
-        self.average = WeightAverage(accelerator.unwrap_model(self.model), cfg.average) if cfg.average > 0 else None
 
     def fit(self) -> str:
         """Train until a stop condition holds; return which."""
@@ -266,8 +262,6 @@ class Trainer:
         if self.accelerator.mixed_precision == "fp16" or torch.isfinite(self.grad_norm):
             self.optimizer.step()  # under fp16 the GradScaler itself skips steps whose gradients overflowed
             state.bad_in_a_row = 0
-            if self.average is not None:
-                self.average.update(state.step + 1)
         else:
             state.skipped_steps += 1
             state.bad_in_a_row += 1
@@ -292,10 +286,7 @@ class Trainer:
 
     def evaluate_dev(self) -> None:
         state = self.state
-        with (
-            waiting(f"the dev evaluation at step {state.step}"),
-            contextlib.nullcontext() if self.average is None else self.average.swapped_in(),
-        ):
+        with waiting(f"the dev evaluation at step {state.step}"):
             metrics = summary(
                 score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.vocabs)
             )
@@ -330,9 +321,8 @@ class Trainer:
             acc.wait_for_everyone()
             write_rng(tmp, acc.process_index)
             if acc.is_main_process:
-                average = None if self.average is None else self.average.state_dict()
                 write_training_state(
-                    tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, self.best, average
+                    tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, self.best
                 )
             acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
             if acc.is_main_process:

@@ -219,8 +219,7 @@ def set_weight_drop(model: nn.Module, rate: float) -> None:
 
 
 def word_embedding(model: nn.Module) -> nn.Embedding:
-    """The word vectors of a tagger or a classifier (pretrained vectors go there, adversarial training
-    perturbs their output)."""
+    """The word vectors of a tagger or a classifier (adversarial training perturbs their output)."""
     for name in ("word_embedding", "embedding"):
         module = getattr(model, name, None)
         if isinstance(module, nn.Embedding):

@@ -94,19 +94,6 @@ def resume(trainer: Trainer, checkpoint: Checkpoint) -> None:
     plan(trainer)
     trainer.window_seconds = trainer.state.train_seconds
     trainer.best = checkpoint.best
-    if trainer.average is not None:
-        load_average(trainer, checkpoint)
-
-
-def load_average(trainer: Trainer, checkpoint: Checkpoint) -> None:
-    """The checkpoint's weight average; one of a run that kept none starts from the restored weights."""
-    if checkpoint.average is None:
-        trainer.average.reset()
-        return
-    try:
-        trainer.average.load_state_dict(checkpoint.average)
-    except ValueError as exc:
-        raise ArtifactError(f"checkpoint {checkpoint.path} does not fit this run: {exc}") from None
 
 
 def relayout(trainer: Trainer, saved_world: int) -> None:

@@ -28,12 +28,10 @@ from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, b
 from trainer.distributed import start_process_group, waiting
 from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
 from trainer.launchers import check_shared_run_dir, nodes
-from trainer.lm import copy_layers
 from trainer.loop import Parts, RunLog, Trainer
 from trainer.models import build_model, run_lstms_in_float32, set_weight_drop
 from trainer.plots import plot_curves
 from trainer.precision import Precision
-from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 from trainer.resume import resume
 from trainer.runlock import check_lock
 from trainer.tracking import log_release, run_ids, start_trackers
@@ -63,26 +61,10 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
         chars = task == "tagger" and model_config.char_encoder
         lexicon = open_lexicon(job.preprocess.lexicon)
         vocabs = build_vocabs(splits["train"].tokens, labels, job.preprocess, chars=chars, lexicon=lexicon)
-        if cfg.init_embeddings:  # pretrained words join the vocabulary (after the corpus's, whose ids stay)
-            dim_key = "embed_dim" if task == "sentiment" else "word_dim"
-            pretrained = load_embeddings(
-                Path(cfg.init_embeddings), getattr(model_config, dim_key), dim_key, job.preprocess
-            )
-            vocabs = extend_vocab(vocabs, pretrained[0])
         encoder = Encoder(vocabs, job.preprocess)
         data = {name: EncodedSplit(split, encoder, task) for name, split in splits.items() if split.tokens}
     model = build_model(model_config, vocabs)
     set_weight_drop(model, cfg.weight_drop)
-    if cfg.init_embeddings:
-        copied = copy_vectors(model, vocabs, *pretrained[:2])
-        # The LSTM layers fit a sentiment encoder's first layer; a tagger's LSTM also reads character states.
-        layers = (
-            copy_layers(model, pretrained[2], f"--init_embeddings {cfg.init_embeddings}") if task == "sentiment" else []
-        )
-        accelerator.print(
-            f"train: {copied} of {len(vocabs.words)} word vectors and {len(layers)} LSTM tensors "
-            f"from {cfg.init_embeddings}"
-        )
     try:  # the fused kernel is several times faster on CPU, where torch < 2.4 lacks it
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except RuntimeError:
