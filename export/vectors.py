@@ -32,12 +32,11 @@ from export.validate import (
     word_of_length,
 )
 from serve.model_json import EXPORT_FORMAT_VERSION
-from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD
-from serve.runtime import sigmoid
 from trainer.artifact import Artifact
 from trainer.core.data import Dataset
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder, normalize_word, tokenize
+from trainer.core.tasks import task_kind
 
 FILE = "test_vectors.json"
 REAL_VECTORS = 24
@@ -108,15 +107,9 @@ def vector(source: Source, encoder: Encoder, logits: np.ndarray, task: str, labe
     if encoded.chars is not None:
         out["chars"] = [row[:n].tolist() for row, n in zip(encoded.chars, encoded.word_lengths)]
         out["word_lengths"] = encoded.word_lengths.tolist()
-    row = logits[0]
-    if task == "tagger":
-        row = row[: len(kept)]  # (T, labels)
-        out["logits"] = row.astype(float).tolist()
-        out["tags"] = [labels[i] for i in row.argmax(axis=-1)]
-    else:
-        prob = round(sigmoid(float(row)), PROB_DECIMALS)
-        out.update(logits=float(row), prob_positive=prob, label=labels[1] if prob >= THRESHOLD else labels[0])
-    return out
+    kind = task_kind(task)
+    row = logits[0, : len(kept)] if kind.per_token else logits[0]  # (T, labels) or the text's logit
+    return out | kind.decoder.vector(row, labels)
 
 
 def build_vectors(

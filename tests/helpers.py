@@ -215,7 +215,8 @@ def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig
     from trainer.core.lexicon import Lexicon
-    from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+    from trainer.core.preprocess import Vocab, Vocabs
+    from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
     from trainer.models import build_model
 
     torch.manual_seed(seed)
@@ -253,7 +254,8 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     from trainer.core.config import PreprocessConfig
     from trainer.core.data import open_dataset
     from trainer.core.lexicon import open_lexicon
-    from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, build_vocabs, tokenize
+    from trainer.core.preprocess import build_vocabs, tokenize
+    from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
     from trainer.models import build_model
 
     spec, config = EXPORT_KINDS[kind]

@@ -203,11 +203,11 @@ def test_a_save_interrupted_at_any_point_leaves_no_temporary(base: Path, args: l
     yet renamed): the folder is removed, and the checkpoints before it are untouched."""
     run = copy_run(base, tmp_path)
     script = (
-        "import sys, trainer.loop as loop, trainer.train as t\n"
+        "import sys, trainer.checkpoint as checkpoint, trainer.train as t\n"
         "def interrupted(*a, **k):\n"
         "    write_manifest(*a, **k)\n"
         "    raise KeyboardInterrupt\n"
-        "write_manifest, loop.write_manifest = loop.write_manifest, interrupted\n"
+        "write_manifest, checkpoint.write_manifest = checkpoint.write_manifest, interrupted\n"
         "try:\n"
         "    t.main(sys.argv[1:])\n"
         "except KeyboardInterrupt:\n"

@@ -13,7 +13,7 @@ from trainer.core.data import SPLITS, Review, open_dataset
 from trainer.core.errors import DataError
 from trainer.core.examples import text_bucket
 from trainer.core.fetch import MARKER, SOURCES
-from trainer.core.preprocess import UNIVERSAL_TAGS
+from trainer.core.tasks import UNIVERSAL_TAGS
 
 BROWN_UNIVERSAL = {
     "NOUN": 275652,

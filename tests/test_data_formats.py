@@ -16,7 +16,7 @@ from helpers import REPO, assert_one_line_error, run_stats
 from trainer.core.data import SPLITS, Review, TaggedSentence, open_dataset, stats
 from trainer.core.errors import DataError
 from trainer.core.examples import text_bucket
-from trainer.core.preprocess import UNIVERSAL_TAGS
+from trainer.core.tasks import UNIVERSAL_TAGS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPEC_FORMS = (

@@ -13,8 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from trainer.artifact import save_artifact
 from trainer.core.config import PreprocessConfig, SentimentConfig
-from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
-from trainer.evaluate import sentiment_metrics, tagger_metrics
+from trainer.core.preprocess import Vocab, Vocabs
+from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
+from trainer.metrics import sentiment_metrics, tagger_metrics
 from trainer.models import build_model
 
 REVIEWS = Path(__file__).resolve().parent / "fixtures" / "reviews.fasttext"

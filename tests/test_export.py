@@ -28,7 +28,8 @@ from export.reference import reference_evaluator
 from export.validate import validate
 from trainer.artifact import load_artifact
 from trainer.core.config import PreprocessConfig
-from trainer.core.preprocess import UNIVERSAL_TAGS, Encoder, Vocabs
+from trainer.core.preprocess import Encoder, Vocabs
+from trainer.core.tasks import UNIVERSAL_TAGS
 
 SENTENCES = ["The jury praised the administration .", "It was a dull , overlong film", "Yes"]
 

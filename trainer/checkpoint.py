@@ -128,6 +128,49 @@ def remove_stale(root: Path) -> None:
         print(f"note: removed {path}, a temporary left by a killed run", file=sys.stderr)
 
 
+def save(
+    root: Path,
+    step: int,
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    best: dict[str, torch.Tensor] | None,
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write `root`/step-`step` whole or not at all, on every process together; returns its path.
+
+    The protocol: the main process clears what a killed run left and makes a hidden .tmp-step-N; every process
+    writes its RNG file into it; the main process the shared files, then, once every RNG file is in, the
+    manifest (`state` plus every file's size and sha256) last; then the folder is renamed into place and all
+    but the newest `keep` checkpoints deleted. A failure on the way removes the temporary and is raised.
+    """
+    acc = accelerator
+    final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
+    try:
+        if acc.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            remove_stale(root)
+            tmp.mkdir()
+        acc.wait_for_everyone()
+        write_rng(tmp, acc.process_index)
+        if acc.is_main_process:
+            write_training_state(tmp, model, optimizer, scheduler, acc.scaler, best)
+        acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
+        if acc.is_main_process:
+            write_manifest(tmp, state)
+            publish(tmp, final)
+            for old in list_checkpoints(root)[:-keep]:
+                discard(old)
+    except BaseException:
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    acc.wait_for_everyone()
+    return final
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Every file checked against the manifest and parsed; anything amiss is one ArtifactError that names it."""
     try:

@@ -19,8 +19,9 @@ from typing import Any, ClassVar, get_type_hints
 
 from trainer.core.errors import ConfigError
 from trainer.core.jsonio import SYNTAX, JSONValueError, loads
+from trainer.core.tasks import KINDS
 
-TASKS = ("tagger", "sentiment")
+TASKS = tuple(KINDS)  # trainer/core/tasks.py describes each
 POOLINGS = ("last", "max")
 SCHEDULES = ("linear", "cosine", "constant")  # the LR after warmup (trainer/batching.py lr_factor)
 MIXED_PRECISION = ("", "no", "fp16", "bf16")

@@ -21,11 +21,10 @@ from nltk.tokenize import NLTKWordTokenizer
 from trainer.core.config import PreprocessConfig
 from trainer.core.errors import DataError
 from trainer.core.lexicon import CLASS_PREFIX, MIN_CLASS_WORDS, Lexicon
+from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS  # noqa: F401 (serve/ imports them here until it follows trainer.core.tasks)
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"
 UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a token never seen in training
-UNIVERSAL_TAGS = ("NOUN", "VERB", "ADJ", "ADV", "ADP", "CONJ", "DET", "NUM", "PRON", "PRT", ".", "X")
-SENTIMENT_LABELS = ("negative", "positive")  # index = the BCE target, so P(positive) = sigmoid(logit)
 
 URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _DIGIT_RE = re.compile(r"\d")
