@@ -6,6 +6,7 @@ Training scores dev and test with these same functions (trainer/loop.py), on bat
 
 from __future__ import annotations
 
+import argparse
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def score(
 # ---- the command ---------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = Parser(
         prog="python -m trainer evaluate",
         allow_abbrev=False,
@@ -78,7 +79,11 @@ def main(argv: list[str]) -> int:
     check_value("--batch-size", args.batch_size, int, {"min": 1})
     if args.report is not None:  # checked now, not after the whole split has been scored
         check_out_path(args.report, "--report", directory=False)
+    return args
 
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
     note_training(args.model, "evaluate")  # a training run holds RUN_DIR: say which model/ this reads
     artifact = load_artifact(args.model)
     dataset = open_dataset(args.data, skip_bad_lines=args.skip_bad_lines)

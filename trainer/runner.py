@@ -108,9 +108,8 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
     )
 
 
-def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token: str) -> int:
-    """Build, resume if asked, train, and write the release model (unless a session limit stopped it).
-    `lock_token`: RUN_DIR's lock as rank 0 took it (trainer/runlock.py), "" on the other ranks."""
+def start(job: Job, lock_token: str) -> Accelerator:
+    """The process group and the Accelerator, threads and seeds, and RUN_DIR checked as every rank's."""
     cfg, precision = job.train, job.precision
     start_process_group(cfg.dist_timeout)  # before Accelerator(), which then uses it (trainer/distributed.py)
     accelerator = Accelerator(
@@ -138,6 +137,14 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token:
         )
     if accelerator.num_processes > 1:
         check_lock(job.run_dir, accelerator.process_index, broadcast_object_list([lock_token])[0])
+    return accelerator
+
+
+def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token: str) -> int:
+    """Build, resume if asked, train, and write the release model (unless a session limit stopped it).
+    `lock_token`: RUN_DIR's lock as rank 0 took it (trainer/runlock.py), "" on the other ranks."""
+    cfg, precision = job.train, job.precision
+    accelerator = start(job, lock_token)
     with waiting("the start (vocabularies, encoding, preparing the model)"):
         parts = build(accelerator, job, splits)
     if precision.lstm_in_float32:
