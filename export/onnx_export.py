@@ -31,6 +31,7 @@ from serve.model_json import EXPORT_FORMAT_VERSION
 from serve.onnx_metadata import check_metadata_props, metadata_props, tokenizer_description
 from trainer import __version__
 from trainer.artifact import Artifact
+from trainer.core import portable
 from trainer.core.config import to_dict
 from trainer.core.errors import ArtifactError, ConfigError, ValidationError
 from trainer.core.fetch import sha256_file
@@ -184,6 +185,11 @@ def signature(path: Path) -> tuple[list[dict], list[dict]]:
     return describe(graph.input), describe(graph.output)
 
 
+def tokenizer_document(artifact: Artifact) -> str:
+    """The export's tokenizer.json (trainer.core.portable), from the artifact's preprocessing and vocabularies."""
+    return portable.document(to_dict(artifact.preprocess), artifact.vocabs.to_json())
+
+
 def description(artifact: Artifact) -> dict[str, Any]:
     """The part of model.json that the graph's metadata_props are derived from."""
     return {
@@ -191,7 +197,7 @@ def description(artifact: Artifact) -> dict[str, Any]:
         "seqlstm_version": __version__,
         "task": artifact.task,
         "preprocess": to_dict(artifact.preprocess),
-        "tokenizer": tokenizer_description(),
+        "tokenizer": tokenizer_description(portable.sha256(tokenizer_document(artifact))),
         "vocab": artifact.vocabs.to_json(),
     }
 

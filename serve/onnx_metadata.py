@@ -17,15 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nltk
-
 from trainer.core.errors import ArtifactError
 from trainer.core.jsonio import dumps
-from trainer.core.preprocess import PAD, UNK_ID, URL, URL_RE
+from trainer.core.portable import FILE as TOKENIZER_FILE
+from trainer.core.preprocess import PAD, UNK_ID, URL
+from trainer.core.tasks import task_kind
+from trainer.core.tokenizer import default_tokenizer
 
 PREFIX = "seqlstm."
-PROB_DECIMALS = 4  # prob_positive is rounded to this many places before the threshold (serve.runtime)
-THRESHOLD = 0.5  # prob_positive >= THRESHOLD is "positive"
+URL_PATTERN = r"(?:https?://|www\.)\S+"  # stdlib `re`, IGNORECASE: the source of tokenizer.json's url.find
 NORMALIZATION = ("lowercase", "digits_to_zero", "max_tokens", "max_word_len")  # PreprocessConfig fields a port applies
 INPUT_MEANINGS = {
     "words": "int64 (batch, time): vocab.words id of each normalized token, right-padded with pad_id",
@@ -38,38 +38,23 @@ INPUT_MEANINGS = {
 }
 
 
-def tokenizer_description() -> dict[str, Any]:
-    """How `trainer.core.preprocess.tokenize` splits text, as recorded in model.json at export."""
+def tokenizer_description(document_sha256: str) -> dict[str, Any]:
+    """model.json's `tokenizer`: a summary, and the sha256 of tokenizer.json, which holds every step
+    (trainer.core.portable); the graph's copy of this object is what ties that file to the graph."""
     return {
         "name": "nltk-treebank-word",  # NLTKWordTokenizer().tokenize, after URLs are cut out
-        "rules": f"nltk-{nltk.__version__}",
-        "url_pattern": URL_RE.pattern,
+        "rules": default_tokenizer().description["source"]["rules"],  # the nltk release treebank.json came from
+        "url_pattern": URL_PATTERN,
         "url_flags": "IGNORECASE",
         "url_token": URL,
+        "file": TOKENIZER_FILE,
+        "sha256": document_sha256,
     }
 
 
 def input_names(vocab: Mapping[str, Any]) -> list[str]:
     """The graph's inputs, in order: the character inputs exist exactly when vocab.chars does."""
     return ["words", "lengths"] + (["chars", "word_lengths"] if vocab.get("chars") is not None else [])
-
-
-def postprocess(task: str) -> dict[str, Any]:
-    if task == "tagger":
-        return {
-            "output": "logits",
-            "op": "argmax",
-            "axis": -1,
-            "label": "labels[argmax]",
-            "positions": "t < lengths[b]; later positions are padding and undefined",
-        }
-    return {
-        "output": "logits",
-        "op": "sigmoid",
-        "round": PROB_DECIMALS,
-        "threshold": THRESHOLD,
-        "label": "labels[1] if round(sigmoid(logit), round) >= threshold else labels[0]",
-    }
 
 
 def vocab_sha256(vocab: Mapping[str, Any]) -> str:
@@ -96,7 +81,7 @@ def metadata_props(meta: Mapping[str, Any]) -> dict[str, str]:
         "pad_id": vocab["words"].index(PAD),  # 0: model.json's vocabularies are checked to start <pad>, <unk>
         "unk_id": UNK_ID,
         "inputs": {name: INPUT_MEANINGS[name] for name in input_names(vocab)},
-        "postprocess": postprocess(meta["task"]),
+        "postprocess": task_kind(meta["task"]).decoder.postprocess(),
         "tokenizer": meta["tokenizer"],
         "normalization": normalization(meta["preprocess"]),
         "vocab_sha256": vocab_sha256(vocab),

@@ -12,12 +12,11 @@ mismatched export fails at startup with one line instead of failing every reques
 Batching: items are sorted by length and run `batch_size` at a time (little padding, so fast), and
 results come back in the caller's order. Tags are an argmax and so do not depend on the batch, but
 LSTM logits can differ at the 1e-7 level between batch shapes, so `prob_positive` is rounded to
-`PROB_DECIMALS` places: that makes the output the same, byte for byte, at any `--batch-size`.
+`PROB_DECIMALS` places (trainer/core/tasks.py): that makes the output the same, byte for byte, at any `--batch-size`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,13 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.model_json import contained_file, read_model_json
-from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD, check_metadata_props
+from serve.onnx_metadata import check_metadata_props
+from serve.tokenizer_file import check_tokenizer, load_tokenizer
 from trainer.core.config import preprocess_config_from_dict
 from trainer.core.errors import ArtifactError, ConfigError
 from trainer.core.fetch import sha256_file
-from trainer.core.preprocess import Encoded, Encoder, Vocabs, tokenize
+from trainer.core.preprocess import Encoded, Encoder, Vocabs
+from trainer.core.tasks import task_kind
 
 OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -89,7 +90,8 @@ class ServingModel:
         self.task: str = meta["task"]
         self.vocabs = Vocabs.from_json(meta["vocab"])
         self.preprocess = preprocess_config_from_dict(meta["preprocess"], source=str(self.model_json))
-        self.encoder = Encoder(self.vocabs, self.preprocess)
+        self.tokenizer = load_tokenizer(self.export_dir, meta)  # tokenizer.json: every step from text to ids
+        self.encoder = Encoder(self.vocabs, self.preprocess, self.tokenizer)
         self.labels: list[str] = self.vocabs.labels.itos
         self.atol = float(meta["atol"])
         self.variant = "int8" if int8 else "fp32"
@@ -98,6 +100,7 @@ class ServingModel:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.providers = self.session.get_providers()
         self._check_graph()  # its probe runs also do the first run's allocations, outside any timing
+        check_tokenizer(self.export_dir, meta, self.tokenizer)  # after the graph checks (see there)
 
     def _checked_onnx_file(self, int8: bool) -> tuple[Path, str]:
         key = "int8" if int8 else "onnx"
@@ -136,9 +139,10 @@ class ServingModel:
                 f"{sorted(probe)}, but {onnx_name} takes {self.input_names}"
             )
         logits = self.run(probe)
-        expected = (1, 1, len(self.labels)) if self.task == "tagger" else (1,)
+        decoder = task_kind(self.task).decoder
+        expected = decoder.probe_shape(len(self.labels))
         if logits.ndim != len(expected):
-            layout = "(batch, time, labels)" if self.task == "tagger" else "(batch,)"
+            layout = decoder.layout
             raise ArtifactError(
                 f"{where}: task {self.task!r} needs logits shaped {layout}, but {onnx_name} "
                 f"returns shape {logits.shape} (task does not match the graph)"
@@ -194,7 +198,7 @@ class ServingModel:
         return Item(tokens, self.encoder.encode(tokens) if tokens else None, truncated)
 
     def prepare_text(self, text: str) -> Item:
-        return self.prepare_tokens(tokenize(text))
+        return self.prepare_tokens(self.tokenizer.tokenize(text))
 
     def _feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: arrays[name] for name in self.input_names}
@@ -222,20 +226,10 @@ class ServingModel:
         return results  # type: ignore[return-value]
 
     def empty_result(self) -> dict[str, Any]:
-        if self.task == "tagger":
-            return {"tokens": [], "tags": []}
-        return {"label": None, "prob_positive": None}
+        return result(self.task, self.labels, [], None)
 
     def _result(self, item: Item, logits: np.ndarray) -> dict[str, Any]:
-        if self.task == "tagger":
-            ids = logits[: item.size].argmax(axis=-1)  # (T,); positions past the length are padding
-            out: dict[str, Any] = {"tokens": item.tokens, "tags": [self.labels[i] for i in ids]}
-        else:
-            prob = round(sigmoid(float(logits)), PROB_DECIMALS)
-            out = {"label": "positive" if prob >= THRESHOLD else "negative", "prob_positive": prob}
-        if item.truncated:
-            out["truncated"] = True
-        return out
+        return result(self.task, self.labels, item.tokens, logits, item.truncated)
 
     def describe(self) -> dict[str, Any]:
         """What `GET /metadata` and `bench` report about the loaded model."""
@@ -251,5 +245,13 @@ class ServingModel:
         }
 
 
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-min(max(x, -60.0), 60.0)))
+def result(
+    task: str, labels: Sequence[str], tokens: list[str], logits: np.ndarray | None, truncated: bool = False
+) -> dict[str, Any]:
+    """One input's result object, as `predict` writes it: `logits` is its row (None for an empty input);
+    the task's decoder (trainer/core/tasks.py) says what it holds."""
+    decoder = task_kind(task).decoder
+    out = decoder.empty() if logits is None else decoder.decode(logits, labels, tokens)
+    if truncated:
+        out["truncated"] = True
+    return out

@@ -77,7 +77,7 @@ def test_every_kind_is_described_whole(name: str) -> None:
     row = logits[0]
     result = decoder.decode(row, labels, ["word"])
     assert set(result) == set(fields)
-    assert {"logits"} <= set(decoder.vector(row, labels))
+    assert set(decoder.vector_fields) <= set(fields) and decoder.logits_json(row) is not None
     real = kind.real(np.array([1]), shape)
     assert (real is not None) == kind.per_token
     ids = decoder.label_ids(logits, labels)
@@ -101,4 +101,4 @@ def test_the_decoders_decode_as_serve_always_has() -> None:
         "prob_positive": 0.5,
     }
     assert sentiment.decode(np.float32(-2.0), ["negative", "positive"], [])["label"] == "negative"
-    assert list(sentiment.vector(np.float32(1.0), ["negative", "positive"])) == ["logits", "prob_positive", "label"]
+    assert sentiment.logits_json(np.float32(1.0)) == 1.0 and sentiment.vector_fields == ("prob_positive", "label")

@@ -1,12 +1,11 @@
 """Text -> arrays, in one place: training, export validation and serving all import this module.
 
-Imports numpy and nltk only (no torch), so the serving runtime can use it as is. The arrays it
+Imports numpy and regex only (no torch), so the serving runtime can use it as is. The arrays it
 builds are exactly the model inputs named in docs/DESIGN.md.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,96 +15,40 @@ from typing import Any
 
 import numpy as np
 import regex
-from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.core.config import PreprocessConfig
 from trainer.core.errors import DataError
 from trainer.core.lexicon import CLASS_PREFIX, MIN_CLASS_WORDS, Lexicon
 from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS  # noqa: F401 (serve/ imports them here until it follows trainer.core.tasks)
+from trainer.core.tokenizer import Tokenizer, default_tokenizer
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"
 UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a token never seen in training
-
-URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_DIGIT_RE = re.compile(r"\d")
-
-
-class TreebankTokenizer:
-    """`NLTKWordTokenizer().tokenize(text)`: nltk's own patterns, in its order, on the same engine.
-
-    Tokenizing limited serving raw text (docs/BENCHMARKS.md section 4), and two costs were not the
-    rules themselves. nltk wraps each of its ~30 patterns in `nltk.redos.TimedPattern`, which
-    passes a 5-second `timeout=` to every `regex` call, and checking that clock cost more than the
-    matching (docs/BENCHMARKS.md section 4 has the figures). And a template such as `r" \1 "` is
-    looked up in `regex`'s template cache on every call, though most calls match nothing. So this
-    class recompiles the same sources with the same flags on the same `regex` engine, without a
-    timeout, and expands a template only on a match.
-
-    The timeout is nltk's backstop against crafted *patterns*. These are nltk's fixed ones, whose
-    quadratic case nltk already made possessive, and `bench.tokenize` times the worst inputs we
-    know of. Equality with nltk is tested on every text of both corpora (tests/test_preprocess.py).
-    """
-
-    def __init__(self) -> None:
-        nltk = NLTKWordTokenizer
-
-        def untimed(rules):
-            return [(regex.compile(rx.pattern, rx.flags), on_match(sub)) for rx, sub in rules]
-
-        self.before_padding = untimed(
-            [*nltk.STARTING_QUOTES, *nltk.PUNCTUATION, nltk.PARENS_BRACKETS, nltk.DOUBLE_DASHES]
-        )
-        self.after_padding = untimed(nltk.ENDING_QUOTES) + [
-            (rx, on_match(r" \1 \2 "))
-            for rx in nltk.CONTRACTIONS2 + nltk.CONTRACTIONS3  # stdlib `re` in nltk too
-        ]
-
-    def tokenize(self, text: str) -> list[str]:
-        for rx, sub in self.before_padding:
-            text = rx.sub(sub, text)
-        text = f" {text} "
-        for rx, sub in self.after_padding:
-            text = rx.sub(sub, text)
-        return text.split()
-
-
-def on_match(template: str) -> str | Callable[[Any], str]:
-    """A `sub` replacement that expands a backslash template per match, not per call."""
-    if "\\" not in template:
-        return template
-    return lambda match: match.expand(template)
-
-
-_TOKENIZER = TreebankTokenizer()
 
 
 def tokenize(text: str) -> list[str]:
     """Treebank-style tokens in their original case; each URL becomes one `<url>` token.
 
-    URLs are cut out before tokenizing because the Treebank rules would split them on punctuation.
+    The steps are data (trainer/core/treebank.json, run by `trainer.core.tokenizer`): URLs are cut out
+    first, because the Treebank rules would split them on punctuation, then nltk's Treebank rules run
+    on the text between them. Serving runs the copy inside the export instead (`serve.runtime`).
     """
-    tokens: list[str] = []
-    start = 0
-    for match in URL_RE.finditer(text):
-        tokens += _TOKENIZER.tokenize(text[start : match.start()])
-        tokens.append(URL)
-        start = match.end()
-    tokens += _TOKENIZER.tokenize(text[start:])
-    return tokens
+    return default_tokenizer().tokenize(text)
 
 
 # The PreprocessConfig fields normalize_word reads: two configs that agree on them look words up by the same keys.
 NORMALIZE_KEYS = ("lowercase", "digits_to_zero")
 
 
-def normalize_word(token: str, config: PreprocessConfig) -> str:
-    """The key a token is looked up by in the word vocabulary (characters keep the original)."""
+def normalize_word(token: str, config: PreprocessConfig, digits: regex.Pattern | None = None) -> str:
+    """The key a token is looked up by in the word vocabulary (characters keep the original).
+    `digits`: the decimal digits of the tokenizer description in use (the committed one by default)."""
     if token == URL:
         return token
     if config.lowercase:
         token = token.lower()
     if config.digits_to_zero:
-        token = _DIGIT_RE.sub("0", token)
+        token = (digits or default_tokenizer().digits).sub("0", token)
     return token
 
 
@@ -258,10 +201,11 @@ class Encoder:
 
     MEMO_TOKENS = 1 << 16
 
-    def __init__(self, vocabs: Vocabs, config: PreprocessConfig) -> None:
+    def __init__(self, vocabs: Vocabs, config: PreprocessConfig, tokenizer: Tokenizer | None = None) -> None:
         self.vocabs = vocabs
         self.config = config
-        self.word_id = Memo(lambda token: vocabs.word_id(normalize_word(token, config)), self.MEMO_TOKENS)
+        digits = (tokenizer or default_tokenizer()).digits
+        self.word_id = Memo(lambda token: vocabs.word_id(normalize_word(token, config, digits)), self.MEMO_TOKENS)
         if vocabs.chars is not None:
             char_id = vocabs.chars.id
             self.char_ids = Memo(lambda token: tuple(map(char_id, token[: config.max_word_len])), self.MEMO_TOKENS)

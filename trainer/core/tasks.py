@@ -64,13 +64,16 @@ class TokenArgmax:
         """(..., labels) -> (...) label ids."""
         return logits.argmax(axis=-1)
 
-    def decode(self, logits: np.ndarray, labels: Sequence[str], tokens: list[str]) -> dict[str, Any]:
-        """One input's result from its (T, labels) logits, T = its real length."""
-        return {"tokens": tokens, "tags": [labels[i] for i in self.label_ids(logits, labels)]}
+    vector_fields = ("tags",)  # the result fields test_vectors.json repeats beside the logits
 
-    def vector(self, logits: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-        """test_vectors.json's expected outputs for one input."""
-        return {"logits": logits.astype(float).tolist(), "tags": [labels[i] for i in self.label_ids(logits, labels)]}
+    def decode(self, logits: np.ndarray, labels: Sequence[str], tokens: list[str]) -> dict[str, Any]:
+        """One input's result from its (T, labels) logits; positions past its tokens are padding."""
+        ids = self.label_ids(logits[: len(tokens)], labels)
+        return {"tokens": tokens, "tags": [labels[i] for i in ids]}
+
+    def logits_json(self, logits: np.ndarray) -> Any:
+        """One input's logits as test_vectors.json holds them."""
+        return logits.astype(float).tolist()
 
     def empty(self) -> dict[str, Any]:
         return {"tokens": [], "tags": []}
@@ -99,13 +102,14 @@ class BinarySigmoid:
     def label_ids(self, logits: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         return (logits > 0).astype(np.int64)  # sigmoid(logit) > 0.5
 
+    vector_fields = ("prob_positive", "label")
+
     def decode(self, logit: np.ndarray, labels: Sequence[str], tokens: list[str]) -> dict[str, Any]:
         prob = round(sigmoid(float(logit)), PROB_DECIMALS)
         return {"label": labels[1] if prob >= THRESHOLD else labels[0], "prob_positive": prob}
 
-    def vector(self, logit: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-        result = self.decode(logit, labels, [])
-        return {"logits": float(logit), "prob_positive": result["prob_positive"], "label": result["label"]}
+    def logits_json(self, logit: np.ndarray) -> Any:
+        return float(logit)
 
     def empty(self) -> dict[str, Any]:
         return {"label": None, "prob_positive": None}
