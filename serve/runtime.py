@@ -88,6 +88,7 @@ class ServingModel:
         self.meta = meta = read_model_json(self.export_dir)  # checked in full: the lines below cannot fail
         self.model_json = self.export_dir / "model.json"
         self.task: str = meta["task"]
+        self.kind = task_kind(self.task)  # what the task's results are (trainer/core/tasks.py)
         self.vocabs = Vocabs.from_json(meta["vocab"])
         self.preprocess = preprocess_config_from_dict(meta["preprocess"], source=str(self.model_json))
         self.tokenizer = load_tokenizer(self.export_dir, meta)  # tokenizer.json: every step from text to ids
@@ -139,7 +140,7 @@ class ServingModel:
                 f"{sorted(probe)}, but {onnx_name} takes {self.input_names}"
             )
         logits = self.run(probe)
-        decoder = task_kind(self.task).decoder
+        decoder = self.kind.decoder
         expected = decoder.probe_shape(len(self.labels))
         if logits.ndim != len(expected):
             layout = decoder.layout

@@ -19,10 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 BRANCH = re.compile(
     r"""task\s*(?:===?|!==?)\s*["']|(?:===?|!==?)\s*["'](?:tagger|sentiment)["']|\bin\s*[(\[{]\s*["'](?:tagger|sentiment)["']"""
 )
-SCANNED = ("trainer", "export", "serve", "clients/node")
+SCANNED = ("trainer", "export", "serve", "clients/node", "bench")
 # Each file allowed to name a kind in a comparison, with why.
 ALLOWED = {
     "trainer/core/tasks.py": "the task home itself: it defines the kinds",
+    # Benchmarks of one task's figures against that task's peer: they refuse a model of another task.
+    "bench/sentiment_accuracy.py": "measures sentiment accuracy against Naive Bayes; refuses a tagger",
+    "bench/ngram_grid.py": "tunes sentiment's n-gram head; refuses a tagger",
+    "bench/tagger_accuracy.py": "measures tagger accuracy against NLTK's perceptron; refuses a sentiment model",
 }
 
 
@@ -83,6 +87,7 @@ def test_every_kind_is_described_whole(name: str) -> None:
     ids = decoder.label_ids(logits, labels)
     assert all(0 <= int(i) < len(labels) for i in np.ravel(ids))
     assert kind.units([3, 0, 2]) == (5 if kind.per_token else 2)
+    assert 1 <= kind.text_lengths[0] <= kind.text_lengths[1] and kind.tokens_input == kind.per_token
     assert kind.labels_problem(labels) is None and kind.labels_problem(labels[:-1]) is not None
 
 

@@ -19,7 +19,6 @@ import regex
 from trainer.core.config import PreprocessConfig
 from trainer.core.errors import DataError
 from trainer.core.lexicon import CLASS_PREFIX, MIN_CLASS_WORDS, Lexicon
-from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS  # noqa: F401 (serve/ imports them here until it follows trainer.core.tasks)
 from trainer.core.tokenizer import Tokenizer, default_tokenizer
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"

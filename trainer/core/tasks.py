@@ -136,7 +136,14 @@ class TaskKind:
     data_unit: str  # `trainer stats`' name for an example
     char_encoder: bool  # whether its models may read characters (vocab.chars)
     metrics: tuple[str, ...]  # the headline metrics of metrics.json's dev and test, in order
+    text_lengths: tuple[int, int]  # token counts (fewest, most) of `serve bench`'s synthetic inputs
     select_by: str = "accuracy"  # the dev metric that picks the best weights
+
+    @property
+    def tokens_input(self) -> bool:
+        """Whether input may arrive as tokens (`--pretokenized`, a `tokens` field): a per-token kind's data
+        is words; a text's must go through the model's own tokenizer."""
+        return self.per_token
 
     @property
     def count_unit(self) -> str:
@@ -180,6 +187,7 @@ KINDS: dict[str, TaskKind] = {
             data_unit="sentences",
             char_encoder=True,
             metrics=("tokens", "accuracy", "oov_tokens", "oov_accuracy"),
+            text_lengths=(5, 40),
         ),
         TaskKind(
             name="sentiment",
@@ -192,6 +200,7 @@ KINDS: dict[str, TaskKind] = {
             data_unit="documents",
             char_encoder=False,
             metrics=("examples", "accuracy", "precision", "recall", "f1"),
+            text_lengths=(8, 60),
         ),
     )
 }
