@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from serve import bench, http, predict, ray_job
+from serve import bench, predict
+from serve.http import cli as http
+from serve.ray import job as ray_job
 from trainer.core.cli import Parser, run_cli
 
 COMMANDS = {

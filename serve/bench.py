@@ -1,7 +1,7 @@
 """`python -m serve bench`: throughput and per-batch latency, per backend and batch size.
 
 Backends: onnxruntime fp32, onnxruntime int8 (when the export has model.int8.onnx) and torch eager
-(with `--torch RUN_DIR/model`; torch is imported only then). Throughput is tokens/s for the tagger
+(with `--torch RUN_DIR/model`; serve.torch_check, imported only then). Throughput is tokens/s for the tagger
 and reviews/s for sentiment; latency is the wall time of one `session.run` on one batch.
 
 Input: `--input FILE` (one text per line; blank lines skipped), else `--texts` texts generated
@@ -114,24 +114,6 @@ def measure(runner: Runner, batches: list[tuple[dict[str, np.ndarray], int]], mi
     }
 
 
-def torch_runner(artifact_dir: Path, threads: int) -> Runner:
-    try:
-        import torch
-
-        from trainer.artifact import load_artifact
-    except ImportError:
-        raise ConfigError("--torch needs torch, which is not installed here (pip install .[train])") from None
-    if threads:
-        torch.set_num_threads(threads)
-    net = load_artifact(artifact_dir).model
-
-    def run(arrays: dict[str, np.ndarray]) -> Any:
-        with torch.inference_mode():
-            return net(*(torch.from_numpy(arrays[name]) for name in net.input_names))
-
-    return run
-
-
 def end_to_end(model: ServingModel, texts: list[str], batch_size: int, min_seconds: float) -> dict[str, float]:
     """Raw text -> results against pre-encoded arrays -> logits, on the same texts and batch size."""
     units_per_pass = None
@@ -166,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
             args.model, int8=True, threads=args.threads, optimization=args.optimization
         ).run
     if args.torch is not None:
+        from serve.torch_check import torch_runner  # the one serve module that imports torch
+
         backends["torch-eager"] = torch_runner(args.torch, args.threads)
     items = [model.prepare_text(text) for text in texts]
     unit = "tokens/s" if model.task == "tagger" else "reviews/s"

@@ -29,7 +29,7 @@ Ctrl-C or SIGTERM there is no output file (or the previous one is kept) and no t
 streamed, and a symlink, a device (`/dev/null`), a directory or the input file itself under any
 name are refused before anything runs.
 
-`--verify RUN_DIR/model` runs the torch model on the same batches (torch is imported only then)
+`--verify RUN_DIR/model` runs the torch model on the same batches (serve.torch_check, imported only then)
 and fails if any logit differs by more than model.json's atol or any argmax differs.
 """
 
@@ -41,17 +41,14 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
-
-import numpy as np
+from typing import IO
 
 from serve.options import check_numbers
 from serve.output import check_output, open_output
 from serve.progress import Progress
 from serve.records import Input, Record, RecordParser, open_input, output_line, parse_shard
-from serve.runtime import OPT_LEVELS, Item, ServingModel
-from trainer.core.config import to_dict
-from trainer.core.errors import ConfigError, ValidationError
+from serve.runtime import OPT_LEVELS, BatchObserver, Item, ServingModel
+from trainer.core.errors import ConfigError
 
 CHUNK_LINES = 4096
 
@@ -102,67 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class Verifier:
-    """Runs the torch artifact on every batch onnxruntime ran and collects the differences."""
-
-    def __init__(self, artifact_dir: Path, model: ServingModel) -> None:
-        try:
-            import torch
-
-            from trainer.artifact import load_artifact
-        except ImportError:
-            raise ConfigError("--verify needs torch, which is not installed here (pip install .[train])") from None
-        self.torch = torch
-        self.where = f"--verify {artifact_dir}"
-        artifact = load_artifact(artifact_dir)
-        differ = [
-            name
-            for name, ours, theirs in (
-                ("task", model.task, artifact.task),
-                ("vocab", model.vocabs.to_json(), artifact.vocabs.to_json()),
-                ("preprocess", to_dict(model.preprocess), to_dict(artifact.preprocess)),
-            )
-            if ours != theirs
-        ]
-        if differ:
-            raise ValidationError(
-                f"{self.where}: not the artifact {model.export_dir} was exported from ({', '.join(differ)} differ)"
-            )
-        self.net, self.task = artifact.model, model.task
-        self.atol = model.atol
-        self.max_diff, self.disagreements, self.units, self.bad_shapes = 0.0, 0, 0, 0
-
-    def check(self, arrays: dict[str, Any], logits: Any) -> None:
-        with self.torch.inference_mode():
-            inputs = [self.torch.from_numpy(arrays[name]) for name in self.net.input_names]
-            ref = self.net(*inputs).numpy()
-        if ref.shape != logits.shape:
-            self.bad_shapes += 1
-            return
-        if self.task == "tagger":
-            lengths = arrays["lengths"]
-            real = np.arange(logits.shape[1])[None, :] < lengths[:, None]  # (B, T); padding is undefined
-            ours, theirs = logits[real], ref[real]  # (N, n_tags)
-            self.disagreements += int((ours.argmax(-1) != theirs.argmax(-1)).sum())
-        else:
-            ours, theirs = logits, ref  # (B,)
-            self.disagreements += int(((ours >= 0) != (theirs >= 0)).sum())
-        self.units += len(ours)
-        self.max_diff = max(self.max_diff, float(np.abs(ours - theirs).max(initial=0.0)))
-
-    def summary(self) -> str:
-        unit = "tokens" if self.task == "tagger" else "reviews"
-        text = (
-            f"logits: max abs diff {self.max_diff:.3g} vs atol {self.atol:g}; "
-            f"{self.disagreements} argmax disagreement(s) in {self.units} {unit}"
-        )
-        return text + (f"; {self.bad_shapes} batch(es) with mismatched output shapes" if self.bad_shapes else "")
-
-    def finish(self) -> None:
-        if self.max_diff > self.atol or self.disagreements or self.bad_shapes:
-            raise ValidationError(f"{self.where} failed: {self.summary()}")
-
-
 def run(args: argparse.Namespace) -> int:
     check_numbers(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
@@ -181,11 +117,13 @@ def run(args: argparse.Namespace) -> int:
                 "--verify checks fp32 parity with torch; int8 logits differ by design and export accepts them "
                 "by dev accuracy (validation.json): drop --int8 or --verify"
             )
+        from serve.torch_check import Verifier  # the one serve module that imports torch
+
         verifier = Verifier(args.verify, model)
     parser = RecordParser(args.input_format, args.text_field, args.errors, tokens_ok=model.task == "tagger")
     with open_input(args.input, shard) as source, open_output(target) as out:
         progress = Progress("predict", source.size, every=args.progress_every, quiet=args.quiet)
-        truncated = Pipeline(model, parser, args, verifier).run(source, out, progress)
+        truncated = Pipeline(model, parser, args, verifier.check if verifier else None).run(source, out, progress)
         if verifier is not None:
             verifier.finish()  # raises before the output file is renamed into place
     warnings = []
@@ -217,10 +155,15 @@ class Pipeline:
     writes chunk k (onnxruntime releases the GIL). One chunk in flight keeps the output in order."""
 
     def __init__(
-        self, model: ServingModel, parser: RecordParser, args: argparse.Namespace, verifier: Verifier | None
+        self,
+        model: ServingModel,
+        parser: RecordParser,
+        args: argparse.Namespace,
+        observer: BatchObserver | None,
     ) -> None:
+        """`observer(arrays, logits)` sees every batch the model ran (`--verify`'s check)."""
         self.model, self.parser, self.batch_size = model, parser, args.batch_size
-        self.observer = verifier.check if verifier else None
+        self.observer = observer
         self.pretokenized = args.pretokenized
 
     def prepare(self, record: Record) -> Item:

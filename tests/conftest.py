@@ -60,8 +60,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
 @pytest.fixture
 def slow_server(runs: dict[str, tuple[Path, Path]]) -> Iterator[Callable[..., InProcessServer]]:
     """slow_server(delay, max_queue=..., **options) -> the real ASGI server in this process around a tagger
-    stand-in whose every model run takes `delay` seconds (`options`: serve.asgi.build_server's)."""
-    from serve.batcher import MicroBatcher
+    stand-in whose every model run takes `delay` seconds (`options`: serve.http.asgi.build_server's)."""
+    from serve.http.batcher import MicroBatcher
     from serve.runtime import ServingModel
 
     model = ServingModel(runs["tagger"][1])

@@ -103,7 +103,7 @@ class SlowModel:
         return [{"tokens": item.tokens, "tags": ["X"] * len(item.tokens)} for item in items]
 
 
-# `python -m serve http`'s defaults for the ASGI server's connection settings (serve.asgi.build_server).
+# `python -m serve http`'s defaults for the ASGI server's connection settings (serve.http.asgi.build_server).
 SERVER_DEFAULTS = {
     "limit_concurrency": 512,
     "header_timeout_s": 10.0,
@@ -120,17 +120,17 @@ class InProcessServer:
     def __init__(self, kind: str, model: object, batcher: object, **options: object) -> None:
         self.kind = kind
         if kind == "stdlib":
-            from serve.stdlib_http import Server as StdlibServer
+            from serve.http.stdlib_server import Server as StdlibServer
 
             self.server = StdlibServer(("127.0.0.1", 0), model, batcher, **options)
             self.port = self.server.server_address[1]
             self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
             self.thread.start()
             return
-        from serve.app import Service
-        from serve.asgi import build_server
-        from serve.http import listen
-        from serve.metrics import Metrics
+        from serve.http.asgi import build_server
+        from serve.http.cli import listen
+        from serve.http.metrics import Metrics
+        from serve.http.service import Service
 
         self.service = Service(model, batcher, Metrics(), "tagger")
         sock = listen("127.0.0.1", 0)

@@ -199,7 +199,7 @@ class EchoModel:
 
 
 def test_micro_batcher_runs_queued_requests_together_and_routes_results() -> None:
-    from serve.batcher import MicroBatcher
+    from serve.http.batcher import MicroBatcher
 
     model = EchoModel()
     batcher = MicroBatcher(model, batch_size=64, max_wait_s=0.005)  # type: ignore[arg-type]

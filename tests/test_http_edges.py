@@ -82,7 +82,7 @@ class FakeModel:
 @pytest.fixture(params=["asgi", "stdlib"])
 def in_process(request: pytest.FixtureRequest, runs, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     """start(fake_model, timeout_s) -> (port, batcher): a real server (each kind) whose batcher runs `fake_model`."""
-    from serve.batcher import MicroBatcher
+    from serve.http.batcher import MicroBatcher
     from serve.runtime import ServingModel
 
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the injected thread death is expected
@@ -188,14 +188,14 @@ def test_clients_that_hang_up_are_one_quiet_line_each(server: Server) -> None:
 
 
 def test_the_predict_hot_path_replies_to_errors_as_fastapi_does(capsys: pytest.CaptureFixture) -> None:
-    """`POST /predict` skips FastAPI (serve.app.HotPath): its errors still get the same JSON replies and
+    """`POST /predict` skips FastAPI (serve.http.app.HotPath): its errors still get the same JSON replies and
     route label, and every other request still reaches FastAPI."""
     import asyncio
 
     from fastapi.routing import APIRoute
 
-    from serve.api import ApiError
-    from serve.app import HotPath, error_replies
+    from serve.http.api import ApiError
+    from serve.http.app import HotPath, error_replies
 
     async def endpoint(request) -> None:
         body = await request.body()

@@ -1,4 +1,4 @@
-"""The ASGI server against hostile and careless connections (serve.connection, serve.asgi): silent and slow
+"""The ASGI server against hostile and careless connections (serve.http.connection, serve.http.asgi): silent and slow
 clients past the connection cap, header and body deadlines, and a SIGTERM drain that loses nothing,
 the listen backlog and half-sent requests included."""
 
@@ -159,7 +159,7 @@ def read_reply_headers(sock: socket.socket) -> bytes:
 def test_stdlib_server_closes_a_dribbling_connection_at_the_header_deadline(runs) -> None:
     from servers import InProcessServer
 
-    from serve.batcher import MicroBatcher
+    from serve.http.batcher import MicroBatcher
     from serve.runtime import ServingModel
 
     model = ServingModel(runs["tagger"][1])
@@ -218,11 +218,11 @@ def test_connections_still_in_the_accept_queue_are_served_at_the_drain(runs) -> 
     accepts as it runs, so the queue is made to hold connections here by a listener it does not watch."""
     from servers import SERVER_DEFAULTS
 
-    from serve.app import Service
-    from serve.asgi import build_server
-    from serve.batcher import MicroBatcher
-    from serve.http import listen
-    from serve.metrics import Metrics
+    from serve.http.asgi import build_server
+    from serve.http.batcher import MicroBatcher
+    from serve.http.cli import listen
+    from serve.http.metrics import Metrics
+    from serve.http.service import Service
     from serve.runtime import ServingModel
 
     model = ServingModel(runs["tagger"][1])

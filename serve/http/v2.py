@@ -8,13 +8,13 @@ clients work unchanged, in their default modes (tritonclient and the KServe SDK 
 
 The export is the model's only version, named "1" (an export holds one model; a new model is a new
 export and server), so `versions` is ["1"], the reply's `model_version` is "1", and any other version
-is a 404, as an unknown model name is. Every GET path also answers HEAD (serve.app).
+is a 404, as an unknown model name is. Every GET path also answers HEAD (serve.http.app).
 
 Inputs (one per request): `text`, BYTES, shape [N] (or [N, 1]): one raw text per element; for the
 tagger also `tokens`, BYTES, shape [N, T]: N sentences of up to T tokens, each row padded at its end
 with "" (a token is never empty, so the padding is unambiguous). `data` is flat (row-major, as the
-spec says) or nested row by row, or the tensor is binary (serve.v2_binary); the checks, in the order
-that bounds a request's cost by its size, are serve.v2_request's; the limits and 4xx the JSON API's.
+spec says) or nested row by row, or the tensor is binary (serve.http.v2_binary); the checks, in the order
+that bounds a request's cost by its size, are serve.http.v2_request's; the limits and 4xx the JSON API's.
 Outputs: sentiment `label` BYTES [N] and `prob_positive` FP32 [N] (an empty text gives "" and -1);
 tagger `tokens` and `tags`, BYTES [N, T], T the longest sentence, rows padded with "". A request may
 ask for a subset with `"outputs": [{"name": ...}]`, and for binary outputs with the request parameter
@@ -25,21 +25,19 @@ string) comes back. Every error is a `{"error": "..."}` body, as the protocol sa
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from functools import partial
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from serve.api import ApiError, encode_json
+from serve.http.api import ApiError, encode_json
+from serve.http.body import read_body
+from serve.http.service import Service, json_response, parse
+from serve.http.v2_binary import HEADER, encode_tensor, header_length
+from serve.http.v2_request import InferCall, parse_infer
 from serve.runtime import ServingModel
-from serve.v2_binary import HEADER, encode_tensor, header_length
-from serve.v2_request import InferCall, parse_infer
-
-if TYPE_CHECKING:
-    from serve.app import Service
 
 VERSION = "1"  # the export's model version (above)
 EXTENSIONS = ["binary_tensor_data"]
@@ -104,7 +102,7 @@ def _version() -> str:
         return "unknown"
 
 
-# The OpenAPI description of the infer routes (the body is read by serve.v2_request, not pydantic).
+# The OpenAPI description of the infer routes (the body is read by serve.http.v2_request, not pydantic).
 INFER_DOC: dict[str, Any] = {
     "responses": {200: {"model": InferResponse}},
     "openapi_extra": {
@@ -117,7 +115,7 @@ INFER_DOC: dict[str, Any] = {
 
 
 def infer_reply(body: dict[str, Any], outputs: list[dict[str, Any]], binary: dict[str, bool]) -> Response:
-    """The inference response: JSON, or JSON then the binary outputs' bytes (serve.v2_binary)."""
+    """The inference response: JSON, or JSON then the binary outputs' bytes (serve.http.v2_binary)."""
     buffers = []
     for tensor in outputs:
         if binary[tensor["name"]]:
@@ -132,17 +130,12 @@ def infer_reply(body: dict[str, Any], outputs: list[dict[str, Any]], binary: dic
     )
 
 
-def router(
-    service: Service, read_body: Callable[[Request], Awaitable[bytes]], parse: Callable[..., Awaitable[Any]]
-) -> APIRouter:
-    """The /v2 routes; `read_body` and `parse` are the JSON API's (body rules, where parsing runs)."""
+def router(service: Service) -> APIRouter:
+    """The /v2 routes; bodies are read and parsed as the JSON API's are (serve.http.body, .service)."""
     api = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
     model = service.model
     inputs, outputs = tensors(model)
     parse_call = partial(parse_infer, inputs=[t["name"] for t in inputs], outputs=[t["name"] for t in outputs])
-
-    def reply(body: Any, status: int = 200) -> Response:
-        return Response(encode_json(body), status, media_type="application/json")
 
     def check_name(name: str, version: str | None = None) -> None:
         if name != service.model_name:
@@ -152,27 +145,27 @@ def router(
 
     @api.get("", response_model=None)
     async def server_metadata() -> Response:
-        return reply({"name": "seqlstm", "version": _version(), "extensions": EXTENSIONS})
+        return json_response({"name": "seqlstm", "version": _version(), "extensions": EXTENSIONS})
 
     @api.get("/health/live", response_model=None)
     async def live() -> Response:
-        return reply({"live": True})
+        return json_response({"live": True})
 
     @api.get("/health/ready", response_model=None)
     async def ready() -> Response:
         ok = service.not_ready() is None
-        return reply({"ready": ok}, 200 if ok else 400)
+        return json_response({"ready": ok}, 200 if ok else 400)
 
     async def model_metadata(name: str, version: str | None = None) -> Response:
         check_name(name, version)
-        return reply(
+        return json_response(
             {"name": name, "versions": [VERSION], "platform": "onnxruntime_onnx", "inputs": inputs, "outputs": outputs}
         )
 
     async def model_ready(name: str, version: str | None = None) -> Response:
         check_name(name, version)
         ok = service.not_ready() is None
-        return reply({"name": name, "ready": ok}, 200 if ok else 400)
+        return json_response({"name": name, "ready": ok}, 200 if ok else 400)
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         check_name(name, version)

@@ -1,6 +1,6 @@
 """The micro-batcher: one thread owns the onnxruntime session and runs requests gathered together.
 
-Servers (the ASGI app in `serve.app`, the standard-library fallback in `serve.stdlib_http`) parse and
+Servers (the ASGI app in `serve.http.app`, the standard-library fallback in `serve.http.stdlib_server`) parse and
 encode each request themselves, then hand its items to `MicroBatcher.submit` (a thread) or
 `submit_async` (a coroutine). The worker collects what arrives within `max_wait_s` (or until a
 batch is full) and runs it through the model as one sorted-by-length pass. One thread owns the
@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve.api import ApiError
+from serve.http.api import ApiError
 from serve.runtime import Item, ServingModel
 
 Results = list[dict[str, Any]]

@@ -7,7 +7,7 @@ wrong types, or text that is not valid Unicode (a lone surrogate such as `"\\ud8
 but cannot be encoded, so it is refused here, naming `texts[i]` or `tokens[i][j]`); 411 for a
 missing Content-Length; 413 for a body over `MAX_BODY_BYTES`; 422 over a limit (texts per request,
 characters per text, tokens per text = the model's max_tokens; the API rejects rather than
-truncates, unlike `predict`). 503 means the model cannot answer now (see `serve.batcher`).
+truncates, unlike `predict`). 503 means the model cannot answer now (see `serve.http.batcher`).
 """
 
 from __future__ import annotations

@@ -1,26 +1,55 @@
-"""The Ray Data ends of `serve ray` (serve.ray_job): the datasource that reads lines as `serve predict`
-does, and the sink that writes JSON Lines parts. Imported only once `ray` is known to be installed."""
+"""The Ray Data ends of `serve ray` (serve.ray.job): the datasource that reads lines as `serve predict`
+does, with its read functions, and the sink that writes JSON Lines parts. Imported only once `ray` is known
+to be installed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import pyarrow as pa
 from ray.data import Datasink, Datasource, ReadTask
 from ray.data.block import Block, BlockAccessor, BlockMetadata
 
-from serve.ray_job import read_split
-from serve.records import Shard
+from serve.records import Input, Shard, compression
+
+SPLIT_BYTES = 64 << 20  # one read task per 64 MiB of a plain file
+BLOCK_LINES = 4096  # rows per block a read task yields, and per batch an actor predicts
+
+
+def splits(paths: list[str], split_bytes: int = SPLIT_BYTES) -> list[tuple[str, Shard | None]]:
+    """(file, byte range) read tasks: byte ranges for plain files, the whole file when compressed."""
+    out: list[tuple[str, Shard | None]] = []
+    for path in paths:
+        count = 1 if compression(path) else max(1, -(-os.path.getsize(path) // split_bytes))
+        out.extend((path, None) if count == 1 else (path, Shard(i, count)) for i in range(1, count + 1))
+    return out
+
+
+def read_split(path: str, shard: Shard | None) -> Iterator[Any]:
+    """Blocks of rows (where, first, raw) for one read task; `where` names the line as `predict` does."""
+    columns: dict[str, list[Any]] = {"where": [], "first": [], "raw": []}
+    with contextlib.closing(Input(path, shard)) as source:
+        for number, offset, raw in source.lines():
+            columns["where"].append(source.where(number, offset))
+            columns["first"].append(offset == 0)
+            columns["raw"].append(raw)
+            if len(columns["raw"]) == BLOCK_LINES:
+                yield pa.table(columns)
+                columns = {name: [] for name in columns}
+    if columns["raw"]:
+        yield pa.table(columns)
 
 
 class LineSource(Datasource):
-    """One read task per (file, byte range) of `serve.ray_job.splits`, in that order."""
+    """One read task per (file, byte range) of `splits(paths)`, in that order."""
 
-    def __init__(self, splits: list[tuple[str, Shard | None]]) -> None:
+    def __init__(self, paths: list[str]) -> None:
         super().__init__()
-        self.splits = splits
+        self.splits = splits(paths)
 
     def estimate_inmemory_data_size(self) -> int:
         return sum(os.path.getsize(path) // (shard.count if shard else 1) for path, shard in self.splits)

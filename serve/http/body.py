@@ -7,7 +7,7 @@ is read, a chunked body as soon as its running total passes the cap). `Content-E
 decompressed as the bytes arrive, each step allowed only the room left under the same cap, so a
 decompression bomb is a 413 after at most `MAX_BODY_BYTES` of output, never a larger allocation.
 Inflating a capped body costs a few milliseconds at most, so it runs on the event loop; parsing
-what it yields is where `serve.app.parse` moves large bodies to a thread. Any other encoding is 415.
+what it yields is where `serve.http.app.parse` moves large bodies to a thread. Any other encoding is 415.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import zlib
 
 from starlette.requests import Request
 
-from serve.api import DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, ApiError, content_length
+from serve.http.api import DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, ApiError, content_length
 
 # Content-Encoding -> zlib's wbits: 16 + 15 reads a gzip member, 15 a zlib stream.
 ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}

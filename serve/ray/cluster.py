@@ -1,4 +1,4 @@
-"""The Ray side of `serve ray` (serve.ray_job): which Ray to use, reaching it, and whether the job fits it.
+"""The Ray side of `serve ray` (serve.ray.job): which Ray to use, reaching it, and whether the job fits it.
 
 - Without `--address`: always a private instance, `ray.init(address="local")`, sized to the actors
   (`--workers` x `--threads-per-worker` CPUs). "local" rather than no address, because Ray resolves no
@@ -10,7 +10,7 @@
   default for Ray 2.60 clusters, or a token that is not the cluster's). `ray://` (Ray Client) is not probed.
 - The plan (`check_plan`): an actor needs `--threads-per-worker` CPUs on one node, so the cluster must
   hold `--workers` such slots (counted per live node), or the run is refused in one line naming what
-  was asked and what the cluster has. Read and write tasks ask for no CPU (serve.ray_job says why).
+  was asked and what the cluster has. Read and write tasks ask for no CPU (serve.ray.job says why).
 """
 
 from __future__ import annotations

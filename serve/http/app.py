@@ -5,13 +5,13 @@
     GET  /health/live    200 while the process answers at all (a liveness probe)
     GET  /health/ready   200 while the batcher runs, the model is loaded and no drain has begun, else 503
     GET  /metadata       task, labels, input names, onnx sha256, limits
-    GET  /metrics        Prometheus text (serve.metrics)
-    /v2/...              the Open Inference Protocol (serve.v2)
+    GET  /metrics        Prometheus text (serve.http.metrics)
+    /v2/...              the Open Inference Protocol (serve.http.v2)
     GET  /docs, /openapi.json   generated from the pydantic models below
 
 Every GET path also answers HEAD (its headers, no body). A body may be chunked or gzip/deflate
-encoded, capped after decompression (`serve.body`). The request rules and every 4xx are `serve.api`'s,
-the same as the standard-library server's: the body is read and checked by `serve.api`, not by
+encoded, capped after decompression (`serve.http.body`). The request rules and every 4xx are `serve.http.api`'s,
+the same as the standard-library server's: the body is read and checked by `serve.http.api`, not by
 pydantic (whose 422s would change the API's statuses and messages), so the pydantic models only
 document the API. Errors are `{"error": "..."}`.
 """
@@ -21,25 +21,19 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from serve import v2
-from serve.api import MAX_TEXT_CHARS, MAX_TEXTS, ApiError, encode_json, limits, parse_request
-from serve.batcher import MicroBatcher
-from serve.body import read_body
-from serve.metrics import METRICS_CONTENT_TYPE, AccessLog, Metrics
-from serve.runtime import ServingModel
-
-INLINE_PARSE_BYTES = 16 << 10  # a body up to this is parsed on the event loop; a larger one in a thread
-T = TypeVar("T")
+from serve.http import v2
+from serve.http.api import MAX_TEXT_CHARS, MAX_TEXTS, ApiError, parse_request
+from serve.http.body import read_body
+from serve.http.metrics import METRICS_CONTENT_TYPE, AccessLog
+from serve.http.service import Service, json_response, parse
 
 
 class PredictTexts(BaseModel):
@@ -69,39 +63,6 @@ class ErrorBody(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 411, 413, 415, 422, 503)}
-
-
-@dataclass
-class Service:
-    """What the routes share: the model, its batcher, the metrics, and whether a drain has begun."""
-
-    model: ServingModel
-    batcher: MicroBatcher
-    metrics: Metrics
-    model_name: str
-    draining: bool = False
-    metadata: dict[str, Any] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.metadata = {**self.model.describe(), "limits": limits(self.model)}
-
-    def not_ready(self) -> str | None:
-        """None while requests are served, else why not."""
-        if self.draining:
-            return "draining: the server is shutting down"
-        return self.batcher.health()
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(encode_json(body), status, headers, media_type="application/json")
-
-
-async def parse(parse_fn: Callable[[bytes, ServingModel], T], body: bytes, model: ServingModel) -> T:
-    """`parse_fn(body, model)`: on the event loop for a small body (cheaper than a thread hop), in a
-    worker thread for a large one (tokenizing it would stall every other request)."""
-    if len(body) <= INLINE_PARSE_BYTES:
-        return parse_fn(body, model)
-    return await run_in_threadpool(parse_fn, body, model)
 
 
 def create_app(service: Service) -> Any:
@@ -159,7 +120,7 @@ def create_app(service: Service) -> Any:
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    app.include_router(v2.router(service, read_body, parse))
+    app.include_router(v2.router(service))
     replies = error_replies(sorted([*app.openapi()["paths"], "/docs", "/openapi.json"]))
     for exc_type, reply in replies.items():
         app.add_exception_handler(exc_type, reply)

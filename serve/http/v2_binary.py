@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from serve.api import ApiError
+from serve.http.api import ApiError
 
 HEADER = "Inference-Header-Content-Length"
 LENGTH = struct.Struct("<I")

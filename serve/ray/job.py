@@ -2,7 +2,7 @@
 
 The pipeline is read -> map_batches -> write, all of it Ray Data's streaming executor:
 
-- read: `LineSource`, a Ray Data datasource built on `serve.records`. A plain file is cut into
+- read: `LineSource` (serve.ray.data), a Ray Data datasource built on `serve.records`. A plain file is cut into
   byte ranges of about `SPLIT_BYTES` by the same rule as `predict --shard` (a line belongs to the
   range where it starts), so one large file is read in parallel; a compressed file is one read task.
   Ray's own `read_text` is not used: it splits on every Unicode line break (U+2028, a bare CR) and
@@ -18,7 +18,7 @@ Without `--address` the command starts a private Ray instance on 127.0.0.1 for t
 dashboard, no usage reporting) and stops it at the end; `--address auto|HOST:PORT|ray://...`
 joins a cluster, whose nodes must all see the export, the input files and the output directory
 (README, "Batch inference"). Joining, and the plan checked against the cluster before anything
-runs, are serve.ray_cluster's. While Ray Data runs (on a thread, `Job`), the main thread polls a
+runs, are serve.ray.cluster's. While Ray Data runs (on a thread, `Job`), the main thread polls a
 `Tally` actor that the model actors report to: progress lines as `serve predict` prints them, and a
 deadline on no progress (`--stall-timeout`) that ends the run in one line saying what is pending.
 SIGTERM and Ctrl-C arrive on the main thread too: one line, and the temporary directory removed.
@@ -27,7 +27,6 @@ SIGTERM and Ctrl-C arrive on the main thread too: one line, and the temporary di
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import logging
 import os
@@ -39,22 +38,19 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from serve.options import check_numbers, check_range
 from serve.progress import Progress
-from serve.records import Input, RecordParser, Shard, compression, output_line
+from serve.records import RecordParser, compression, output_line
 from serve.runtime import ServingModel
 from trainer.core import errors
 from trainer.core.cli import sigterm_raises
 from trainer.core.errors import ClusterError, ConfigError, DataError, SeqLSTMError
 
-SPLIT_BYTES = 64 << 20  # one read task per 64 MiB of a plain file
-BLOCK_LINES = 4096  # rows per block a read task yields, and per batch an actor predicts
 IO_TASKS_PER_ACTOR = 2  # read tasks at once per model actor: one in hand, one ahead
-STALL_SECONDS = 300.0  # --stall-timeout: a batch of BLOCK_LINES takes seconds; an actor's start, a few more
+STALL_SECONDS = 300.0  # --stall-timeout: a batch of data.BLOCK_LINES takes seconds; an actor's start, a few more
 POLL_SECONDS = 1.0
 INSTALL = "serve ray needs Ray Data, which is not installed here: pip install 'seqlstm[ray]'"
 
@@ -128,32 +124,6 @@ def check_output_dir(path: Path) -> Path:
     return path.absolute()
 
 
-def splits(paths: list[str], split_bytes: int = SPLIT_BYTES) -> list[tuple[str, Shard | None]]:
-    """(file, byte range) read tasks: byte ranges for plain files, the whole file when compressed."""
-    out: list[tuple[str, Shard | None]] = []
-    for path in paths:
-        count = 1 if compression(path) else max(1, -(-os.path.getsize(path) // split_bytes))
-        out.extend((path, None) if count == 1 else (path, Shard(i, count)) for i in range(1, count + 1))
-    return out
-
-
-def read_split(path: str, shard: Shard | None) -> Iterator[Any]:
-    """Blocks of rows (where, first, raw) for one read task; `where` names the line as `predict` does."""
-    import pyarrow as pa
-
-    columns: dict[str, list[Any]] = {"where": [], "first": [], "raw": []}
-    with contextlib.closing(Input(path, shard)) as source:
-        for number, offset, raw in source.lines():
-            columns["where"].append(source.where(number, offset))
-            columns["first"].append(offset == 0)
-            columns["raw"].append(raw)
-            if len(columns["raw"]) == BLOCK_LINES:
-                yield pa.table(columns)
-                columns = {name: [] for name in columns}
-    if columns["raw"]:
-        yield pa.table(columns)
-
-
 class Predictor:
     """One Ray actor: the model, loaded once from its path; a batch of raw lines -> output lines (or skip
     reasons). It tells the driver's `Tally` when it has started and what each batch did."""
@@ -206,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     model = ServingModel(args.model, threads=1)  # checked here once, so a bad export is one line, not N actors
     if args.pretokenized and model.task != "tagger":
         raise ConfigError(f"--pretokenized needs a tagger model; {args.model} is a {model.task} model")
-    from serve.ray_cluster import check_plan, connect
+    from serve.ray.cluster import check_plan, connect
 
     tmp = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
     try:
@@ -250,7 +220,7 @@ class Job:
     """
 
     def __init__(self, ray: Any, args: argparse.Namespace, paths: list[str], cluster: Any) -> None:
-        from serve.ray_sink import Tally
+        from serve.ray.data import Tally
 
         self.ray, self.args, self.paths, self.cluster = ray, args, paths, cluster
         self.state: tuple[int, ...] = (0, 0, 0, 0)  # the tally's at the end: actors, lines, bytes, truncated
@@ -260,7 +230,7 @@ class Job:
         self.progress = Progress("ray", total, every=args.progress_every, quiet=args.quiet)
 
     def dataset(self) -> Any:
-        from serve.ray_sink import LineSource
+        from serve.ray.data import BLOCK_LINES, LineSource
 
         ray, args = self.ray, self.args
         # Ray Data logs the plan, its end, and a failed task at length; run() reports a failure in one line.
@@ -269,9 +239,9 @@ class Job:
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False  # serve.progress reports instead, as `serve predict` does
         options = {k: getattr(args, k) for k in ("input_format", "text_field", "errors", "batch_size", "pretokenized")}
-        tasks = splits(self.paths)
+        source = LineSource(self.paths)
         dataset = ray.data.read_datasource(
-            LineSource(tasks), num_cpus=0, concurrency=min(len(tasks), IO_TASKS_PER_ACTOR * args.workers)
+            source, num_cpus=0, concurrency=min(len(source.splits), IO_TASKS_PER_ACTOR * args.workers)
         )
         with warnings.catch_warnings():  # Ray 2.60 deprecates extra remote arguments, yet names none for this
             warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -290,7 +260,7 @@ class Job:
 
     def run(self, directory: str) -> Any:
         """Run the pipeline into `directory`; the sink, with its counts."""
-        from serve.ray_sink import JsonlSink
+        from serve.ray.data import JsonlSink
 
         sink = JsonlSink(directory)
         dataset = self.dataset()
@@ -330,7 +300,7 @@ class Job:
 
     def stalled(self, state: tuple[int, ...]) -> str:
         """The no-progress message: what the job waits for, and what the cluster has free."""
-        from serve.ray_cluster import free_cpus
+        from serve.ray.cluster import free_cpus
 
         args, (actors, lines, *_) = self.args, state
         total = sum(self.cluster.node_cpus)

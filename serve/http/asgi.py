@@ -1,10 +1,10 @@
 """The ASGI app on uvicorn: connection deadlines and cap, keep-alive, and the drain on SIGTERM.
 
-Connections (serve.connection): the headers of each request are due within `--header-timeout`
+Connections (serve.http.connection): the headers of each request are due within `--header-timeout`
 seconds of the connection's accept or of its previous response, and its body at no less than
 `--body-min-rate` bytes a second after that much grace; `--limit-concurrency` caps open
 connections, and a new one takes the place of the oldest connection that holds no request the app
-is working on. `--max-queue` (serve.batcher) caps the requests waiting for the model;
+is working on. `--max-queue` (serve.http.batcher) caps the requests waiting for the model;
 `--keep-alive` is how long an idle HTTP/1.1 connection stays open.
 
 Drain, on SIGTERM or SIGINT: `/health/ready` turns 503 at once and every response from then on
@@ -34,9 +34,10 @@ from typing import Any
 import httptools  # noqa: F401  (imported so that a missing parser is named by `serve http`)
 import uvicorn
 
-from serve.app import Service, create_app
-from serve.connection import Guard, GuardedProtocol
-from serve.metrics import DRAIN_TIMEOUT
+from serve.http.app import create_app
+from serve.http.connection import Guard, GuardedProtocol
+from serve.http.metrics import DRAIN_TIMEOUT
+from serve.http.service import Service
 
 
 class DrainingServer(uvicorn.Server):
@@ -96,7 +97,7 @@ class DrainingServer(uvicorn.Server):
 
     async def refuse_the_rest(self) -> None:
         """--drain-timeout has passed: a request the app holds is cancelled, and answered 503 by
-        serve.metrics.AccessLog; one still arriving gets its 503 here. Then every connection closes."""
+        serve.http.metrics.AccessLog; one still arriving gets its 503 here. Then every connection closes."""
         tasks, connections = list(self.server_state.tasks), list(self.server_state.connections)
         print(
             f"drain: --drain-timeout {self.config.timeout_graceful_shutdown:g} s passed; "

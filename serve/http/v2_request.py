@@ -5,10 +5,10 @@ one or two non-negative integers, `true` is not one, within the API's limits: N 
 T <= max_tokens tokens), so a 70-byte `shape: [1000000000000, 0]` is a 422 before any row exists;
 then the data must hold exactly the elements the shape says, either flat (row-major, as the protocol
 says) or nested row by row with every row of the shape's width: ragged rows are a 400 naming the row,
-never re-cut. Binary data (`parameters.binary_data_size`, serve.v2_binary) is counted element by
+never re-cut. Binary data (`parameters.binary_data_size`, serve.http.v2_binary) is counted element by
 element against the shape as it is read. Every string of the request outside the tensor data (id,
 names, datatypes, parameters and their keys) is checked for lone surrogates (which JSON can carry
-but UTF-8 cannot), the data by `serve.api` as it prepares each text or token.
+but UTF-8 cannot), the data by `serve.http.api` as it prepares each text or token.
 
 `id` is a string, as the protocol says: any other type is a 400, so the reply's `id` is always the
 request's string. Request parameters: `binary_data_output` (bool) asks for every output in binary;
@@ -24,9 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from serve.api import MAX_TEXTS, ApiError, check_unicode, decode_json, prepare_items
+from serve.http.api import MAX_TEXTS, ApiError, check_unicode, decode_json, prepare_items
+from serve.http.v2_binary import decode_bytes, split_body
 from serve.runtime import Item, ServingModel
-from serve.v2_binary import decode_bytes, split_body
 
 WHERE = "inputs[0]"
 TENSOR = re.compile(r"inputs\[\d+\]")  # where an input tensor's `data` is: checked as texts or tokens

@@ -1,10 +1,10 @@
 """`python -m serve http --server stdlib`: the JSON API on the standard library's ThreadingHTTPServer.
 
 The fallback for an install with only `.[serve]` (no FastAPI/uvicorn): the same `/predict`,
-`/health` and `/metadata`, the same request rules and 4xx (`serve.api`) and the same micro-batcher
-(`serve.batcher`), but HTTP/1.0 (one request per connection), a thread per connection with no cap,
+`/health` and `/metadata`, the same request rules and 4xx (`serve.http.api`) and the same micro-batcher
+(`serve.http.batcher`), but HTTP/1.0 (one request per connection), a thread per connection with no cap,
 no metrics, no Open Inference Protocol, and SIGTERM does not drain. The default ASGI server
-(`serve.app`, `serve.asgi`) has all of those.
+(`serve.http.app`, `serve.http.asgi`) has all of those.
 
 404 unknown path, 405 wrong method; 500 is kept for bugs. A client that hangs up before its reply is
 one log line, not a traceback.
@@ -22,8 +22,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from serve.api import DRAIN_LIMIT_BYTES, MAX_BODY_BYTES, ApiError, content_length, encode_json, limits, parse_request
-from serve.batcher import MicroBatcher
+from serve.http.api import (
+    DRAIN_LIMIT_BYTES,
+    MAX_BODY_BYTES,
+    ApiError,
+    content_length,
+    encode_json,
+    limits,
+    parse_request,
+)
+from serve.http.batcher import MicroBatcher
 from serve.runtime import ServingModel
 
 ROUTES = {"/health": "GET", "/metadata": "GET", "/predict": "POST"}

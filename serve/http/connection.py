@@ -19,7 +19,7 @@ headers, those before those still sending a body. Silent or slow clients therefo
 their places, never a real client its own; only when every connection holds a request the app is
 working on does a new request get 503.
 
-Drain (serve.asgi): `Guard.draining` makes every response `Connection: close`; `shutdown()` closes a
+Drain (serve.http.asgi): `Guard.draining` makes every response `Connection: close`; `shutdown()` closes a
 connection that is idle after a response and keeps one that has sent no request yet (a connection
 taken from the listen backlog, or a client still sending its headers) until its request is served
 or its deadline passes.
@@ -34,7 +34,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serve.api import encode_json
+from serve.http.api import encode_json
 
 IDLE, HEADERS, BODY, BUSY = "idle", "headers", "body", "busy"
 EVICTION_ORDER = {IDLE: 0, HEADERS: 1, BODY: 2}  # which phases give way to a new connection, first to last

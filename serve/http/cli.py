@@ -2,10 +2,10 @@
 
 The default server is ASGI (FastAPI on uvicorn; `pip install 'seqlstm[server]'`): HTTP/1.1
 keep-alive, the JSON API, health and readiness, Prometheus metrics, the Open Inference Protocol,
-OpenAPI docs, JSON access logs on stderr, and a drain on SIGTERM (`serve.app`, `serve.v2`,
-`serve.asgi`). `--server stdlib` is the fallback for an install with only `.[serve]`: the same JSON
-API on the standard library's server (`serve.stdlib_http`). Both share one micro-batcher
-(`serve.batcher`) and the request rules of `serve.api`.
+OpenAPI docs, JSON access logs on stderr, and a drain on SIGTERM (`serve.http.app`, `serve.http.v2`,
+`serve.http.asgi`). `--server stdlib` is the fallback for an install with only `.[serve]`: the same JSON
+API on the standard library's server (`serve.http.stdlib_server`). Both share one micro-batcher
+(`serve.http.batcher`) and the request rules of `serve.http.api`.
 
 Every flag can also come from an environment variable (`SEQLSTM_MODEL`, `SEQLSTM_HOST`, `PORT`,
 `SEQLSTM_<FLAG>`; see `--help`), read as if it were typed as the flag; a flag on the command line
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serve.batcher import MicroBatcher
+from serve.http.batcher import MicroBatcher
 from serve.options import check_host, check_numbers, exposure_warning
 from serve.runtime import OPT_LEVELS, ServingModel
 from trainer.core.cli import Parser, run_cli
@@ -151,7 +151,7 @@ def announce(requested_host: str, address: tuple[Any, ...], model: ServingModel)
 
 def import_asgi() -> Any:
     try:
-        from serve import asgi
+        from serve.http import asgi
     except ImportError as exc:
         if exc.name not in SERVER_PACKAGES:
             raise
@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     model = ServingModel(args.model, int8=args.int8, threads=args.threads, optimization=args.optimization)
     if asgi is None:
         return run_stdlib(args, model)
-    from serve.app import Service
-    from serve.metrics import Metrics
+    from serve.http.metrics import Metrics
+    from serve.http.service import Service
 
     metrics = Metrics()
     batcher = MicroBatcher(
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_stdlib(args: argparse.Namespace, model: ServingModel) -> int:
-    from serve.stdlib_http import Server
+    from serve.http.stdlib_server import Server
 
     batcher = MicroBatcher(model, args.batch_size, args.max_wait_ms / 1000, args.request_timeout, args.max_queue)
     try:
@@ -221,7 +221,3 @@ def main(argv: list[str] | None = None) -> int:
         return run(parser.parse_args(argv))
 
     return run_cli(serve_http)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
