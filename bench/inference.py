@@ -191,7 +191,8 @@ def model_only_ratio(bench: dict, e2e: dict) -> float | None:
 def rows(bench: dict, e2e: dict, limits: dict) -> list[dict]:
     """One row per measured figure with its fraction of the floor (in tokens/s) and padding overhead."""
     # The floor in the bench's unit: tokens/s for the tagger, reviews/s for sentiment.
-    floor_units = limits["floor_tokens_per_s"] / (1.0 if bench["task"] == "tagger" else limits["tokens_per_text"])
+    per_unit = 1.0 if task_kind(bench["task"]).per_token else limits["tokens_per_text"]
+    floor_units = limits["floor_tokens_per_s"] / per_unit
     executed = limits["executed_flops_per_token"]
     out = [
         {
