@@ -2,8 +2,10 @@
 
 `Trainer.fit` trains the way accelerate's examples do, top-down in one place: for each epoch, for each
 batch: forward, backward, optimizer step, log, dev score, checkpoint, and the stop decision, taken by
-`Trainer.stop_reason` alone. `Trainer.finish` then scores the best weights on test. Resuming from a
-checkpoint (loop state, elastic re-layout) is trainer/resume.py.
+`Trainer.stop_reason` alone; each save is one `checkpoint.save` call, which owns the write protocol.
+`Trainer.finish` then runs the task's own last steps on the best weights (trainer/tasks.py) and scores
+test. The loop's counters are `TrainState`; resuming (trainer/resume.py) returns a `Resumed` that
+`Trainer.apply` takes over.
 """
 
 from __future__ import annotations
