@@ -1,5 +1,5 @@
 """`python -m export --model RUN_DIR/model --out EXPORT_DIR [--opset N] [--atol A] [--quantize int8]
-[--data SPEC] [--char-table N] [--force]`.
+[--data SPEC] [--graph fast|plain] [--char-table N] [--force]`.
 
 Everything is written into a temporary directory next to EXPORT_DIR and renamed into place only
 after validation passed, so EXPORT_DIR either holds a validated export or is left as it was; the
@@ -36,7 +36,7 @@ from trainer import __version__
 from trainer.core import atomic
 from trainer.core.cli import Parser, extra_needed, run_cli
 from trainer.core.config import check_value
-from trainer.core.errors import ArtifactError, DataError, WriteError
+from trainer.core.errors import ArtifactError, ConfigError, DataError, WriteError
 from trainer.core.fetch import sha256_file
 
 if TYPE_CHECKING:  # torch comes in with export.onnx_export, imported by `run` once --atol and --out are checked
@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m export",
         description="Export a trained model to ONNX and validate it against torch.",
         epilog="exit status: 0 ok, 1 validation failed (attempt kept in EXPORT_DIR.failed/), 2 bad input",
-        removed={"--graph": "the plain graph was 2.41x slower than the fast one, which is now the only one"},
     )
     parser.add_argument("--model", required=True, type=Path, metavar="RUN_DIR/model")
     parser.add_argument("--out", required=True, type=Path, metavar="EXPORT_DIR")
@@ -62,11 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="data for real-sentence cases and int8 scoring (without it those cases are skipped)",
     )
     parser.add_argument(
+        "--graph",
+        choices=["fast", "plain"],
+        default="fast",
+        help="fast (the default): one LSTM node per bidirectional layer, and for a character tagger a char table; "
+        "plain: the model traced as it is (word-only taggers and unidirectional sentiment models always are)",
+    )
+    parser.add_argument(
         "--char-table",
         type=int,
         default=None,
         metavar="N",
-        help="character tagger: precompute the char states of the N most frequent words into it "
+        help="fast graph: precompute the char states of the N most frequent words into it "
         "(default 25000; 0: none, every word runs the char BiLSTM)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty EXPORT_DIR")
@@ -116,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         check_value("--atol", args.atol, float, {"gt": 0})
     if args.char_table is not None:
         check_value("--char-table", args.char_table, int, {"min": 0})  # cut to the vocabulary at export
+        if args.graph == "plain":
+            raise ConfigError("--char-table sizes the fast graph's table; --graph plain has none")
     check_out_dir(args.out, args.model, args.force)
 
     # Only now: importing torch takes seconds. The highest opset is the torch exporter's, so it is checked here.
@@ -198,7 +206,9 @@ def export_and_check(tmp: Path, job: Job) -> tuple[dict, dict]:
 
     args, artifact, opset, atol, dataset = job.args, job.artifact, job.opset, job.atol, job.dataset
     onnx_path = tmp / "model.onnx"
-    char_table = onnx_export.DEFAULT_CHAR_TABLE if args.char_table is None else args.char_table
+    char_table = None  # the plain graph
+    if args.graph == "fast":
+        char_table = onnx_export.DEFAULT_CHAR_TABLE if args.char_table is None else args.char_table
     onnx_export.export_onnx(artifact, onnx_path, opset, char_table)
     meta = onnx_export.model_json(artifact, onnx_path, opset, atol, char_table)
     # The bytes whose sha256 the graph's seqlstm.tokenizer already holds (export_onnx computed the same).

@@ -140,6 +140,23 @@ def test_memoized_ids_equal_normalize_and_lookup_past_the_memo_size(monkeypatch)
     assert len(encoder.word_id.values) == len(encoder.char_ids.values) == 3
 
 
+def test_remembered_inputs_give_the_same_arrays_read_only_and_the_memo_is_bounded(monkeypatch) -> None:
+    config = PreprocessConfig(min_count=1, max_word_len=3, max_tokens=4)
+    vocabs = build_vocabs([["the", "cat", "sat"]], ["X"], config, chars=True)
+    monkeypatch.setattr(Encoder, "MEMO_SENTENCE_TOKENS", 6)
+    encoder = Encoder(vocabs, config)
+    inputs = [["the", "cat"], ["The", "dog", "sat", "on", "it"], ["the", "cat"], ["sat"], ["sat"]]
+    first = [encoder.encode(t) for t in inputs]
+    fresh = Encoder(vocabs, config)
+    for got, tokens in zip(first + [encoder.encode(t) for t in inputs], inputs * 2):
+        expected = fresh.encode_new(tokens[:4])
+        for name in ("words", "chars", "word_lengths"):
+            assert getattr(got, name).tolist() == getattr(expected, name).tolist()
+    assert first[0] is first[2] and not first[0].words.flags.writeable and not first[0].chars.flags.writeable
+    assert list(encoder.sentences) == [("the", "cat"), ("The", "dog", "sat", "on")]  # the budget of 6 is spent
+    assert first[3] is not first[4] and first[3].words.flags.writeable
+
+
 def test_config_overrides_are_type_checked_and_unknown_keys_listed() -> None:
     train, pre = TrainConfig(), PreprocessConfig()
     apply_overrides(

@@ -115,6 +115,7 @@ def test_the_fast_graph_is_padding_invariant_at_other_shapes(tagger: dict, graph
         # 25,000 cut to the vocabulary, whose lexicon classes take rows that never match
         ([], {"form": "fast", "char_table_words": len(TINY_WORDS) + len(TINY_CLASSES)}, ["bidirectional"] * 2),
         (["--char-table", "0"], {"form": "fast", "char_table_words": 0}, ["bidirectional"] * 2),
+        (["--graph", "plain"], {"form": "plain"}, ["forward"] * 4),
     ],
 )
 def test_export_records_the_graph_form(tiny_artifact, tmp_path: Path, flags: list, graph: dict, lstms: list) -> None:
@@ -138,9 +139,8 @@ def test_export_records_the_graph_form(tiny_artifact, tmp_path: Path, flags: lis
     [
         (["--char-table", "-1"], "error: --char-table must be in [0, 2147483647]; got -1"),
         (
-            ["--graph", "plain"],
-            "error: --graph was removed: the plain graph was 2.41x slower than the fast one, which is now the only "
-            "one; see CHANGELOG.md",
+            ["--graph", "plain", "--char-table", "5"],
+            "error: --char-table sizes the fast graph's table; --graph plain has none",
         ),
     ],
 )

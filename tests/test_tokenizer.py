@@ -184,3 +184,21 @@ def test_the_closest_text_in_graph_differs_only_in_the_clitic_exclusion(data_dir
     for example in (e for e in results["examples"] if not e["corpus"].startswith("crafted")):
         extra = [t for t in example["graph"] if t not in example["tokenize"]]
         assert set(extra) <= {"'", "s", "n", "S", "N"}, example
+
+
+def test_the_text_memo_returns_the_same_tokens_as_a_fresh_list_and_stays_bounded(monkeypatch) -> None:
+    """A remembered text gives the steps' own tokens, in a list the caller may change; texts past
+    MEMO_TEXT characters, or past the MEMO_CHARS budget, are tokenized every time and not kept."""
+    from trainer.core import tokenizer as module
+
+    monkeypatch.setattr(module, "MEMO_CHARS", 40)
+    tk = Tokenizer(read_description(DESCRIPTION))
+    texts = crafted_texts()[:30]
+    for text in texts + texts:
+        tokens = tk.tokenize(text)
+        assert tokens == tk.run_steps(text) == tokenize_before(text)
+        tokens.append("changed")
+    assert sum(map(len, tk.memo)) == tk.memo_chars and tk.memo_chars < 40 + module.MEMO_TEXT
+    assert all(len(text) <= module.MEMO_TEXT for text in tk.memo)
+    long = "word " * 300
+    assert tk.tokenize(long) == ["word"] * 300 and long not in tk.memo

@@ -24,25 +24,13 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from trainer.core.errors import ConfigError, SeqLSTMError, ValidationError
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one-line ConfigErrors instead of a usage block. `removed`: options that
-    were removed, each with why; passing one is a one-line error that says so (CHANGELOG.md has the figures)."""
-
-    def __init__(self, *args: Any, removed: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.removed = removed or {}
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        for arg in sys.argv[1:] if args is None else args:
-            flag = str(arg).partition("=")[0]
-            if flag in self.removed:
-                raise ConfigError(f"{flag} was removed: {self.removed[flag]}; see CHANGELOG.md")
-        return super().parse_known_args(args, namespace)
+    """argparse whose usage errors are one-line ConfigErrors instead of a usage block."""
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{message} (see `{self.prog} --help`)")

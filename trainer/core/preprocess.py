@@ -194,16 +194,28 @@ class Memo:
                 self.values[token] = found
         return found
 
+    def many(self, tokens: Sequence[str]) -> list[Any]:
+        """`[self(t) for t in tokens]`, the remembered ones looked up in C (a Python call per token
+        cost as much as the rest of encoding)."""
+        found = list(map(self.values.get, tokens))
+        if None in found:
+            found = [self(t) if v is None else v for t, v in zip(tokens, found)]
+        return found
+
 
 class Encoder:
     """Tokens -> `Encoded` -> padded batch arrays, for one model's vocabularies and config."""
 
     MEMO_TOKENS = 1 << 16
+    # Tokens of remembered inputs (`encode`): with the tagger's char ids about 50 MB at most.
+    MEMO_SENTENCE_TOKENS = 1 << 19
 
     def __init__(self, vocabs: Vocabs, config: PreprocessConfig, tokenizer: Tokenizer | None = None) -> None:
         self.vocabs = vocabs
         self.config = config
         digits = (tokenizer or default_tokenizer()).digits
+        self.sentences: dict[tuple[str, ...], Encoded] = {}
+        self.sentence_tokens = 0
         self.word_id = Memo(lambda token: vocabs.word_id(normalize_word(token, config, digits)), self.MEMO_TOKENS)
         if vocabs.chars is not None:
             char_id = vocabs.chars.id
@@ -214,15 +226,31 @@ class Encoder:
         return list(tokens[: self.config.max_tokens])
 
     def encode(self, tokens: Sequence[str]) -> Encoded:
-        tokens = self.truncate(tokens)
-        words = np.fromiter(map(self.word_id, tokens), np.int64, len(tokens))
+        """The ids of `tokens` (truncated), remembered for repeated inputs up to MEMO_SENTENCE_TOKENS tokens
+        in all; remembered arrays are read-only, since every later caller gets the same ones."""
+        key = tuple(tokens[: self.config.max_tokens])
+        found = self.sentences.get(key)
+        if found is not None:
+            return found
+        encoded = self.encode_new(key)
+        if self.sentence_tokens < self.MEMO_SENTENCE_TOKENS:
+            for array in (encoded.words, encoded.chars, encoded.word_lengths):
+                if array is not None:
+                    array.flags.writeable = False
+            self.sentences[key] = encoded
+            self.sentence_tokens += len(key)
+        return encoded
+
+    def encode_new(self, tokens: Sequence[str]) -> Encoded:
+        words = np.array(self.word_id.many(tokens), np.int64)
         if self.vocabs.chars is None:
             return Encoded(words)
-        rows = list(map(self.char_ids, tokens))  # each capped at max_word_len
+        rows = self.char_ids.many(tokens)  # each capped at max_word_len
         lengths = np.fromiter(map(len, rows), np.int64, len(rows))
         width = max(1, int(lengths.max(initial=1)))
-        padded = chain.from_iterable(row + (0,) * (width - len(row)) for row in rows)
-        chars = np.fromiter(padded, np.int64, len(rows) * width).reshape(len(rows), width)
+        flat = np.fromiter(chain.from_iterable(rows), np.int64, int(lengths.sum()))
+        chars = np.zeros((len(rows), width), np.int64)
+        chars[np.arange(width) < lengths[:, None]] = flat  # row-major: each row's ids left-aligned, then zeros
         return Encoded(words, chars, lengths)
 
     def batch(self, items: Sequence[Encoded]) -> dict[str, np.ndarray]:
