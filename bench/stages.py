@@ -147,9 +147,7 @@ def model_config(model: ServingModel) -> Any:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model = ServingModel(args.export, threads=1)
-    lines = held_out_texts(
-        args.data or {"tagger": "brown", "sentiment": "rotten-tomatoes"}[model.task], model.task, args.lines
-    )
+    lines = held_out_texts(args.data or {"tagger": "brown", "sentiment": "rotten-tomatoes"}[model.task], args.lines)
     stages = stage_rows(model, list(dict.fromkeys(lines)), args.batch_size)
     return {"task": model.task, "stages": stages, "table": stages + one_thread_rows(args, lines)}
 
