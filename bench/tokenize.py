@@ -1,4 +1,4 @@
-"""Tokenizer speed and worst cases: `trainer.core.preprocess.TreebankTokenizer` beside nltk's own
+"""Tokenizer speed and worst cases: `trainer.core.tokenizer` (the committed description) beside nltk's own
 `NLTKWordTokenizer`, in the same run on the same texts.
 
 - Speed: tokens/s on the test split of each corpus (Rotten Tomatoes reviews, Brown sentences joined
@@ -21,7 +21,7 @@ from nltk.tokenize import NLTKWordTokenizer
 
 from bench.common import add_json_arg, publish, table
 from trainer.core.data import open_dataset
-from trainer.core.preprocess import TreebankTokenizer
+from trainer.core.tokenizer import default_tokenizer
 
 Tokenize = Callable[[str], list[str]]
 
@@ -87,7 +87,7 @@ def worst_case(name: str, prefix: str, unit: str, lengths: Sequence[int], ours: 
 
 
 def run(args: argparse.Namespace) -> dict:
-    ours, nltk = TreebankTokenizer().tokenize, NLTKWordTokenizer().tokenize
+    ours, nltk = default_tokenizer().words, NLTKWordTokenizer().tokenize
     corpora = {
         "rotten-tomatoes test": [e.text for e in open_dataset("rotten-tomatoes").examples("test")],
         "brown test": [" ".join(e.words) for e in open_dataset("brown").examples("test")],

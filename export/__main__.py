@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--graph",
         choices=["fast", "plain"],
         default="fast",
-        help="character tagger: fast (char table, one LSTM node per layer; the default) or plain (the model "
-        "traced as it is; other models are always traced as they are)",
+        help="fast (the default): one LSTM node per bidirectional layer, and for a character tagger a char table; "
+        "plain: the model traced as it is (word-only taggers and unidirectional sentiment models always are)",
     )
     parser.add_argument(
         "--char-table",
@@ -211,6 +211,8 @@ def export_and_check(tmp: Path, job: Job) -> tuple[dict, dict]:
         char_table = onnx_export.DEFAULT_CHAR_TABLE if args.char_table is None else args.char_table
     onnx_export.export_onnx(artifact, onnx_path, opset, char_table)
     meta = onnx_export.model_json(artifact, onnx_path, opset, atol, char_table)
+    # The bytes whose sha256 the graph's seqlstm.tokenizer already holds (export_onnx computed the same).
+    atomic.write_text(tmp / meta["tokenizer"]["file"], onnx_export.tokenizer_document(artifact), mode=0o644)
     report = validate(artifact, onnx_path, atol, real_sentences(dataset) if dataset else [], job.data_note)
     report.update(exporter=onnx_export.EXPORTER, opset=opset, source=str(args.model), seqlstm_version=__version__)
     vectors, records, failures = build_vectors(artifact, onnx_path, dataset, atol)

@@ -7,9 +7,10 @@ shape (pytorch issue 191855), so onnxruntime prints VerifyOutputSizes warnings a
 sentence length. `validate` checks the declared output shapes against every case it runs, and
 tests/test_export.py checks them and onnxruntime's log, so a regression in this choice fails loudly.
 
-What is traced: the model itself (`--graph plain`), or for a character tagger by default the fast
-graph of export/tagger_graph.py, which computes the same values with less work (a table of frequent
-words' char states, one `LSTM` node per bidirectional layer). Both take and return the same arrays.
+What is traced: the model itself (`--graph plain`), or by default the fast graph, which computes the
+same values with less work: for a character tagger export/tagger_graph.py (a table of frequent words'
+char states, one `LSTM` node per bidirectional layer), for a bidirectional sentiment model
+export/sentiment_graph.py (one `LSTM` node per layer). Both forms take and return the same arrays.
 
 Opset: 17 by default, well inside what the onnxruntime>=1.17 this project requires can run; any
 opset from 12 (opset 11's Clip takes no int64, which the character encoder's length clamp needs)
@@ -26,11 +27,13 @@ from typing import Any
 import onnx
 import torch
 
+from export.sentiment_graph import SentimentGraph, has_fast_form
 from export.tagger_graph import TaggerGraph
 from serve.model_json import EXPORT_FORMAT_VERSION
 from serve.onnx_metadata import check_metadata_props, metadata_props, tokenizer_description
 from trainer import __version__
 from trainer.artifact import Artifact
+from trainer.core import portable
 from trainer.core.config import to_dict
 from trainer.core.errors import ArtifactError, ConfigError, ValidationError
 from trainer.core.fetch import sha256_file
@@ -83,16 +86,26 @@ def table_rows(artifact: Artifact, char_table: int | None) -> int | None:
     return rows if rows > 2 else 0
 
 
+def sentiment_fast(artifact: Artifact, char_table: int | None) -> bool:
+    """The fast graph was asked for (`char_table` not None) and the model is a bidirectional sentiment model."""
+    return char_table is not None and has_fast_form(artifact.model)
+
+
 def graph_module(artifact: Artifact, encoder: Encoder, char_table: int | None) -> torch.nn.Module:
-    """What is traced: the model itself, or for a character tagger the fast graph, with the char states
+    """What is traced: the model itself, or the fast graph: for a character tagger with the char states
     of its most frequent words precomputed and one LSTM node per bidirectional layer
-    (export/tagger_graph.py). Either way the graph's inputs and outputs are the model's."""
+    (export/tagger_graph.py), for a bidirectional sentiment model one LSTM node per layer
+    (export/sentiment_graph.py). Either way the graph's inputs and outputs are the model's."""
     model, rows = artifact.model.eval(), table_rows(artifact, char_table)
+    if sentiment_fast(artifact, char_table):
+        return SentimentGraph(model).eval()
     return model if rows is None else TaggerGraph(model, encoder, rows).eval()
 
 
 def graph_description(artifact: Artifact, char_table: int | None) -> dict[str, Any]:
     """model.json's `graph`: which form was traced (informational; inputs and outputs do not depend on it)."""
+    if sentiment_fast(artifact, char_table):
+        return {"form": "fast"}
     rows = table_rows(artifact, char_table)
     return {"form": "plain"} if rows is None else {"form": "fast", "char_table_words": rows}
 
@@ -184,6 +197,11 @@ def signature(path: Path) -> tuple[list[dict], list[dict]]:
     return describe(graph.input), describe(graph.output)
 
 
+def tokenizer_document(artifact: Artifact) -> str:
+    """The export's tokenizer.json (trainer.core.portable), from the artifact's preprocessing and vocabularies."""
+    return portable.document(to_dict(artifact.preprocess), artifact.vocabs.to_json())
+
+
 def description(artifact: Artifact) -> dict[str, Any]:
     """The part of model.json that the graph's metadata_props are derived from."""
     return {
@@ -191,7 +209,7 @@ def description(artifact: Artifact) -> dict[str, Any]:
         "seqlstm_version": __version__,
         "task": artifact.task,
         "preprocess": to_dict(artifact.preprocess),
-        "tokenizer": tokenizer_description(),
+        "tokenizer": tokenizer_description(portable.sha256(tokenizer_document(artifact))),
         "vocab": artifact.vocabs.to_json(),
     }
 

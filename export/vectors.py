@@ -7,8 +7,10 @@ and each vector is also a validation check: torch must agree within the export's
 
 Inputs: up to REAL_VECTORS examples of the `--data` set's test split (dev when it has none; the
 built-in sample sentences without --data), plus crafted ones: unknown words, a word longer than
-max_word_len, digits and case mappings outside ASCII, a 1-token input, exactly max_tokens tokens, and
-more than max_tokens (truncated). docs/DESIGN.md ("Exports outside Python") specifies the file.
+max_word_len, digits and case mappings outside ASCII, a 1-token input, exactly max_tokens tokens, more
+than max_tokens (truncated), and CRAFTED_TEXTS, raw text where tokenizers are easiest to get wrong.
+Every vector also carries `output`, the object `serve predict` writes for its text (or tokens) alone.
+docs/DESIGN.md ("Exports outside Python") specifies the file.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from export.validate import (
     word_of_length,
 )
 from serve.model_json import EXPORT_FORMAT_VERSION
-from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD
-from serve.runtime import sigmoid
+from serve.runtime import result
 from trainer.artifact import Artifact
 from trainer.core.data import Dataset
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder, normalize_word, tokenize
+from trainer.core.tokenizer import default_tokenizer
 
 FILE = "test_vectors.json"
 REAL_VECTORS = 24
@@ -45,6 +47,27 @@ LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis"  # 45 letters, past 
 # Unicode digits (Arabic-Indic, Devanagari) are digits to `\d`; dotted capital I and Greek capital sigma
 # lower-case to two code points and to a final sigma: a port's normalization must do the same.
 CASE_AND_DIGITS = "İstanbul's ΟΔΥΣΣΕΥΣ paid ٣٤ and ४२ dollars, 1,250.75 in 2024!"
+# Raw text, each on one line (no "\n": `predict` reads one input per line), for the tokenizer steps.
+CRAFTED_TEXTS = {
+    "contractions": "I can't, we'll, they're, I'd, you've, she's, 'tis, 'TWAS, CANNOT, gonna, Wanna go, "
+    "d'ye gimme lemme gotta more'n, rock 'n' roll, the '90s, O'Neil's",
+    "quotes": "\"Hello,\" she said. 'Don't!' ``quoted'' and ‘single’ “double” «chevrons» „low“ `tick` '' \"",
+    "brackets": "(Really?) [yes] {no} <maybe> -- em—dash en–dash ‒ ― a:b, c,d ; @user #tag $5 50% R&D *bold* "
+    "x?!? Ellipsis... and.. a,,b a,,,b 12:30 3,000 U.S.A. e.g. (.) 'a.' end.)\"'  ",
+    "urls-and-emails": "See https://example.com/a?b=1, WWW.Example.org. and HTTP://x.y/z) or mail "
+    "jane.doe@example.com, <bob@mail.example.org>; ftp://not.a.url www.",
+    "accents": "Café naïve façade Ærøskøbing Straße İstanbul ΟΔΥΣΣΕΥΣ ΣΑΣ cafe\u0301's e\u0301'xyz "
+    "\u212aelvin ſtop ǅemal ﬁne",
+    "cjk": "東京は日本の首都です。中文，标点！“引号” 한국어 문장입니다. ｆｕｌｌｗｉｄｔｈ １２３",
+    "emoji": "I ❤️ this 😀👍🏽 film!!! 👨‍👩‍👧 🇫🇷 #1 :-) 𝟘𝟙𝟚 𝐁𝐨𝐥𝐝",
+    "rtl": "مرحبا بالعالم، هذا اختبار. שלום עולם! ١٢٣ \u202bembedded\u202c \u200fmark",
+    "zero-width": "zero\u200bwidth non\u200cjoiner jo\u200diner word\u2060joiner bom\ufeffhere soft\u00adhyphen",
+    "control-and-nul": "nul\x00char tab\there cr\rhere fs\x1cgs\x1dus\x1f nel\x85ls\u2028ps\u2029 "
+    "vt\x0bff\x0c nbsp\u00a0ideographic\u3000end\x7f",
+    "empty": "",
+    "whitespace-only": " \t \u3000 \u00a0 \u2003 ",
+}
+LONG_LINE_TOKENS = 3000  # "very-long-line": words and punctuation, far past the default max_tokens of 512
 
 
 @dataclass
@@ -90,9 +113,21 @@ def crafted_sources(encoder: Encoder) -> Iterator[Source]:
     plain = [t for s in SAMPLE_SENTENCES for t in tokenize(s) if t.isascii() and t.isalpha()]
     for name, count in (("max-tokens", encoder.config.max_tokens), ("over-max-tokens", encoder.config.max_tokens + 3)):
         yield text(name, " ".join(plain[i % len(plain)] for i in range(count)))
+    for name, value in CRAFTED_TEXTS.items():
+        yield text(name, value)
+    yield text("unicode-digits", unicode_digits())
+    yield text("very-long-word", "A " + "abc" * 1000 + "z, then a period.")
+    words = (plain[i % len(plain)] + "," * (i % 3 == 0) for i in range(LONG_LINE_TOKENS))
+    yield text("very-long-line", " ".join(words))
 
 
-def vector(source: Source, encoder: Encoder, logits: np.ndarray, task: str, labels: list[str]) -> dict[str, Any]:
+def unicode_digits() -> str:
+    """Every decimal digit (Unicode category Nd, the tokenizer description's `digits`), ten to a word."""
+    digits = [chr(c) for first, last in default_tokenizer().description["digits"] for c in range(first, last + 1)]
+    return "Digits: " + " ".join("".join(digits[i : i + 10]) for i in range(0, len(digits), 10))
+
+
+def vector(source: Source, encoder: Encoder, logits: np.ndarray | None, task: str, labels: list[str]) -> dict[str, Any]:
     """One test_vectors.json entry from its source and onnxruntime's logits for it (batch row 0)."""
     kept = encoder.truncate(source.tokens)
     encoded = encoder.encode(kept)
@@ -108,14 +143,18 @@ def vector(source: Source, encoder: Encoder, logits: np.ndarray, task: str, labe
     if encoded.chars is not None:
         out["chars"] = [row[:n].tolist() for row, n in zip(encoded.chars, encoded.word_lengths)]
         out["word_lengths"] = encoded.word_lengths.tolist()
-    row = logits[0]
-    if task == "tagger":
-        row = row[: len(kept)]  # (T, labels)
-        out["logits"] = row.astype(float).tolist()
-        out["tags"] = [labels[i] for i in row.argmax(axis=-1)]
+    output = result(task, labels, kept, None if logits is None else logits[0], len(kept) < len(source.tokens))
+    if logits is None:  # no tokens: `predict` answers without the model
+        out["logits"] = None
+    elif task == "tagger":
+        out["logits"] = logits[0][: len(kept)].astype(float).tolist()  # (T, labels)
     else:
-        prob = round(sigmoid(float(row)), PROB_DECIMALS)
-        out.update(logits=float(row), prob_positive=prob, label=labels[1] if prob >= THRESHOLD else labels[0])
+        out["logits"] = float(logits[0])
+    if task == "tagger":
+        out["tags"] = output["tags"]
+    else:
+        out.update(prob_positive=output["prob_positive"], label=output["label"])
+    out["output"] = output
     return out
 
 
@@ -128,6 +167,9 @@ def build_vectors(
     real, data = real_sources(dataset)
     vectors, records, failures = [], [], []
     for source in real + list(crafted_sources(encoder)):
+        if not source.tokens:
+            vectors.append(vector(source, encoder, None, artifact.task, artifact.vocabs.labels.itos))
+            continue
         arrays = encoder.batch([encoder.encode(source.tokens)])
         got: dict[str, np.ndarray] = {}
 

@@ -69,6 +69,8 @@ def read_model_json(export_dir: Path) -> dict[str, Any]:
     check_vocab(path, meta["vocab"], meta["task"], meta["preprocess"].get("lexicon", ""))
     if version >= 2:
         check_provenance(path, meta)
+        if "file" in meta["tokenizer"]:  # tokenizer.json (trainer.core.portable); older exports have none
+            check_file_entry(path, "tokenizer", meta["tokenizer"])
     for key in ("onnx", "int8", "test_vectors"):
         if key in meta:
             check_file_entry(path, key, meta[key])

@@ -17,13 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nltk
-
 from trainer.core.errors import ArtifactError
 from trainer.core.jsonio import dumps
-from trainer.core.preprocess import PAD, UNK_ID, URL, URL_RE
+from trainer.core.portable import FILE as TOKENIZER_FILE
+from trainer.core.preprocess import PAD, UNK_ID, URL
+from trainer.core.tokenizer import default_tokenizer
 
 PREFIX = "seqlstm."
+URL_PATTERN = r"(?:https?://|www\.)\S+"  # stdlib `re`, IGNORECASE: the source of tokenizer.json's url.find
 PROB_DECIMALS = 4  # prob_positive is rounded to this many places before the threshold (serve.runtime)
 THRESHOLD = 0.5  # prob_positive >= THRESHOLD is "positive"
 NORMALIZATION = ("lowercase", "digits_to_zero", "max_tokens", "max_word_len")  # PreprocessConfig fields a port applies
@@ -38,14 +39,17 @@ INPUT_MEANINGS = {
 }
 
 
-def tokenizer_description() -> dict[str, Any]:
-    """How `trainer.core.preprocess.tokenize` splits text, as recorded in model.json at export."""
+def tokenizer_description(document_sha256: str) -> dict[str, Any]:
+    """model.json's `tokenizer`: a summary, and the sha256 of tokenizer.json, which holds every step
+    (trainer.core.portable); the graph's copy of this object is what ties that file to the graph."""
     return {
         "name": "nltk-treebank-word",  # NLTKWordTokenizer().tokenize, after URLs are cut out
-        "rules": f"nltk-{nltk.__version__}",
-        "url_pattern": URL_RE.pattern,
+        "rules": default_tokenizer().description["source"]["rules"],  # the nltk release treebank.json came from
+        "url_pattern": URL_PATTERN,
         "url_flags": "IGNORECASE",
         "url_token": URL,
+        "file": TOKENIZER_FILE,
+        "sha256": document_sha256,
     }
 
 

@@ -28,10 +28,11 @@ import onnxruntime as ort
 
 from serve.model_json import contained_file, read_model_json
 from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD, check_metadata_props
+from serve.tokenizer_file import check_tokenizer, load_tokenizer
 from trainer.core.config import preprocess_config_from_dict
 from trainer.core.errors import ArtifactError, ConfigError
 from trainer.core.fetch import sha256_file
-from trainer.core.preprocess import Encoded, Encoder, Vocabs, tokenize
+from trainer.core.preprocess import Encoded, Encoder, Vocabs
 
 OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -89,7 +90,8 @@ class ServingModel:
         self.task: str = meta["task"]
         self.vocabs = Vocabs.from_json(meta["vocab"])
         self.preprocess = preprocess_config_from_dict(meta["preprocess"], source=str(self.model_json))
-        self.encoder = Encoder(self.vocabs, self.preprocess)
+        self.tokenizer = load_tokenizer(self.export_dir, meta)  # tokenizer.json: every step from text to ids
+        self.encoder = Encoder(self.vocabs, self.preprocess, self.tokenizer)
         self.labels: list[str] = self.vocabs.labels.itos
         self.atol = float(meta["atol"])
         self.variant = "int8" if int8 else "fp32"
@@ -98,6 +100,7 @@ class ServingModel:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.providers = self.session.get_providers()
         self._check_graph()  # its probe runs also do the first run's allocations, outside any timing
+        check_tokenizer(self.export_dir, meta, self.tokenizer)  # after the graph checks (see there)
 
     def _checked_onnx_file(self, int8: bool) -> tuple[Path, str]:
         key = "int8" if int8 else "onnx"
@@ -194,7 +197,7 @@ class ServingModel:
         return Item(tokens, self.encoder.encode(tokens) if tokens else None, truncated)
 
     def prepare_text(self, text: str) -> Item:
-        return self.prepare_tokens(tokenize(text))
+        return self.prepare_tokens(self.tokenizer.tokenize(text))
 
     def _feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: arrays[name] for name in self.input_names}
@@ -222,20 +225,10 @@ class ServingModel:
         return results  # type: ignore[return-value]
 
     def empty_result(self) -> dict[str, Any]:
-        if self.task == "tagger":
-            return {"tokens": [], "tags": []}
-        return {"label": None, "prob_positive": None}
+        return result(self.task, self.labels, [], None)
 
     def _result(self, item: Item, logits: np.ndarray) -> dict[str, Any]:
-        if self.task == "tagger":
-            ids = logits[: item.size].argmax(axis=-1)  # (T,); positions past the length are padding
-            out: dict[str, Any] = {"tokens": item.tokens, "tags": [self.labels[i] for i in ids]}
-        else:
-            prob = round(sigmoid(float(logits)), PROB_DECIMALS)
-            out = {"label": "positive" if prob >= THRESHOLD else "negative", "prob_positive": prob}
-        if item.truncated:
-            out["truncated"] = True
-        return out
+        return result(self.task, self.labels, item.tokens, logits, item.truncated)
 
     def describe(self) -> dict[str, Any]:
         """What `GET /metadata` and `bench` report about the loaded model."""
@@ -249,6 +242,23 @@ class ServingModel:
             "providers": self.providers,
             "max_tokens": self.max_tokens,
         }
+
+
+def result(
+    task: str, labels: Sequence[str], tokens: list[str], logits: np.ndarray | None, truncated: bool = False
+) -> dict[str, Any]:
+    """One input's result object, as `predict` writes it: `logits` is its row (None for an empty input)."""
+    if task == "tagger":
+        ids = [] if logits is None else logits[: len(tokens)].argmax(axis=-1)  # (T,); later positions are padding
+        out: dict[str, Any] = {"tokens": tokens, "tags": [labels[i] for i in ids]}
+    elif logits is None:
+        out = {"label": None, "prob_positive": None}
+    else:
+        prob = round(sigmoid(float(logits)), PROB_DECIMALS)
+        out = {"label": labels[1] if prob >= THRESHOLD else labels[0], "prob_positive": prob}
+    if truncated:
+        out["truncated"] = True
+    return out
 
 
 def sigmoid(x: float) -> float:

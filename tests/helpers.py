@@ -25,6 +25,39 @@ from trainer.core.config import SentimentConfig, TaggerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Inputs where the Treebank rules, or `regex` and `re`, are easiest to get wrong: every quote kind,
+# clitics and MacIntyre contractions in any case, final periods before closing brackets and space
+# runs, Unicode case folding (Kelvin sign, long s, dotted I), combining marks, odd whitespace.
+TREEBANK_EDGE_CASES = [
+    "\"Hello,\" she said. 'Don't!' (Really?) [yes] {no} <maybe>",
+    "``quoted'' and ‘single’ “double” «chevrons» „low“ `tick`",
+    "I CAN'T, we'll, they're, I'd, you've, she's, 'tis, 'TWAS, cannot, CANNOT, gonna, Wanna go",
+    "d'ye gimme lemme gotta more'n whaddya whatcha",
+    "Ends with a period.)\"'  ",
+    "Ellipsis... and.. dots . . .",
+    "U.S.A. e.g. etc.",
+    "3,000 12:30 a:b, c,d ; @user #tag $5 50% R&D",
+    "em—dash en–dash figure‒dash ― bar -- double",
+    "KELVIN: Kannot ſtop İstanbul CAN\u0130T",
+    "cafe\u0301's e\u0301'xyz \u0301'a",
+    "tab\there\x1cfs\x85nel\u2028ls",
+    "'",
+    "''",
+    '"',
+    ".",
+    "..",
+    "'s",
+    "n't",
+    "' '",
+    "",
+    "   ",
+    "a.'",
+    "(.)",
+    "*bold* *",
+    "x?!?",
+    "'hello' 'world'",
+]
+
 
 def env() -> dict[str, str]:
     """The environment for a subprocess that must import this checkout's packages."""

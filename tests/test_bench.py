@@ -3,16 +3,18 @@
 Full runs take minutes to hours; these take seconds: FLOP arithmetic against hand counts, the
 perceptron and Naive Bayes baselines on a few hundred real examples, the tutorial loop for a few
 sentences, `bench.preprocess_scale` end to end on 2,000 generated lines, and `bench.tokenize` on
-short worst cases, and `bench.triton_client --quick` on a tiny export.
+short worst cases, `bench.triton_client --quick` on a tiny export, and `bench.stages` on both tiny exports.
 """
 
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from helpers import REPO, write_tiny_artifact
 
 from bench import (
@@ -22,6 +24,7 @@ from bench import (
     preprocess_scale,
     schedule_cost,
     sentiment_accuracy,
+    stages,
     tagger_accuracy,
     tokenize,
     train_speed,
@@ -235,3 +238,21 @@ def test_triton_client_quick_times_binary_and_json_beside_model_only(runs, data_
     assert all(r["requests"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in rows), rows
     assert all(r["texts_per_s"] == r["requests_per_s"] * r["texts_per_request"] for r in rows)
     assert results["model_only_b64"]["throughput"] > 0 and len(results["binary_over_json"]) == 6
+
+
+@pytest.mark.parametrize("task", ["tagger", "sentiment"])
+def test_stages_times_each_stage_and_the_one_thread_backends(runs, data_dir, tmp_path, task):
+    artifact, export = runs[task]
+    report, other = tmp_path / "stages.json", shutil.copytree(export, tmp_path / "other")
+    data = "brown" if task == "tagger" else "rotten-tomatoes"
+    args = ["--export", str(export), "--compare", str(other), "--torch", str(artifact), "--data", data]
+    assert stages.main([*args, "--lines", "300", "--texts", "200", "--rounds", "1", "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["results"]["table"]
+    first, second = rows[0], rows[1]
+    assert first["units"] == second["units"] > 0
+    assert all(row[f"{s}_us"] >= 0 for row in (first, second) for s in stages.STAGES)
+    assert second["tokenize_us"] < first["tokenize_us"]  # the memo answers the repeated lines
+    assert 0 < first["pipeline_bound"] <= 1 and 0 < second["pipeline_bound"] <= 1
+    timed = rows[2:-1]
+    assert [r["figure"].split(": ", 1)[1] for r in timed] == [str(export), str(other), "torch eager"]
+    assert all(r["throughput"] > 0 and r["of_floor"] > 0 for r in timed) and timed[-1]["over_torch"] == 1

@@ -54,7 +54,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]
 @pytest.mark.parametrize("kind", list(EXPORT_KINDS))
 def test_export_writes_a_validated_self_describing_directory(kind: str, exports: dict, artifacts: dict) -> None:
     out = exports[kind]
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "test_vectors.json", "validation.json"]
+    names = ["model.json", "model.onnx", "test_vectors.json", "tokenizer.json", "validation.json"]
+    assert sorted(p.name for p in out.iterdir()) == names
     assert not list(out.parent.glob(f".{kind}.tmp-*")) and not out.with_name(f"{kind}.failed").exists()
     meta, report = load_json(out / "model.json"), load_json(out / "validation.json")
     onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
@@ -65,6 +66,7 @@ def test_export_writes_a_validated_self_describing_directory(kind: str, exports:
         "file": "test_vectors.json",
         "sha256": hashlib.sha256((out / "test_vectors.json").read_bytes()).hexdigest(),
     }
+    assert meta["tokenizer"]["sha256"] == hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
     source_config = load_json(artifacts[kind] / "config.json")
     assert (meta["task"], meta["model"], meta["preprocess"]) == (
         source_config["task"],
@@ -97,7 +99,7 @@ def test_export_writes_a_validated_self_describing_directory(kind: str, exports:
     assert len(real) == 24 and all(v["name"] == f"test-{v['source']['index']}" for v in real)
     assert all((v["text"] is None) == ("tagger" in kind) for v in real)  # Brown comes tokenized; reviews as text
     recorded = {c["name"]: c for c in report["cases"] if c["kind"] == "vectors"}
-    assert set(recorded) == {f"vector-{v['name']}" for v in vectors["vectors"]}
+    assert set(recorded) == {f"vector-{v['name']}" for v in vectors["vectors"] if v["tokens"]}  # empty: not run
     assert all(c["passed"] and c["outputs"]["logits"]["max_abs_diff"] <= 1e-4 for c in recorded.values())
     assert recorded["vector-max-tokens"]["inputs"]["words"] == [1, 512]
 
@@ -215,7 +217,12 @@ def test_a_broken_export_is_rejected_and_not_left_looking_valid(
     assert any("max abs diff 0.01 vs atol 0.0001 (logits shape [64, 230, 12])" in line for line in lines[1:])
     assert not out.exists() and not list(tmp_path.glob(".broken.tmp-*"))
     failed = out.with_name("broken.failed")
-    assert sorted(p.name for p in failed.iterdir()) == ["model.onnx", "test_vectors.json", "validation.json"]
+    assert sorted(p.name for p in failed.iterdir()) == [
+        "model.onnx",
+        "test_vectors.json",
+        "tokenizer.json",
+        "validation.json",
+    ]
     assert any(line.strip().startswith("vector-one-token: max abs diff 0.01 vs atol 0.0001") for line in lines[1:])
     report = load_json(failed / "validation.json")
     assert report["passed"] is False and len(report["failures"]) == len(lines) - 1

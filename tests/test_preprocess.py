@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, TREEBANK_EDGE_CASES
 from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.core.config import PreprocessConfig, TrainConfig, apply_overrides, parse_key_values
@@ -19,13 +19,13 @@ from trainer.core.preprocess import (
     PAD,
     UNK,
     Encoder,
-    TreebankTokenizer,
     Vocab,
     Vocabs,
     build_vocabs,
     normalize_word,
     tokenize,
 )
+from trainer.core.tokenizer import default_tokenizer
 
 BLOCK_TORCH = """
 import importlib.abc, sys
@@ -54,47 +54,13 @@ def test_tokenize_follows_the_treebank_rules_and_keeps_urls_whole() -> None:
     assert tokenize("   ") == []
 
 
-# Inputs where the Treebank rules, or `regex` and `re`, are easiest to get wrong: every quote kind,
-# clitics and MacIntyre contractions in any case, final periods before closing brackets and space
-# runs, Unicode case folding (Kelvin sign, long s, dotted I), combining marks, odd whitespace.
-TREEBANK_EDGE_CASES = [
-    "\"Hello,\" she said. 'Don't!' (Really?) [yes] {no} <maybe>",
-    "``quoted'' and ‘single’ “double” «chevrons» „low“ `tick`",
-    "I CAN'T, we'll, they're, I'd, you've, she's, 'tis, 'TWAS, cannot, CANNOT, gonna, Wanna go",
-    "d'ye gimme lemme gotta more'n whaddya whatcha",
-    "Ends with a period.)\"'  ",
-    "Ellipsis... and.. dots . . .",
-    "U.S.A. e.g. etc.",
-    "3,000 12:30 a:b, c,d ; @user #tag $5 50% R&D",
-    "em—dash en–dash figure‒dash ― bar -- double",
-    "KELVIN: Kannot ſtop İstanbul CAN\u0130T",
-    "cafe\u0301's e\u0301'xyz \u0301'a",
-    "tab\there\x1cfs\x85nel\u2028ls",
-    "'",
-    "''",
-    '"',
-    ".",
-    "..",
-    "'s",
-    "n't",
-    "' '",
-    "",
-    "   ",
-    "a.'",
-    "(.)",
-    "*bold* *",
-    "x?!?",
-    "'hello' 'world'",
-]
-
-
 def test_treebank_tokenizer_equals_nltk_on_edge_cases_and_random_strings() -> None:
-    ours, nltk = TreebankTokenizer(), NLTKWordTokenizer()
+    ours, nltk = default_tokenizer(), NLTKWordTokenizer()
     rng = np.random.default_rng(0)
     alphabet = list("aAsSkK. ,:;'\"`()[]{}<>?!*-—’”“‘«»\t\n") + ["can", "not", "n't", "'s", "\u0301", "ſ", "K", "İ"]
     random = ["".join(rng.choice(alphabet, size=int(rng.integers(1, 40)))) for _ in range(3000)]
     for text in TREEBANK_EDGE_CASES + random:
-        assert ours.tokenize(text) == nltk.tokenize(text), repr(text)
+        assert ours.words(text) == nltk.tokenize(text), repr(text)
 
 
 @pytest.mark.parametrize(
@@ -103,12 +69,12 @@ def test_treebank_tokenizer_equals_nltk_on_edge_cases_and_random_strings() -> No
 def test_treebank_tokenizer_equals_nltk_on_every_corpus_text(data_dir, stride: int) -> None:
     """Brown sentences (joined) and Rotten Tomatoes reviews, all splits: about 70,000 texts (half a minute
     with nltk's tokenizer, hence `slow`; every 10th of them otherwise)."""
-    ours, nltk = TreebankTokenizer(), NLTKWordTokenizer()
+    ours, nltk = default_tokenizer(), NLTKWordTokenizer()
     texts = [e.text for split in SPLITS for e in open_dataset("rotten-tomatoes", data_dir).examples(split)]
     texts += [" ".join(e.words) for split in SPLITS for e in open_dataset("brown", data_dir).examples(split)]
     assert len(texts) > 69_000
     texts = texts[::stride]
-    differ = [text for text in texts if ours.tokenize(text) != nltk.tokenize(text)]
+    differ = [text for text in texts if ours.words(text) != nltk.tokenize(text)]
     assert not differ, f"{len(differ)} texts differ, e.g. {differ[:3]}"
 
 
@@ -172,6 +138,23 @@ def test_memoized_ids_equal_normalize_and_lookup_past_the_memo_size(monkeypatch)
     for row, token in zip(encoded.chars.tolist(), tokens):
         assert row == [vocabs.chars.id(c) for c in token[:3]] + [0] * (3 - len(token[:3]))
     assert len(encoder.word_id.values) == len(encoder.char_ids.values) == 3
+
+
+def test_remembered_inputs_give_the_same_arrays_read_only_and_the_memo_is_bounded(monkeypatch) -> None:
+    config = PreprocessConfig(min_count=1, max_word_len=3, max_tokens=4)
+    vocabs = build_vocabs([["the", "cat", "sat"]], ["X"], config, chars=True)
+    monkeypatch.setattr(Encoder, "MEMO_SENTENCE_TOKENS", 6)
+    encoder = Encoder(vocabs, config)
+    inputs = [["the", "cat"], ["The", "dog", "sat", "on", "it"], ["the", "cat"], ["sat"], ["sat"]]
+    first = [encoder.encode(t) for t in inputs]
+    fresh = Encoder(vocabs, config)
+    for got, tokens in zip(first + [encoder.encode(t) for t in inputs], inputs * 2):
+        expected = fresh.encode_new(tokens[:4])
+        for name in ("words", "chars", "word_lengths"):
+            assert getattr(got, name).tolist() == getattr(expected, name).tolist()
+    assert first[0] is first[2] and not first[0].words.flags.writeable and not first[0].chars.flags.writeable
+    assert list(encoder.sentences) == [("the", "cat"), ("The", "dog", "sat", "on")]  # the budget of 6 is spent
+    assert first[3] is not first[4] and first[3].words.flags.writeable
 
 
 def test_config_overrides_are_type_checked_and_unknown_keys_listed() -> None:

@@ -187,7 +187,10 @@ def test_export_of_a_crafted_run_dir_is_one_line_and_writes_nothing(tiny_artifac
     ("raw", "expected"),
     [
         ('{"lr": 0.1, "lr": 0.2}', "duplicate key 'lr'"),
-        ('{"\\ud800": 1}', "a key in the top-level object is not valid Unicode: a lone surrogate U+D800"),
+        (
+            '{"\\ud800": 1}',
+            "a key in the top-level object is not valid Unicode: a lone surrogate U+D800 at character 0",
+        ),
         ('{"epochs": ' + "9" * 5000 + "}", "epochs: an integer of 5000 digits; the limit is 4300"),
     ],
     ids=["duplicate key", "lone surrogate key", "huge integer"],
@@ -196,7 +199,8 @@ def test_train_config_files_are_read_strictly(tmp_path: Path, raw: str, expected
     config = tmp_path / "cfg.json"
     config.write_text(raw, encoding="utf-8")
     args = ["--task", "tagger", "--data", f"conllu:{CONLLU}", "--out", tmp_path / "run", "--config", config]
-    assert one_line_error(run_main("trainer", "train", *args)) == f"error: --config {config}: {expected}"
+    message = one_line_error(run_main("trainer", "train", *args))
+    assert message == f"error: --config {config}: {expected}"
     assert not (tmp_path / "run").exists()
 
 

@@ -258,8 +258,10 @@ def test_two_nodes_of_one_process_each(data: dict[str, str], tmp_path: Path) -> 
         for rank in (0, 1)
     ]
     results = [node.communicate(timeout=300) for node in nodes]
-    for node, (_, err) in zip(nodes, results, strict=True):
-        assert node.returncode == 0, err[-3000:]
+    errors = [
+        f"node {rank}: rc {node.returncode}: {err[-2000:]}" for rank, (node, (_, err)) in enumerate(zip(nodes, results))
+    ]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(errors)
     assert json.loads((run / "model" / "metrics.json").read_text())["world_size"] == 2
     checksums = events(run, "end")[-1]["weights_sha256_per_process"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]

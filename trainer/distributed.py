@@ -78,21 +78,30 @@ def round_store(rank: int, timeout: timedelta) -> dist.Store:
     host, agent_port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     agent = dist.TCPStore(host, agent_port, is_master=False, timeout=timeout)
     if rank == 0:
-        store = dist.TCPStore(host, 0, is_master=True, timeout=timeout, wait_for_workers=False)
+        # Served at the address this machine has towards the agent's store: MASTER_ADDR is the agent's host,
+        # which is not rank 0's when rank 0 runs on another node (c10d rendezvous).
+        address = own_address(host, agent_port)
+        store = dist.TCPStore(address, 0, is_master=True, timeout=timeout, wait_for_workers=False)
         nonce = secrets.token_hex(8)
         store.set("nonce", nonce)
-        agent.set(ROUND_STORE_KEY, f"{store.port} {nonce}")
+        agent.set(ROUND_STORE_KEY, f"{address} {store.port} {nonce}")
         return store
     deadline = time.monotonic() + timeout.total_seconds()
     while True:
-        port, nonce = agent.get(ROUND_STORE_KEY).decode().split()  # waits for the first round's post
-        if listening(host, int(port)):  # else an earlier round's post: its server is gone with its rank 0
-            store = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
+        address, port, nonce = agent.get(ROUND_STORE_KEY).decode().split()  # waits for the first round's post
+        if listening(address, int(port)):  # else an earlier round's post: its server is gone with its rank 0
+            store = dist.TCPStore(address, int(port), is_master=False, timeout=timeout)
             if store.check(["nonce"]) and store.get("nonce").decode() == nonce:
                 return store
         if time.monotonic() > deadline:
             raise dist.DistStoreError(f"no store from rank 0 at {host} within {timeout.total_seconds():.0f} s")
         time.sleep(0.2)
+
+
+def own_address(host: str, port: int) -> str:
+    """This machine's address on the route to host:port (the source address of a connection there)."""
+    with socket.create_connection((host, port), timeout=PROBE_S) as probe:
+        return probe.getsockname()[0]
 
 
 def listening(host: str, port: int) -> bool:

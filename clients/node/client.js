@@ -1,18 +1,23 @@
 #!/usr/bin/env node
-// Reference client for a seqlstm export, outside Python: `node client.js EXPORT_DIR`.
+// Reference client for a seqlstm export, outside Python, from raw text to labels.
 //
-// Reads only EXPORT_DIR/model.onnx, model.json and test_vectors.json, as docs/DESIGN.md
-// ("Exports outside Python") specifies them. For every vector it does the normalization and id
-// mapping itself from the spec (the vectors carry tokens, so it needs no Treebank tokenizer),
-// compares each stage with the vector, runs onnxruntime-node on its own ids and checks every
-// logit within the export's atol and every label. One summary line on stdout; exit 0 when all
-// agree, 1 on any mismatch (each one listed on stderr), 2 when the export cannot be read.
+//   node client.js EXPORT_DIR                 check every test vector, stage by stage
+//   node client.js EXPORT_DIR --input FILE    predict: the JSON Lines `python -m serve predict` writes
+//
+// Reads only EXPORT_DIR/model.onnx, model.json, tokenizer.json and test_vectors.json, as docs/DESIGN.md
+// ("Exports outside Python") specifies them. The check tokenizes each vector's text with the
+// export's tokenizer.json (tokenizer.js), compares tokens, words and ids with the vector, runs
+// onnxruntime-node on its own ids and checks every logit within the export's atol and every result
+// object. One summary line on stdout; exit 0 when all agree, 1 on any mismatch (each one listed on
+// stderr), 2 when the export (or the input) cannot be read.
 'use strict';
 
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 const ort = require('onnxruntime-node');
+const { BadTokenizer, textTokenizer, tokenEncoder } = require('./tokenizer');
+const { pythonJson, resultOf } = require('./results');
 
 const FORMAT = 2;
 const MAX_LISTED = 20;
@@ -97,23 +102,30 @@ function canonical(value) {
   return JSON.stringify(value);
 }
 
-function describe(dir) {
+function describe(dir, { vectors = true } = {}) {
   const meta = readJson(path.join(dir, 'model.json'));
   if (meta.export_format_version !== FORMAT) {
     throw new BadExport(`model.json: export_format_version ${meta.export_format_version} is not ${FORMAT} ` +
       '(format 1 has no metadata_props or test_vectors.json; re-export with `python -m export`)');
   }
-  for (const [key, file] of [['onnx', 'model.onnx'], ['test_vectors', 'test_vectors.json']]) {
-    if (!meta[key] || meta[key].file !== file) throw new BadExport(`model.json: ${key}.file must be ${file}`);
-  }
-  const onnxBytes = fs.readFileSync(path.join(dir, 'model.onnx'));
-  const vectorBytes = fs.readFileSync(path.join(dir, 'test_vectors.json'));
-  for (const [key, bytes] of [['onnx', onnxBytes], ['test_vectors', vectorBytes]]) {
-    if (sha256(bytes) !== meta[key].sha256) {
-      throw new BadExport(`${meta[key].file}: sha256 ${sha256(bytes).slice(0, 12)}... does not match model.json`);
+  const files = [['onnx', 'model.onnx', meta.onnx], ['tokenizer', 'tokenizer.json', meta.tokenizer]];
+  if (vectors) files.push(['test_vectors', 'test_vectors.json', meta.test_vectors]);
+  const bytes = {};
+  for (const [key, file, entry] of files) {
+    if (!entry || entry.file !== file) {
+      const hint = key === 'tokenizer' ? ' (an export from before tokenizer.json: re-export with `python -m export`)' : '';
+      throw new BadExport(`model.json: ${key}.file must be ${file}${hint}`);
+    }
+    try {
+      bytes[key] = fs.readFileSync(path.join(dir, file));
+    } catch (err) {
+      throw new BadExport(`${file}: cannot read it (${err.code || err.message})`);
+    }
+    if (sha256(bytes[key]) !== entry.sha256) {
+      throw new BadExport(`${file}: sha256 ${sha256(bytes[key]).slice(0, 12)}... does not match model.json`);
     }
   }
-  const props = metadataProps(onnxBytes);
+  const props = metadataProps(bytes.onnx);
   const prop = (key) => {
     if (!(`seqlstm.${key}` in props)) throw new BadExport(`model.onnx: metadata_props lacks seqlstm.${key}`);
     return props[`seqlstm.${key}`];
@@ -122,85 +134,48 @@ function describe(dir) {
     task: prop('task'),
     labels: JSON.parse(prop('labels')),
     padId: Number(prop('pad_id')),
-    unkId: Number(prop('unk_id')),
     normalization: JSON.parse(prop('normalization')),
     postprocess: JSON.parse(prop('postprocess')),
-    inputs: Object.keys(JSON.parse(prop('inputs'))),
-    url: JSON.parse(prop('tokenizer')).url_token,
   };
+  const tokenizer = JSON.parse(bytes.tokenizer.toString('utf8'));
+  const section = tokenizer.encode ?? {};
   const agree = [
     ['task', spec.task, meta.task],
     ['labels', canonical(spec.labels), canonical(meta.vocab.labels)],
     ['vocab_sha256', prop('vocab_sha256'), sha256(Buffer.from(canonical(meta.vocab), 'utf8'))],
     ['export_format_version', prop('export_format_version'), String(meta.export_format_version)],
+    ['tokenizer', canonical(JSON.parse(prop('tokenizer'))), canonical(meta.tokenizer)],
+    ['pad_id', spec.padId, section.pad_id, 'tokenizer.json encode'],
   ];
   for (const key of Object.keys(spec.normalization)) {
     agree.push([`normalization.${key}`, spec.normalization[key], meta.preprocess[key]]);
   }
-  for (const [key, fromGraph, fromJson] of agree) {
+  const fromEncode = { lowercase: section.words?.lowercase, digits_to_zero: section.words?.digits_to_zero,
+    max_tokens: section.max_tokens, max_word_len: section.chars?.max_word_len, lexicon: section.words?.lexicon?.name };
+  for (const [key, value] of Object.entries(fromEncode)) {
+    if (value !== undefined) agree.push([`normalization.${key}`, spec.normalization[key], value, 'tokenizer.json encode']);
+  }
+  for (const [key, fromGraph, fromJson, source = 'model.json'] of agree) {
     if (fromGraph !== fromJson) {
-      throw new BadExport(`model.onnx: metadata_props seqlstm.${key} is ${fromGraph}, model.json gives ${fromJson}`);
+      throw new BadExport(`model.onnx: metadata_props seqlstm.${key} is ${fromGraph}, ${source} gives ${fromJson}`);
     }
   }
-  const vectors = JSON.parse(vectorBytes.toString('utf8'));
-  return { meta, spec, vectors, onnxPath: path.join(dir, 'model.onnx') };
-}
-
-// ---- text stages: normalization and id mapping (docs/DESIGN.md) ----
-
-// Unknown words' lexicon classes (trainer/core/lexicon.py): with normalization.lexicon set, a word outside
-// vocab.words takes the id of `<unk:SIG>`, SIG being the sorted parts of speech vocab.lexicon lists it
-// under (n, v, a, r), plus `X+` for each part of speech an inflection rule reaches from it.
-const POS_LETTERS = { noun: 'n', verb: 'v', adj: 'a', adv: 'r' };
-const INFLECTIONS = {
-  n: [['s', ''], ['ses', 's'], ['xes', 'x'], ['zes', 'z'], ['ches', 'ch'], ['shes', 'sh'], ['men', 'man'], ['ies', 'y']],
-  v: [['s', ''], ['ies', 'y'], ['es', 'e'], ['es', ''], ['ed', 'e'], ['ed', ''], ['ing', 'e'], ['ing', '']],
-  a: [['er', ''], ['est', ''], ['er', 'e'], ['est', 'e']],
-};
-
-function lexiconClass(lexicon) {
-  if (!lexicon) return () => undefined;
-  const pos = new Map();
-  for (const [name, letter] of Object.entries(POS_LETTERS)) {
-    for (const word of lexicon[name]) pos.set(word, (pos.get(word) ?? '') + letter);
+  let tokenize;
+  let encode;
+  try {
+    tokenize = textTokenizer(tokenizer);
+    encode = tokenEncoder(tokenizer, meta.vocab);
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    throw new BadTokenizer(`tokenizer.json: not the documented layout (${err.message})`);
   }
-  return (word) => {
-    const tags = new Set(pos.get(word) ?? '');
-    const chars = Array.from(word); // code points, as Python counts them
-    for (const [letter, rules] of Object.entries(INFLECTIONS)) {
-      for (const [ending, base] of rules) {
-        const stem = chars.length - ending.length;
-        if (stem > 1 && word.endsWith(ending) && (pos.get(chars.slice(0, stem).join('') + base) ?? '').includes(letter)) {
-          tags.add(letter + '+');
-        }
-      }
-    }
-    return tags.size ? `<unk:${[...tags].sort().join('')}>` : undefined;
-  };
-}
-
-function encoder(meta, spec) {
-  const { lowercase, digits_to_zero: digitsToZero, max_tokens: maxTokens, max_word_len: maxWordLen } =
-    spec.normalization;
-  const wordIds = new Map(meta.vocab.words.map((w, i) => [w, i]));
-  const charIds = meta.vocab.chars ? new Map(meta.vocab.chars.map((c, i) => [c, i])) : null;
-  const classOf = lexiconClass(spec.normalization.lexicon && meta.vocab.lexicon);
-  const wordId = (word) => wordIds.get(word) ?? wordIds.get(classOf(word)) ?? spec.unkId;
-  const normalize = (token) => {
-    if (token === spec.url) return token;
-    let word = lowercase ? token.toLowerCase() : token;
-    if (digitsToZero) word = word.replace(/\p{Nd}/gu, '0'); // every Unicode decimal digit, like Python's \d
-    return word;
-  };
-  return (tokens) => {
-    const kept = tokens.slice(0, maxTokens);
-    const words = kept.map(normalize);
-    const out = { truncated: kept.length < tokens.length, words, word_ids: words.map(wordId) };
-    if (charIds) {
-      out.chars = kept.map((t) => Array.from(t).slice(0, maxWordLen).map((c) => charIds.get(c) ?? spec.unkId));
-      out.word_lengths = out.chars.map((row) => row.length);
-    }
-    return out;
+  return {
+    meta,
+    spec,
+    tokenize,
+    encode,
+    vectors: vectors ? JSON.parse(bytes.test_vectors.toString('utf8')) : null,
+    onnxPath: path.join(dir, 'model.onnx'),
   };
 }
 
@@ -222,17 +197,19 @@ function feeds(encoded, names, padId) {
   return out;
 }
 
-// ---- post-processing: argmax per token, or sigmoid, rounding and threshold ----
-
-function tagsOf(rows, labels) {
-  return rows.map((row) => labels[row.indexOf(Math.max(...row))]);
+// The graph on one input (batch 1): the tagger's rows (T arrays of n_labels) or the sentiment's logit.
+async function logitsOf(session, encoded, spec) {
+  if (!encoded.word_ids.length) return null;
+  const result = await session.run(feeds(encoded, session.inputNames, spec.padId));
+  const flat = Array.from(result[session.outputNames[0]].data);
+  if (spec.task !== 'tagger') return flat[0];
+  const width = spec.labels.length;
+  return Array.from({ length: flat.length / width }, (_, t) => flat.slice(t * width, (t + 1) * width));
 }
 
-function sentimentOf(logit, pp, labels) {
-  const prob = 1 / (1 + Math.exp(-Math.min(Math.max(logit, -60), 60)));
-  const rounded = Math.round(prob * 10 ** pp.round) / 10 ** pp.round;
-  return { prob_positive: rounded, label: rounded >= pp.threshold ? labels[1] : labels[0] };
-}
+const openSession = (onnxPath) => ort.InferenceSession.create(onnxPath, {
+  executionProviders: ['cpu'], intraOpNumThreads: 1, interOpNumThreads: 1,
+});
 
 // Smallest gap between the best and second-best logit: a label may only differ within 2 atol of it.
 function margin(rows) {
@@ -242,29 +219,39 @@ function margin(rows) {
   }));
 }
 
+// Where the expected logits sit within atol of a tie (tagger) or of the threshold (sentiment), a
+// port's label may differ: its logits are only required within atol.
+function nearTie(v, spec, atol) {
+  if (v.logits === null) return false;
+  if (spec.task === 'tagger') return margin(v.logits) <= 2 * atol;
+  return Math.abs(v.prob_positive - spec.postprocess.threshold) <= atol;
+}
+
 async function check(dir) {
-  const { meta, spec, vectors, onnxPath } = describe(dir);
+  const { meta, spec, tokenize, encode, vectors, onnxPath } = describe(dir);
   const atol = meta.atol;
-  const encode = encoder(meta, spec);
-  const session = await ort.InferenceSession.create(onnxPath, {
-    executionProviders: ['cpu'], intraOpNumThreads: 1, interOpNumThreads: 1,
-  });
+  const session = await openSession(onnxPath);
   const problems = [];
   let logits = 0;
   let worst = 0;
   for (const v of vectors.vectors) {
+    if (v.text !== null) {
+      const tokens = tokenize(v.text);
+      if (canonical(tokens) !== canonical(v.tokens)) {
+        problems.push(`${v.name}: tokens ${canonical(tokens).slice(0, 80)} vs expected ${canonical(v.tokens).slice(0, 80)}`);
+      }
+    }
     const got = encode(v.tokens);
     for (const stage of ['truncated', 'words', 'word_ids', 'chars', 'word_lengths']) {
       if (stage in got && canonical(got[stage]) !== canonical(v[stage])) {
         problems.push(`${v.name}: ${stage} ${canonical(got[stage]).slice(0, 80)} vs expected ${canonical(v[stage]).slice(0, 80)}`);
       }
     }
-    const result = await session.run(feeds(got, session.inputNames, spec.padId));
-    const out = result[session.outputNames[0]];
-    const flat = Array.from(out.data);
-    const expected = spec.task === 'tagger' ? v.logits.flat() : [v.logits];
+    const out = await logitsOf(session, got, spec);
+    const flat = out === null ? [] : [out].flat(2);
+    const expected = v.logits === null ? [] : [v.logits].flat(2);
     if (flat.length !== expected.length) {
-      problems.push(`${v.name}: ${flat.length} logits (shape ${out.dims}) vs ${expected.length} expected`);
+      problems.push(`${v.name}: ${flat.length} logits vs ${expected.length} expected`);
       continue;
     }
     let diff = 0;
@@ -273,34 +260,71 @@ async function check(dir) {
     logits += flat.length;
     worst = Math.max(worst, diff);
     if (!(diff <= atol)) problems.push(`${v.name}: max abs diff ${diff.toExponential(3)} vs atol ${atol}`);
-    if (spec.task === 'tagger') {
-      const width = spec.labels.length;
-      const rows = Array.from({ length: flat.length / width }, (_, t) => flat.slice(t * width, (t + 1) * width));
-      const tags = tagsOf(rows, spec.labels);
-      if (canonical(tags) !== canonical(v.tags) && margin(v.logits) > 2 * atol) {
-        problems.push(`${v.name}: tags ${tags.join(' ').slice(0, 80)} vs expected ${v.tags.join(' ').slice(0, 80)}`);
-      }
-    } else {
-      const s = sentimentOf(flat[0], spec.postprocess, spec.labels);
-      const nearThreshold = Math.abs(v.prob_positive - spec.postprocess.threshold) <= atol;
-      if ((s.label !== v.label && !nearThreshold) || Math.abs(s.prob_positive - v.prob_positive) > 1.5e-4) {
-        problems.push(`${v.name}: ${s.label} ${s.prob_positive} vs expected ${v.label} ${v.prob_positive}`);
-      }
+    const result = pythonJson(resultOf(spec.task, spec.labels, spec.postprocess, got.kept, out, got.truncated));
+    if (result !== pythonJson(v.output) && !nearTie(v, spec, atol)) {
+      problems.push(`${v.name}: output ${result.slice(-80)} vs expected ${pythonJson(v.output).slice(-80)}`);
     }
   }
   return { count: vectors.vectors.length, logits, worst, atol, problems, task: spec.task };
 }
 
+// `python -m serve predict --input FILE` (text format, --errors strict): one line in, one JSON line out.
+// Lines end at "\n" (bytes); trailing "\r"s and "\n"s are dropped, and a UTF-8 byte order mark
+// before the first line; bytes that are not UTF-8 stop the run naming FILE:LINE.
+async function predict(dir, file) {
+  const { spec, tokenize, encode, onnxPath } = describe(dir, { vectors: false });
+  let data;
+  try {
+    data = fs.readFileSync(file);
+  } catch (err) {
+    throw new BadExport(`--input ${file}: cannot read it (${err.code || err.message})`);
+  }
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const session = await openSession(onnxPath);
+  const out = [];
+  let start = 0;
+  for (let number = 1; start < data.length; number++) {
+    let end = data.indexOf(0x0a, start);
+    end = end < 0 ? data.length : end + 1;
+    let line = data.subarray(number === 1 && data[0] === 0xef && data[1] === 0xbb && data[2] === 0xbf ? 3 : start, end);
+    let stop = line.length;
+    while (stop > 0 && (line[stop - 1] === 0x0a || line[stop - 1] === 0x0d)) stop--;
+    line = line.subarray(0, stop);
+    let text;
+    try {
+      text = decoder.decode(line);
+    } catch (err) {
+      throw new BadExport(`${file}:${number}: not valid UTF-8`);
+    }
+    const encoded = encode(tokenize(text));
+    const logits = await logitsOf(session, encoded, spec);
+    out.push(`${pythonJson(resultOf(spec.task, spec.labels, spec.postprocess, encoded.kept, logits, encoded.truncated))}\n`);
+    start = end;
+  }
+  process.stdout.write(out.join(''));
+}
+
+function parseArgs(argv) {
+  if (argv.length === 1 && !argv[0].startsWith('-')) return { dir: argv[0] };
+  if (argv.length === 3 && !argv[0].startsWith('-') && argv[1] === '--input') return { dir: argv[0], input: argv[2] };
+  return null;
+}
+
 async function main(argv) {
-  if (argv.length !== 1 || argv[0].startsWith('-')) {
-    process.stderr.write('usage: node client.js EXPORT_DIR\n');
+  const args = parseArgs(argv);
+  if (!args) {
+    process.stderr.write('usage: node client.js EXPORT_DIR [--input FILE]\n');
     return 2;
   }
   let r;
   try {
-    r = await check(argv[0]);
+    if (args.input !== undefined) {
+      await predict(args.dir, args.input);
+      return 0;
+    }
+    r = await check(args.dir);
   } catch (err) {
-    if (!(err instanceof BadExport || err instanceof SyntaxError || err.code === 'ENOENT')) throw err;
+    if (!(err instanceof BadExport || err instanceof BadTokenizer || err instanceof SyntaxError || err.code === 'ENOENT')) throw err;
     process.stderr.write(`error: ${err.message}\n`);
     return 2;
   }

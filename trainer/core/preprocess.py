@@ -1,12 +1,11 @@
 """Text -> arrays, in one place: training, export validation and serving all import this module.
 
-Imports numpy and nltk only (no torch), so the serving runtime can use it as is. The arrays it
+Imports numpy and regex only (no torch), so the serving runtime can use it as is. The arrays it
 builds are exactly the model inputs named in docs/DESIGN.md.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,97 +15,41 @@ from typing import Any
 
 import numpy as np
 import regex
-from nltk.tokenize import NLTKWordTokenizer
 
 from trainer.core.config import PreprocessConfig
 from trainer.core.errors import DataError
 from trainer.core.lexicon import CLASS_PREFIX, MIN_CLASS_WORDS, Lexicon
+from trainer.core.tokenizer import Tokenizer, default_tokenizer
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"
 UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a token never seen in training
 UNIVERSAL_TAGS = ("NOUN", "VERB", "ADJ", "ADV", "ADP", "CONJ", "DET", "NUM", "PRON", "PRT", ".", "X")
 SENTIMENT_LABELS = ("negative", "positive")  # index = the BCE target, so P(positive) = sigmoid(logit)
 
-URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_DIGIT_RE = re.compile(r"\d")
-
-
-class TreebankTokenizer:
-    """`NLTKWordTokenizer().tokenize(text)`: nltk's own patterns, in its order, on the same engine.
-
-    Tokenizing limited serving raw text (docs/BENCHMARKS.md section 4), and two costs were not the
-    rules themselves. nltk wraps each of its ~30 patterns in `nltk.redos.TimedPattern`, which
-    passes a 5-second `timeout=` to every `regex` call, and checking that clock cost more than the
-    matching (docs/BENCHMARKS.md section 4 has the figures). And a template such as `r" \1 "` is
-    looked up in `regex`'s template cache on every call, though most calls match nothing. So this
-    class recompiles the same sources with the same flags on the same `regex` engine, without a
-    timeout, and expands a template only on a match.
-
-    The timeout is nltk's backstop against crafted *patterns*. These are nltk's fixed ones, whose
-    quadratic case nltk already made possessive, and `bench.tokenize` times the worst inputs we
-    know of. Equality with nltk is tested on every text of both corpora (tests/test_preprocess.py).
-    """
-
-    def __init__(self) -> None:
-        nltk = NLTKWordTokenizer
-
-        def untimed(rules):
-            return [(regex.compile(rx.pattern, rx.flags), on_match(sub)) for rx, sub in rules]
-
-        self.before_padding = untimed(
-            [*nltk.STARTING_QUOTES, *nltk.PUNCTUATION, nltk.PARENS_BRACKETS, nltk.DOUBLE_DASHES]
-        )
-        self.after_padding = untimed(nltk.ENDING_QUOTES) + [
-            (rx, on_match(r" \1 \2 "))
-            for rx in nltk.CONTRACTIONS2 + nltk.CONTRACTIONS3  # stdlib `re` in nltk too
-        ]
-
-    def tokenize(self, text: str) -> list[str]:
-        for rx, sub in self.before_padding:
-            text = rx.sub(sub, text)
-        text = f" {text} "
-        for rx, sub in self.after_padding:
-            text = rx.sub(sub, text)
-        return text.split()
-
-
-def on_match(template: str) -> str | Callable[[Any], str]:
-    """A `sub` replacement that expands a backslash template per match, not per call."""
-    if "\\" not in template:
-        return template
-    return lambda match: match.expand(template)
-
-
-_TOKENIZER = TreebankTokenizer()
-
 
 def tokenize(text: str) -> list[str]:
     """Treebank-style tokens in their original case; each URL becomes one `<url>` token.
 
-    URLs are cut out before tokenizing because the Treebank rules would split them on punctuation.
+    The steps are data (trainer/core/treebank.json, run by `trainer.core.tokenizer`): URLs are cut out
+    first, because the Treebank rules would split them on punctuation, then nltk's Treebank rules run
+    on the text between them. Serving runs the copy inside the export instead (`serve.runtime`).
     """
-    tokens: list[str] = []
-    start = 0
-    for match in URL_RE.finditer(text):
-        tokens += _TOKENIZER.tokenize(text[start : match.start()])
-        tokens.append(URL)
-        start = match.end()
-    tokens += _TOKENIZER.tokenize(text[start:])
-    return tokens
+    return default_tokenizer().tokenize(text)
 
 
 # The PreprocessConfig fields normalize_word reads: two configs that agree on them look words up by the same keys.
 NORMALIZE_KEYS = ("lowercase", "digits_to_zero")
 
 
-def normalize_word(token: str, config: PreprocessConfig) -> str:
-    """The key a token is looked up by in the word vocabulary (characters keep the original)."""
+def normalize_word(token: str, config: PreprocessConfig, digits: regex.Pattern | None = None) -> str:
+    """The key a token is looked up by in the word vocabulary (characters keep the original).
+    `digits`: the decimal digits of the tokenizer description in use (the committed one by default)."""
     if token == URL:
         return token
     if config.lowercase:
         token = token.lower()
     if config.digits_to_zero:
-        token = _DIGIT_RE.sub("0", token)
+        token = (digits or default_tokenizer().digits).sub("0", token)
     return token
 
 
@@ -253,16 +196,29 @@ class Memo:
                 self.values[token] = found
         return found
 
+    def many(self, tokens: Sequence[str]) -> list[Any]:
+        """`[self(t) for t in tokens]`, the remembered ones looked up in C (a Python call per token
+        cost as much as the rest of encoding)."""
+        found = list(map(self.values.get, tokens))
+        if None in found:
+            found = [self(t) if v is None else v for t, v in zip(tokens, found)]
+        return found
+
 
 class Encoder:
     """Tokens -> `Encoded` -> padded batch arrays, for one model's vocabularies and config."""
 
     MEMO_TOKENS = 1 << 16
+    # Tokens of remembered inputs (`encode`): with the tagger's char ids about 50 MB at most.
+    MEMO_SENTENCE_TOKENS = 1 << 19
 
-    def __init__(self, vocabs: Vocabs, config: PreprocessConfig) -> None:
+    def __init__(self, vocabs: Vocabs, config: PreprocessConfig, tokenizer: Tokenizer | None = None) -> None:
         self.vocabs = vocabs
         self.config = config
-        self.word_id = Memo(lambda token: vocabs.word_id(normalize_word(token, config)), self.MEMO_TOKENS)
+        digits = (tokenizer or default_tokenizer()).digits
+        self.sentences: dict[tuple[str, ...], Encoded] = {}
+        self.sentence_tokens = 0
+        self.word_id = Memo(lambda token: vocabs.word_id(normalize_word(token, config, digits)), self.MEMO_TOKENS)
         if vocabs.chars is not None:
             char_id = vocabs.chars.id
             self.char_ids = Memo(lambda token: tuple(map(char_id, token[: config.max_word_len])), self.MEMO_TOKENS)
@@ -272,15 +228,31 @@ class Encoder:
         return list(tokens[: self.config.max_tokens])
 
     def encode(self, tokens: Sequence[str]) -> Encoded:
-        tokens = self.truncate(tokens)
-        words = np.fromiter(map(self.word_id, tokens), np.int64, len(tokens))
+        """The ids of `tokens` (truncated), remembered for repeated inputs up to MEMO_SENTENCE_TOKENS tokens
+        in all; remembered arrays are read-only, since every later caller gets the same ones."""
+        key = tuple(tokens[: self.config.max_tokens])
+        found = self.sentences.get(key)
+        if found is not None:
+            return found
+        encoded = self.encode_new(key)
+        if self.sentence_tokens < self.MEMO_SENTENCE_TOKENS:
+            for array in (encoded.words, encoded.chars, encoded.word_lengths):
+                if array is not None:
+                    array.flags.writeable = False
+            self.sentences[key] = encoded
+            self.sentence_tokens += len(key)
+        return encoded
+
+    def encode_new(self, tokens: Sequence[str]) -> Encoded:
+        words = np.array(self.word_id.many(tokens), np.int64)
         if self.vocabs.chars is None:
             return Encoded(words)
-        rows = list(map(self.char_ids, tokens))  # each capped at max_word_len
+        rows = self.char_ids.many(tokens)  # each capped at max_word_len
         lengths = np.fromiter(map(len, rows), np.int64, len(rows))
         width = max(1, int(lengths.max(initial=1)))
-        padded = chain.from_iterable(row + (0,) * (width - len(row)) for row in rows)
-        chars = np.fromiter(padded, np.int64, len(rows) * width).reshape(len(rows), width)
+        flat = np.fromiter(chain.from_iterable(rows), np.int64, int(lengths.sum()))
+        chars = np.zeros((len(rows), width), np.int64)
+        chars[np.arange(width) < lengths[:, None]] = flat  # row-major: each row's ids left-aligned, then zeros
         return Encoded(words, chars, lengths)
 
     def batch(self, items: Sequence[Encoded]) -> dict[str, np.ndarray]:
