@@ -1,7 +1,7 @@
 """Every config value is checked where it is parsed: range, finiteness, choices, with one line naming the key.
 
 Most cases call the commands' own `parse_args` in-process (it reads no data); a few run the whole
-commands (`python -m trainer`, in this process through `helpers.run_main`, the first one also as a real
+commands (`python -m trainer`, as forked children through `helpers.run_main`, the first one also as a real
 subprocess), checking the exit status, the one stderr line and that nothing was written.
 """
 

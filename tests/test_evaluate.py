@@ -49,7 +49,7 @@ def trained_runs(small_data: dict[str, str], tmp_path_factory: pytest.TempPathFa
 
 
 def evaluate(run: Path, spec: str, report: Path) -> tuple[dict, dict]:
-    """`python -m trainer evaluate` in this process (`helpers.run_main`): printed JSON, report JSON."""
+    """`python -m trainer evaluate` (`helpers.run_main`): printed JSON, report JSON."""
     proc = run_main("trainer", "evaluate", "--model", run / "model", "--data", spec, "--report", report)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(report.read_text())
