@@ -38,7 +38,8 @@ def build_export(work: Path) -> Path:
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig, SentimentConfig
     from trainer.core.data import open_dataset
-    from trainer.core.preprocess import SENTIMENT_LABELS, build_vocabs, tokenize
+    from trainer.core.preprocess import build_vocabs, tokenize
+    from trainer.core.tasks import SENTIMENT_LABELS
     from trainer.models import build_model
 
     texts = [tokenize(r.text) for r in open_dataset("rotten-tomatoes").examples("train")]

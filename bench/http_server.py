@@ -42,7 +42,8 @@ def build_export(workdir: Path) -> Path:
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig, SentimentConfig
     from trainer.core.data import open_dataset
-    from trainer.core.preprocess import SENTIMENT_LABELS, build_vocabs, tokenize
+    from trainer.core.preprocess import build_vocabs, tokenize
+    from trainer.core.tasks import SENTIMENT_LABELS
     from trainer.models import build_model
 
     config, preprocess = SentimentConfig(), PreprocessConfig()

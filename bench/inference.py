@@ -34,12 +34,13 @@ from bench.flops import executed_flops_per_token, flops_per_token, matmul_gflops
 from trainer.artifact import read_json, read_meta
 from trainer.core.data import open_dataset
 from trainer.core.preprocess import Encoder, tokenize
+from trainer.core.tasks import task_kind
 
 
-def held_out_texts(spec: str, task: str, n: int) -> list[str]:
+def held_out_texts(spec: str, n: int) -> list[str]:
     """`n` lines of held-out raw text, the test split repeated as needed."""
     examples = list(open_dataset(spec).examples("test"))
-    texts = [" ".join(e.words) if task == "tagger" else " ".join(e.text.split()) for e in examples]
+    texts = [e.line() for e in examples]
     return list(itertools.islice(itertools.cycle(texts), n))
 
 
@@ -122,7 +123,7 @@ def end_to_end(
         sys.exit(
             f"error: {len(texts)} lines ran no longer than 1 line ({total:.2f} s vs {startup:.2f} s); raise --e2e-lines"
         )
-    units = sum(len(tokenize(t)) for t in texts[1:]) if task == "tagger" else len(texts) - 1  # tokens or reviews
+    units = task_kind(task).units([len(tokenize(t)) for t in texts[1:]])  # tokens or reviews
     return {
         "lines": len(texts),
         "batch_size": batch_size,
@@ -190,7 +191,8 @@ def model_only_ratio(bench: dict, e2e: dict) -> float | None:
 def rows(bench: dict, e2e: dict, limits: dict) -> list[dict]:
     """One row per measured figure with its fraction of the floor (in tokens/s) and padding overhead."""
     # The floor in the bench's unit: tokens/s for the tagger, reviews/s for sentiment.
-    floor_units = limits["floor_tokens_per_s"] / (1.0 if bench["task"] == "tagger" else limits["tokens_per_text"])
+    per_unit = 1.0 if task_kind(bench["task"]).per_token else limits["tokens_per_text"]
+    floor_units = limits["floor_tokens_per_s"] / per_unit
     executed = limits["executed_flops_per_token"]
     out = [
         {
@@ -216,12 +218,12 @@ def run(args: argparse.Namespace) -> dict:
     config = read_meta(args.model)[0]
     # Never a spec read from the artifact: an artifact must not steer which files are opened.
     spec = args.data or {"tagger": "brown", "sentiment": "rotten-tomatoes"}[config.task]
-    texts = held_out_texts(spec, config.task, args.texts)
+    texts = held_out_texts(spec, args.texts)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         bench = serve_bench(args.export, args.model, texts, args.batch_sizes, args.min_seconds, Path(tmp))
         e2e = end_to_end(
             args.export,
-            held_out_texts(spec, config.task, args.e2e_lines),
+            held_out_texts(spec, args.e2e_lines),
             config.task,
             bench["end_to_end"]["batch_size"],
             Path(tmp),

@@ -29,7 +29,8 @@ from pathlib import Path
 from bench.common import add_json_arg, publish, timed
 from trainer.core.config import PreprocessConfig
 from trainer.core.data import open_dataset
-from trainer.core.preprocess import SENTIMENT_LABELS, Encoder, build_vocabs, tokenize
+from trainer.core.preprocess import Encoder, build_vocabs, tokenize
+from trainer.core.tasks import SENTIMENT_LABELS
 
 LABELS = {"negative": "__label__1", "positive": "__label__2"}
 

@@ -47,7 +47,7 @@ def stage_seconds(model: ServingModel, lines: list[str], batch_size: int) -> tup
         now = time.process_time()
         spent[stage], clock[0] = now - clock[0], now
 
-    parser = RecordParser("text", "text", "strict", tokens_ok=model.task == "tagger")
+    parser = RecordParser("text", "text", "strict", tokens_ok=model.kind.tokens_input)
     records = [parser.parse(f"{line}\n".encode(), f"line {i + 1}", first=i == 0) for i, line in enumerate(lines)]
     done("read")
     tokens = [model.tokenizer.tokenize(r.value) for r in records]  # type: ignore[union-attr, arg-type]
@@ -64,7 +64,7 @@ def stage_seconds(model: ServingModel, lines: list[str], batch_size: int) -> tup
     done("result")
     "".join(output_line(r, result) for r, result in zip(records, results))  # type: ignore[arg-type]
     done("write")
-    units = sum(map(len, tokens)) if model.task == "tagger" else len(order)
+    units = model.kind.units([len(t) for t in tokens])  # tokens, or the texts that have any
     return spent, units
 
 
@@ -115,7 +115,7 @@ def one_thread_rows(args: argparse.Namespace, lines: list[str]) -> list[dict[str
         for s in range(0, len(items), args.batch_size)
     ]  # type: ignore[misc]
     tokens = sum(int(b["lengths"].sum()) for b in batches)
-    units = tokens if first.task == "tagger" else len(items)
+    units = first.kind.units([i.size for i in items])
     runners = {name: (lambda m=m: [m.run(b) for b in batches]) for name, m in models.items()}
     if args.torch is not None:
         runners["torch eager"] = torch_runner(args.torch, batches)
@@ -147,9 +147,7 @@ def model_config(model: ServingModel) -> Any:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model = ServingModel(args.export, threads=1)
-    lines = held_out_texts(
-        args.data or {"tagger": "brown", "sentiment": "rotten-tomatoes"}[model.task], model.task, args.lines
-    )
+    lines = held_out_texts(args.data or {"tagger": "brown", "sentiment": "rotten-tomatoes"}[model.task], args.lines)
     stages = stage_rows(model, list(dict.fromkeys(lines)), args.batch_size)
     return {"task": model.task, "stages": stages, "table": stages + one_thread_rows(args, lines)}
 

@@ -38,6 +38,7 @@ from trainer.core.config import to_dict
 from trainer.core.errors import ArtifactError, ConfigError, ValidationError
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder
+from trainer.core.tasks import task_kind
 from trainer.models import DualLSTMTagger
 
 EXPORTER = "torchscript"
@@ -56,7 +57,6 @@ INPUT_AXES = {
     "chars": {0: "batch", 1: "time", 2: "word"},
     "word_lengths": {0: "batch", 1: "time"},
 }
-OUTPUT_AXES = {"tagger": {0: "batch", 1: "time"}, "sentiment": {0: "batch"}}
 # Traced at these shapes; validation runs at others (batch 1/7/64, length 1..230, word 1..30).
 EXAMPLE_SENTENCES = (["The", "jury", "said", "it", "did"], ["Fulton", "County"])
 
@@ -119,7 +119,7 @@ def export_onnx(artifact: Artifact, path: Path, opset: int, char_table: int | No
     names = list(model.input_names)
     args = tuple(torch.from_numpy(arrays[name]) for name in names)
     axes = {name: INPUT_AXES[name] for name in names}
-    axes.update({name: OUTPUT_AXES[artifact.task] for name in model.output_names})
+    axes.update({name: task_kind(artifact.task).decoder.axes for name in model.output_names})
     with warnings.catch_warnings():
         # The legacy exporter is deprecated, but it is the one whose output shapes stay dynamic (see above).
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)

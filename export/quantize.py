@@ -24,6 +24,7 @@ from export.validate import example_tokens, ort_session
 from trainer.core.data import TaggedSentence
 from trainer.core.errors import ValidationError
 from trainer.core.preprocess import Encoded, Encoder
+from trainer.core.tasks import task_kind
 
 OP_TYPES = ["LSTM", "MatMul", "Gather"]
 MAX_ACCURACY_DROP = 0.02
@@ -65,14 +66,13 @@ def labelled_batches(encoder: Encoder, examples: Iterable[Any]) -> Iterator[tupl
 
 
 def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], encoder: Encoder, task: str) -> np.ndarray:
-    """Label ids at real positions (tagger: argmax over tags; sentiment: logit > 0 is positive)."""
+    """Label ids at real positions, as the task's decoder picks them (trainer/core/tasks.py)."""
     names = [i.name for i in session.get_inputs()]
     logits = session.run(None, {n: arrays[n] for n in names})[0]
-    if task == "tagger":
-        real = np.arange(logits.shape[1])[None, :] < arrays["lengths"][:, None]  # (B, T)
-        return logits.argmax(-1)[real]
-    positive, negative = encoder.vocabs.labels.id("positive"), encoder.vocabs.labels.id("negative")
-    return np.where(logits > 0, positive, negative)
+    kind = task_kind(task)
+    ids = kind.decoder.label_ids(logits, encoder.vocabs.labels.itos)
+    real = kind.real(arrays["lengths"], logits.shape)
+    return ids if real is None else ids[real]
 
 
 def compare_int8(fp32: Path, int8: Path, task: str, encoder: Encoder, examples: Iterable[Any]) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def compare_int8(fp32: Path, int8: Path, task: str, encoder: Encoder, examples: 
         return {"passed": False, "failure": "int8: no non-empty dev examples to score it on"}
     acc_fp32, acc_int8 = correct_fp32 / count, correct_int8 / count
     passed = acc_int8 >= acc_fp32 - MAX_ACCURACY_DROP
-    unit = "tokens" if task == "tagger" else "reviews"
+    unit = task_kind(task).count_unit
     result = {
         "file": int8.name,
         "op_types": OP_TYPES,

@@ -33,6 +33,7 @@ from trainer.core.data import Dataset, TaggedSentence, open_dataset
 from trainer.core.errors import DataError, ValidationError
 from trainer.core.lexicon import CLASS_PREFIX
 from trainer.core.preprocess import Encoder, Vocabs, normalize_word, tokenize
+from trainer.core.tasks import task_kind
 
 # Padding invariance: a sentence's outputs alone and in a batch with longer ones (and longer words) differ
 # by at most this in float32, in torch and in onnxruntime; a bidirectional LSTM must not read padding.
@@ -229,9 +230,9 @@ def session_runner(session: ort.InferenceSession | ReferenceEvaluator) -> Runner
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray, lengths: np.ndarray, task: str) -> float:
-    """Over real positions only for the tagger; inf when either side is not finite."""
-    if task == "tagger":
-        real = np.arange(a.shape[1])[None, :] < lengths[:, None]  # (B, T)
+    """Over real positions only (per-token kinds); inf when either side is not finite."""
+    real = task_kind(task).real(lengths, a.shape)  # (B, T), or None: every row is real
+    if real is not None:
         a, b = a[real], b[real]
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     return float(diff.max(initial=0.0)) if np.isfinite(diff).all() else float("inf")
@@ -306,7 +307,7 @@ def padding_check(label: str, run: Runner, encoder: Encoder, task: str) -> tuple
             together = encoder.batch([encoder.encode(t) for t in (longer[0], tokens, longer[1])])
             shapes.append({k: list(v.shape) for k, v in together.items()})
             a, b = next(iter(run(alone).values()))[0:1], next(iter(run(together).values()))[1:2]
-            if task == "tagger":
+            if task_kind(task).per_token:  # the alone run's positions only
                 a, b = a[:, : len(tokens)], b[:, : len(tokens)]
             worst = max(worst, max_abs_diff(a, b, alone["lengths"], task))
     except Exception as exc:  # as in run_case: a runtime that cannot run the batch fails the check

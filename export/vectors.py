@@ -39,6 +39,7 @@ from trainer.artifact import Artifact
 from trainer.core.data import Dataset
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoder, normalize_word, tokenize
+from trainer.core.tasks import task_kind
 from trainer.core.tokenizer import default_tokenizer
 
 FILE = "test_vectors.json"
@@ -143,17 +144,11 @@ def vector(source: Source, encoder: Encoder, logits: np.ndarray | None, task: st
     if encoded.chars is not None:
         out["chars"] = [row[:n].tolist() for row, n in zip(encoded.chars, encoded.word_lengths)]
         out["word_lengths"] = encoded.word_lengths.tolist()
-    output = result(task, labels, kept, None if logits is None else logits[0], len(kept) < len(source.tokens))
-    if logits is None:  # no tokens: `predict` answers without the model
-        out["logits"] = None
-    elif task == "tagger":
-        out["logits"] = logits[0][: len(kept)].astype(float).tolist()  # (T, labels)
-    else:
-        out["logits"] = float(logits[0])
-    if task == "tagger":
-        out["tags"] = output["tags"]
-    else:
-        out.update(prob_positive=output["prob_positive"], label=output["label"])
+    kind = task_kind(task)
+    row = None if logits is None else logits[0, : len(kept)] if kind.per_token else logits[0]
+    output = result(task, labels, kept, row, len(kept) < len(source.tokens))
+    out["logits"] = None if row is None else kind.decoder.logits_json(row)  # None: no tokens, no model run
+    out |= {name: output[name] for name in kind.decoder.vector_fields}
     out["output"] = output
     return out
 

@@ -36,7 +36,6 @@ from trainer.core.jsonio import dumps
 from trainer.core.preprocess import PAD, UNK, URL
 
 Runner = Callable[[dict[str, np.ndarray]], Any]
-LENGTHS = {"tagger": (5, 40), "sentiment": (8, 60)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +76,7 @@ def load_texts(args: argparse.Namespace, model: ServingModel) -> list[str]:
         return texts
     rng = np.random.default_rng(args.seed)
     words = [w for w in model.vocabs.words.itos if w not in (PAD, UNK, URL)] or ["word"]
-    low, high = LENGTHS[model.task]
+    low, high = model.kind.text_lengths
     return [" ".join(rng.choice(words, int(rng.integers(low, high + 1)))) for _ in range(args.texts)]
 
 
@@ -87,7 +86,7 @@ def make_batches(model: ServingModel, items: list[Item], batch_size: int) -> lis
     batches = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        units = sum(item.size for item in chunk) if model.task == "tagger" else len(chunk)
+        units = model.kind.units([item.size for item in chunk])
         batches.append((model.encoder.batch([item.encoded for item in chunk]), units))
     return batches
 
@@ -125,7 +124,7 @@ def end_to_end(model: ServingModel, texts: list[str], batch_size: int, min_secon
         raw_seconds += time.perf_counter() - t0
         passes += 1
         if units_per_pass is None:
-            units_per_pass = sum(i.size for i in items) if model.task == "tagger" else sum(1 for i in items if i.size)
+            units_per_pass = model.kind.units([i.size for i in items])
     raw = units_per_pass * passes / raw_seconds
     model_only = measure(model.run, make_batches(model, items, batch_size), min_seconds)["throughput"]
     return {
@@ -152,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
         backends["torch-eager"] = torch_runner(args.torch, args.threads)
     items = [model.prepare_text(text) for text in texts]
-    unit = "tokens/s" if model.task == "tagger" else "reviews/s"
+    unit = f"{model.kind.count_unit}/s"
     results = []
     for size in sizes:
         batches = make_batches(model, items, size)

@@ -26,7 +26,8 @@ from trainer.core.config import LEXICONS, TASKS, PreprocessConfig, field_types
 from trainer.core.errors import ArtifactError, DataError
 from trainer.core.jsonio import read_file
 from trainer.core.lexicon import check_lexicon_json
-from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNK
+from trainer.core.preprocess import PAD, UNK
+from trainer.core.tasks import task_kind
 
 # 2: the graph carries seqlstm.* metadata_props and the export has test_vectors.json (docs/DESIGN.md).
 # 1 (before both) is still read and served; only the checks of what it lacks are skipped.
@@ -165,14 +166,16 @@ def check_vocab(path: Path, vocab: Any, task: str, lexicon: str) -> None:
             raise ArtifactError(f"{path}: vocab.{key} is missing")
     check_strings(path, "vocab.words", vocab["words"], specials=True)
     check_strings(path, "vocab.labels", vocab["labels"], specials=False)
+    kind = task_kind(task)
     if vocab.get("chars") is not None:
-        if task != "tagger":
+        if not kind.char_encoder:
             raise ArtifactError(f"{path}: vocab.chars is for a tagger's character encoder; this is a {task} model")
         check_strings(path, "vocab.chars", vocab["chars"], specials=True)
-    # One logit, sigmoid = P(label 1): the names and their order are what `predict` reports.
-    if task == "sentiment" and vocab["labels"] != list(SENTIMENT_LABELS):
+    # Where the order is the logits' meaning (sentiment: one logit, sigmoid = P(label 1)), it is what `predict`
+    # reports; a tagger's rows may come in any order, and the graph check counts them.
+    if kind.labels_in_order and vocab["labels"] != list(kind.labels):
         raise ArtifactError(
-            f"{path}: vocab.labels of a sentiment model must be {list(SENTIMENT_LABELS)}; got {short(vocab['labels'])}"
+            f"{path}: vocab.labels of a {task} model must be {list(kind.labels)}; got {short(vocab['labels'])}"
         )
 
 

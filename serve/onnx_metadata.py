@@ -21,12 +21,11 @@ from trainer.core.errors import ArtifactError
 from trainer.core.jsonio import dumps
 from trainer.core.portable import FILE as TOKENIZER_FILE
 from trainer.core.preprocess import PAD, UNK_ID, URL
+from trainer.core.tasks import task_kind
 from trainer.core.tokenizer import default_tokenizer
 
 PREFIX = "seqlstm."
 URL_PATTERN = r"(?:https?://|www\.)\S+"  # stdlib `re`, IGNORECASE: the source of tokenizer.json's url.find
-PROB_DECIMALS = 4  # prob_positive is rounded to this many places before the threshold (serve.runtime)
-THRESHOLD = 0.5  # prob_positive >= THRESHOLD is "positive"
 NORMALIZATION = ("lowercase", "digits_to_zero", "max_tokens", "max_word_len")  # PreprocessConfig fields a port applies
 INPUT_MEANINGS = {
     "words": "int64 (batch, time): vocab.words id of each normalized token, right-padded with pad_id",
@@ -58,24 +57,6 @@ def input_names(vocab: Mapping[str, Any]) -> list[str]:
     return ["words", "lengths"] + (["chars", "word_lengths"] if vocab.get("chars") is not None else [])
 
 
-def postprocess(task: str) -> dict[str, Any]:
-    if task == "tagger":
-        return {
-            "output": "logits",
-            "op": "argmax",
-            "axis": -1,
-            "label": "labels[argmax]",
-            "positions": "t < lengths[b]; later positions are padding and undefined",
-        }
-    return {
-        "output": "logits",
-        "op": "sigmoid",
-        "round": PROB_DECIMALS,
-        "threshold": THRESHOLD,
-        "label": "labels[1] if round(sigmoid(logit), round) >= threshold else labels[0]",
-    }
-
-
 def vocab_sha256(vocab: Mapping[str, Any]) -> str:
     """sha256 of the vocab object as compact JSON: keys sorted, UTF-8, no ASCII escaping, no null `chars`."""
     present = {k: v for k, v in vocab.items() if v is not None}
@@ -100,7 +81,7 @@ def metadata_props(meta: Mapping[str, Any]) -> dict[str, str]:
         "pad_id": vocab["words"].index(PAD),  # 0: model.json's vocabularies are checked to start <pad>, <unk>
         "unk_id": UNK_ID,
         "inputs": {name: INPUT_MEANINGS[name] for name in input_names(vocab)},
-        "postprocess": postprocess(meta["task"]),
+        "postprocess": task_kind(meta["task"]).decoder.postprocess(),
         "tokenizer": meta["tokenizer"],
         "normalization": normalization(meta["preprocess"]),
         "vocab_sha256": vocab_sha256(vocab),

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     target = check_output(args.output, input_name=args.input)
     threads = args.threads or model_threads()
     model = ServingModel(args.model, int8=args.int8, threads=threads, optimization=args.optimization)
-    if args.pretokenized and model.task != "tagger":
+    if args.pretokenized and not model.kind.tokens_input:
         raise ConfigError(
             f"--pretokenized needs a tagger model; {args.model} is a {model.task} model, whose reviews must go "
             "through its own tokenizer (drop --pretokenized)"
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         from serve.torch_check import Verifier  # the one serve module that imports torch
 
         verifier = Verifier(args.verify, model)
-    parser = RecordParser(args.input_format, args.text_field, args.errors, tokens_ok=model.task == "tagger")
+    parser = RecordParser(args.input_format, args.text_field, args.errors, tokens_ok=model.kind.tokens_input)
     with open_input(args.input, shard) as source, open_output(target) as out:
         progress = Progress("predict", source.size, every=args.progress_every, quiet=args.quiet)
         truncated = Pipeline(model, parser, args, verifier.check if verifier else None).run(source, out, progress)

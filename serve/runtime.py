@@ -12,12 +12,11 @@ mismatched export fails at startup with one line instead of failing every reques
 Batching: items are sorted by length and run `batch_size` at a time (little padding, so fast), and
 results come back in the caller's order. Tags are an argmax and so do not depend on the batch, but
 LSTM logits can differ at the 1e-7 level between batch shapes, so `prob_positive` is rounded to
-`PROB_DECIMALS` places: that makes the output the same, byte for byte, at any `--batch-size`.
+`PROB_DECIMALS` places (trainer/core/tasks.py): that makes the output the same, byte for byte, at any `--batch-size`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,13 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.model_json import contained_file, read_model_json
-from serve.onnx_metadata import PROB_DECIMALS, THRESHOLD, check_metadata_props
+from serve.onnx_metadata import check_metadata_props
 from serve.tokenizer_file import check_tokenizer, load_tokenizer
 from trainer.core.config import preprocess_config_from_dict
 from trainer.core.errors import ArtifactError, ConfigError
 from trainer.core.fetch import sha256_file
 from trainer.core.preprocess import Encoded, Encoder, Vocabs
+from trainer.core.tasks import task_kind
 
 OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -88,6 +88,7 @@ class ServingModel:
         self.meta = meta = read_model_json(self.export_dir)  # checked in full: the lines below cannot fail
         self.model_json = self.export_dir / "model.json"
         self.task: str = meta["task"]
+        self.kind = task_kind(self.task)  # what the task's results are (trainer/core/tasks.py)
         self.vocabs = Vocabs.from_json(meta["vocab"])
         self.preprocess = preprocess_config_from_dict(meta["preprocess"], source=str(self.model_json))
         self.tokenizer = load_tokenizer(self.export_dir, meta)  # tokenizer.json: every step from text to ids
@@ -139,9 +140,10 @@ class ServingModel:
                 f"{sorted(probe)}, but {onnx_name} takes {self.input_names}"
             )
         logits = self.run(probe)
-        expected = (1, 1, len(self.labels)) if self.task == "tagger" else (1,)
+        decoder = self.kind.decoder
+        expected = decoder.probe_shape(len(self.labels))
         if logits.ndim != len(expected):
-            layout = "(batch, time, labels)" if self.task == "tagger" else "(batch,)"
+            layout = decoder.layout
             raise ArtifactError(
                 f"{where}: task {self.task!r} needs logits shaped {layout}, but {onnx_name} "
                 f"returns shape {logits.shape} (task does not match the graph)"
@@ -247,19 +249,10 @@ class ServingModel:
 def result(
     task: str, labels: Sequence[str], tokens: list[str], logits: np.ndarray | None, truncated: bool = False
 ) -> dict[str, Any]:
-    """One input's result object, as `predict` writes it: `logits` is its row (None for an empty input)."""
-    if task == "tagger":
-        ids = [] if logits is None else logits[: len(tokens)].argmax(axis=-1)  # (T,); later positions are padding
-        out: dict[str, Any] = {"tokens": tokens, "tags": [labels[i] for i in ids]}
-    elif logits is None:
-        out = {"label": None, "prob_positive": None}
-    else:
-        prob = round(sigmoid(float(logits)), PROB_DECIMALS)
-        out = {"label": labels[1] if prob >= THRESHOLD else labels[0], "prob_positive": prob}
+    """One input's result object, as `predict` writes it: `logits` is its row (None for an empty input);
+    the task's decoder (trainer/core/tasks.py) says what it holds."""
+    decoder = task_kind(task).decoder
+    out = decoder.empty() if logits is None else decoder.decode(logits, labels, tokens)
     if truncated:
         out["truncated"] = True
     return out
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-min(max(x, -60.0), 60.0)))

@@ -50,7 +50,7 @@ class Verifier:
             raise ValidationError(
                 f"{self.where}: not the artifact {model.export_dir} was exported from ({', '.join(differ)} differ)"
             )
-        self.net, self.task = artifact.model, model.task
+        self.net, self.kind, self.labels = artifact.model, model.kind, model.labels
         self.atol = model.atol
         self.max_diff, self.disagreements, self.units, self.bad_shapes = 0.0, 0, 0, 0
 
@@ -61,19 +61,15 @@ class Verifier:
         if ref.shape != logits.shape:
             self.bad_shapes += 1
             return
-        if self.task == "tagger":
-            lengths = arrays["lengths"]
-            real = np.arange(logits.shape[1])[None, :] < lengths[:, None]  # (B, T); padding is undefined
-            ours, theirs = logits[real], ref[real]  # (N, n_tags)
-            self.disagreements += int((ours.argmax(-1) != theirs.argmax(-1)).sum())
-        else:
-            ours, theirs = logits, ref  # (B,)
-            self.disagreements += int(((ours >= 0) != (theirs >= 0)).sum())
+        real = self.kind.real(arrays["lengths"], logits.shape)  # (B, T) for per-token logits; padding is undefined
+        ours, theirs = (logits, ref) if real is None else (logits[real], ref[real])  # (N, labels) or (B,)
+        picked = [self.kind.decoder.label_ids(x, self.labels) for x in (ours, theirs)]
+        self.disagreements += int((picked[0] != picked[1]).sum())
         self.units += len(ours)
         self.max_diff = max(self.max_diff, float(np.abs(ours - theirs).max(initial=0.0)))
 
     def summary(self) -> str:
-        unit = "tokens" if self.task == "tagger" else "reviews"
+        unit = self.kind.count_unit
         text = (
             f"logits: max abs diff {self.max_diff:.3g} vs atol {self.atol:g}; "
             f"{self.disagreements} argmax disagreement(s) in {self.units} {unit}"

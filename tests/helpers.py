@@ -1,28 +1,25 @@
-"""Plain helpers shared by several test modules: running the commands (`run_main` runs `python -m ...` in
-this process, the way most tests do; `trainer` starts a real subprocess), reading their errors,
-building tiny artifacts. Fixtures live in conftest.py; test modules import from here and from
-servers.py (the `serve http` servers), never from each other.
+"""Plain helpers shared by several test modules: running the commands (`run_main`: `python -m ...` as a
+child of a fork server that has done the imports, the way most tests do; `trainer`: a real `python -m`
+subprocess), reading their errors, building tiny artifacts. Fixtures live in conftest.py; test modules
+import from here and from servers.py (the `serve http` servers), never from each other.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
+import multiprocessing
 import os
-import signal
 import string
 import subprocess
 import sys
 import tempfile
-import threading
-import warnings
-from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from import_graph import module_files
 
 from trainer.core.config import SentimentConfig, TaggerConfig
 
@@ -67,13 +64,16 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def one_line_error(result: subprocess.CompletedProcess, status: int = 2) -> str:
-    """The single `error: ...` line of a failed run (exit 2 for bad input, 1 for a failed --verify)."""
+def one_line_error(result: subprocess.CompletedProcess, *fragments: str, status: int = 2) -> str:
+    """The single `error: ...` line of a failed run (exit 2 for bad input, 1 for a failed --verify),
+    which holds every one of `fragments`."""
     stderr = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
     assert result.returncode == status, stderr
     assert "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
     return lines[0]
 
 
@@ -81,63 +81,48 @@ def load_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-# ---- the command lines, run in this process ---------------------------------------------------
+# ---- the command lines, each a child process --------------------------------------------------
+
+# What `python -m trainer|export|serve` imports, imported once into a fork server (multiprocessing's
+# "forkserver": a fresh interpreter that never runs a model, so forking it is safe with torch's OpenMP).
+# Each command is then a child forked from it: the real `main(argv)` and `run_cli` in a process of its own,
+# with its own fds, environment, signals and exit status, without 1-3 s of starting Python and importing.
+# What is read while importing (OMP_NUM_THREADS, by torch) is read once, from this process's environment.
+PRELOAD = ["helpers", "torch", "onnx", "onnxruntime"] + [
+    name
+    for name in module_files(("trainer", "export", "serve"))
+    if name != "serve.ray.data"  # imports Ray
+]
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(PRELOAD)
 
 
-class CommandTimeout(BaseException):
-    """An in-process command ran past its time; a BaseException so that `run_cli` does not turn it into
-    an exit status."""
-
-
-@contextlib.contextmanager
-def standard_streams(stdin: bytes) -> Iterator[list]:
-    """File descriptors 0, 1 and 2 and sys.stdin/stdout/stderr on three temporary files for the block,
-    the first holding `stdin`: what the commands check with os.fstat(0) or (1) sees files, as in a
-    subprocess whose streams are redirected, and whatever is written lands in the files."""
-    files = [tempfile.TemporaryFile() for _ in range(3)]  # noqa: SIM115 (closed by the caller's with-block below)
-    files[0].write(stdin)
-    files[0].seek(0)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_fds = [os.dup(fd) for fd in range(3)]
-    saved = sys.stdin, sys.stdout, sys.stderr
-    try:
-        for fd, file in enumerate(files):
-            os.dup2(file.fileno(), fd)
-        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115  # closefd=False: fds 0-2 stay open
-        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        yield files
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(ValueError, OSError):
-                stream.flush()
-        for stream in (sys.stdin, sys.stdout, sys.stderr):
-            stream.close()
-        sys.stdin, sys.stdout, sys.stderr = saved
-        for fd, saved_fd in enumerate(saved_fds):
-            os.dup2(saved_fd, fd)
-            os.close(saved_fd)
-
-
-def read_back(file: IO[bytes]) -> bytes:
-    file.seek(0)
-    return file.read()
-
-
-def print_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: object = None,
-    line: str | None = None,
+def _command(
+    module: str, argv: list[str], streams: list[str], environment: dict[str, str], cwd: str, patches: dict[str, Any]
 ) -> None:
-    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
-def _time_out(signum: int, frame: object) -> None:
-    raise CommandTimeout("an in-process command ran past its timeout")
+    """The child: `patches` applied, fds 0-2 on the files `streams`, then `python -m MODULE ARGV`'s `main`;
+    its return value is the exit status (multiprocessing's child exits through SystemExit as Python does)."""
+    for name, value in patches.items():  # "package.module.attribute": a fault injected into this child only
+        owner, attribute = name.rsplit(".", 1)
+        setattr(importlib.import_module(owner), attribute, value)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environment)
+    for fd, path in enumerate(streams):
+        opened = os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        os.dup2(opened, fd)
+        os.close(opened)
+    errors = sys.__stdout__.errors if sys.__stdout__ else "strict"
+    sys.stdin = open(0, encoding="utf-8", errors=errors, closefd=False)  # noqa: SIM115 (the process's own)
+    sys.stdout = open(1, "w", encoding="utf-8", errors=errors, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.argv = [module, *argv]
+    main = importlib.import_module(f"{module}.__main__").main
+    try:
+        sys.exit(main(argv))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def run_main(
@@ -147,69 +132,36 @@ def run_main(
     env: dict[str, str] | None = None,
     timeout: int = 120,
     text: bool = True,
+    patches: dict[str, Any] | None = None,
 ) -> subprocess.CompletedProcess:
-    """`python -m MODULE ARGS` (trainer, export or serve) in this process: `MODULE.__main__.main(argv)`
-    with its standard streams on files (`standard_streams`) and `env` added to os.environ, returning what
-    `subprocess.run(..., capture_output=True)` would. The same `main`, `run_cli`, exit statuses and
-    stderr lines as the subprocess, without a second or two of starting Python and importing torch
-    each time. A few tests per command still run the real subprocess (exit status through `sys.exit`,
-    signals, a torch-free interpreter). Off the main thread, where signal handlers cannot be set and
-    file descriptors would be shared, it runs the subprocess."""
+    """`python -m MODULE ARGS` (trainer, export or serve) as a child process forked from the fork server,
+    `env` added to this environment, from this directory, `patches` (module attributes, the values
+    picklable: module-level functions of a test module) set in the child; what
+    `subprocess.run(..., capture_output=True)` returns. What only the interpreter itself does (`python -m`
+    through runpy, a torch-free interpreter, the start-up time) is tested with real `python -m` subprocesses."""
     argv = [str(a) for a in args]
-    command = [sys.executable, "-m", module, *argv]
-    if threading.current_thread() is not threading.main_thread():
-        return subprocess.run(
-            command,
-            cwd=REPO,
-            env={**os.environ, **(env or {})},
-            input=input,
-            capture_output=True,
-            text=text,
-            timeout=timeout,
+    with tempfile.TemporaryDirectory(prefix="command-") as tmp:
+        streams = [os.path.join(tmp, name) for name in ("stdin", "stdout", "stderr")]
+        for path, content in zip(streams, (input or b"", b"", b"")):
+            Path(path).write_bytes(content)
+        child = FORKSERVER.Process(
+            target=_command, args=(module, argv, streams, {**os.environ, **(env or {})}, os.getcwd(), patches or {})
         )
-    main = importlib.import_module(f"{module}.__main__").main
-    saved_env = dict(os.environ)
-    torch = sys.modules.get("torch")  # `serve bench --threads N` sets torch's thread count for the process
-    threads = torch.get_num_threads() if torch else None
-    previous = signal.signal(signal.SIGALRM, _time_out)
-    signal.alarm(timeout)  # a command that should have failed at once but serves or trains instead
-    try:
-        os.environ.update(env or {})
-        with standard_streams(input or b"") as files, warnings.catch_warnings():
-            # A warning goes to stderr, as in the subprocess, not to pytest's record of warnings.
-            warnings.showwarning = print_warning
-            try:
-                status = main(argv)
-            except SystemExit as exc:  # --help
-                status = exc.code
-            sys.stdout.flush()
-            sys.stderr.flush()
-            stdout, stderr = (read_back(file) for file in files[1:])
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        if threads is not None:
-            torch.set_num_threads(threads)
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            pytest.fail(f"python -m {module} {' '.join(argv)} ran past {timeout} s")
+        stdout, stderr = (Path(path).read_bytes() for path in streams[1:])
     if text:
         stdout, stderr = stdout.decode(), stderr.decode()
-    return subprocess.CompletedProcess(command, int(status or 0), stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *argv], child.exitcode, stdout, stderr)
 
 
 def run_stats(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m trainer stats ARGS` in this process (`run_main`)."""
+    """`python -m trainer stats ARGS` (`run_main`)."""
     return run_main("trainer", "stats", *args, env=env)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 # ---- tiny random-weight artifacts (no corpus) -------------------------------------------------
@@ -248,7 +200,8 @@ def write_tiny_artifact(path: Path, task: str, seed: int = 0) -> Path:
     from trainer.artifact import save_artifact
     from trainer.core.config import PreprocessConfig
     from trainer.core.lexicon import Lexicon
-    from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+    from trainer.core.preprocess import Vocab, Vocabs
+    from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
     from trainer.models import build_model
 
     torch.manual_seed(seed)
@@ -286,7 +239,8 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     from trainer.core.config import PreprocessConfig
     from trainer.core.data import open_dataset
     from trainer.core.lexicon import open_lexicon
-    from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, build_vocabs, tokenize
+    from trainer.core.preprocess import build_vocabs, tokenize
+    from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
     from trainer.models import build_model
 
     spec, config = EXPORT_KINDS[kind]
@@ -305,11 +259,13 @@ def write_corpus_artifact(path: Path, kind: str, data_dir: Path) -> Path:
     return path
 
 
-def run_export(data_dir: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m export ARGS` in this process (`run_main`), or the subprocess `python -c CODE ARGS` for a
-    patched run of the same `main`."""
+def run_export(
+    data_dir: Path, *args: str, patches: dict[str, Any] | None = None, code: str | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m export ARGS` (`run_main`) with `DATA_DIR` set and `patches` in the child, or the plain
+    subprocess `python -c CODE ARGS` (a fresh interpreter: what it has imported can be seen)."""
     if code is None:
-        return run_main("export", *args, env={"DATA_DIR": str(data_dir)}, timeout=300)
+        return run_main("export", *args, env={"DATA_DIR": str(data_dir)}, timeout=300, patches=patches)
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=REPO,
@@ -321,7 +277,7 @@ def run_export(data_dir: Path, *args: str, code: str | None = None) -> subproces
 
 
 def export(artifact: Path, out: Path) -> Path:
-    """`python -m export` without --data, in this process (`run_main`); fails the test unless it succeeds."""
+    """`python -m export` without --data (`run_main`); fails the test unless it succeeds."""
     result = run_main("export", "--model", artifact, "--out", out, "--force", timeout=300)
     assert result.returncode == 0, result.stderr
     return out
@@ -344,7 +300,7 @@ LINES = [
 
 
 def serve(*args: object, input: bytes | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    """`python -m serve ARGS` with bytes in and out, run in this process (`run_main`)."""
+    """`python -m serve ARGS` with bytes in and out (`run_main`)."""
     return run_main("serve", *args, input=input, timeout=timeout, text=False)
 
 

@@ -17,7 +17,8 @@ import trainer.artifact
 from trainer.artifact import FORMAT_VERSION, load_artifact, replace_dir, save_artifact, write_json
 from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
 from trainer.core.errors import ArtifactError, WriteError
-from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
+from trainer.core.preprocess import Vocab, Vocabs
+from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
 from trainer.models import build_model
 
 VOCABS = Vocabs(Vocab(["<pad>", "<unk>", "the", "cat"]), Vocab.labels(UNIVERSAL_TAGS), Vocab(["<pad>", "<unk>", "a"]))

@@ -28,7 +28,7 @@ def test_a_torn_last_line_is_skipped_and_ended(tmp_path: Path) -> None:
 def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> None:
     """World size 2 with dropout: each process gets its own random stream back from its own rng-<rank>.json,
     so step-8 after a resume at step 4 equals the uninterrupted run's byte for byte. Adversarial training
-    (two backward passes a step, gradients exchanged after the second) and weight averaging are on."""
+    (two backward passes a step, gradients exchanged after the second) is on."""
     common = [
         "--standalone",
         "--nproc-per-node",
@@ -41,8 +41,6 @@ def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> N
         "0.3",
         "--adversarial",
         "1.0",
-        "--average",
-        "0.9",
         "--batch_size",
         "4",
         "--max_steps",
@@ -58,7 +56,7 @@ def test_two_processes_resume_exactly(data: dict[str, str], tmp_path: Path) -> N
     shutil.rmtree(resumed / "checkpoints" / "step-8")
     shutil.rmtree(resumed / "model")
     trainer(*common, "--out", str(resumed), "--resume", "auto", module="torch.distributed.run")
-    files = ["model.safetensors", "best.safetensors", "average.safetensors", "optimizer.safetensors"]
+    files = ["model.safetensors", "best.safetensors", "optimizer.safetensors"]
     for name in [*files, "rng-0.json", "rng-1.json"]:
         assert (resumed / "checkpoints/step-8" / name).read_bytes() == (
             straight / "checkpoints/step-8" / name

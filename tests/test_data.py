@@ -6,14 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, run_stats
+from helpers import one_line_error, run_stats
 
 from trainer.core.corpora import brown_to_universal
 from trainer.core.data import SPLITS, Review, open_dataset
 from trainer.core.errors import DataError
 from trainer.core.examples import text_bucket
 from trainer.core.fetch import MARKER, SOURCES
-from trainer.core.preprocess import UNIVERSAL_TAGS
+from trainer.core.tasks import UNIVERSAL_TAGS
 
 BROWN_UNIVERSAL = {
     "NOUN": 275652,
@@ -138,13 +138,13 @@ def fake_brown(tmp_path: Path, first_file: bytes) -> Path:
 def test_brown_bad_tag_names_file_and_line(tmp_path):
     data = fake_brown(tmp_path, b"\tThe/at jury/nn ./.\n\n\tA/at dog/zz ./.\n")
     proc = run_stats("--data", "brown", env={"DATA_DIR": str(data)})
-    assert_one_line_error(proc, f"{data / 'brown' / 'ca01'}:3: unknown Brown tag 'zz'")
+    one_line_error(proc, f"{data / 'brown' / 'ca01'}:3: unknown Brown tag 'zz'")
 
 
 def test_brown_non_utf8_names_file_and_line(tmp_path):
     data = fake_brown(tmp_path, b"\tThe/at jury/nn ./.\n\tA/at caf\xe9/nn ./.\n")
     proc = run_stats("--data", "brown", env={"DATA_DIR": str(data)})
-    assert_one_line_error(proc, f"{data / 'brown' / 'ca01'}:2: not valid UTF-8")
+    one_line_error(proc, f"{data / 'brown' / 'ca01'}:2: not valid UTF-8")
 
 
 # ---- rotten-tomatoes --------------------------------------------------------------------------

@@ -11,12 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import REPO, assert_one_line_error, run_stats
+from helpers import REPO, one_line_error, run_stats
 
 from trainer.core.data import SPLITS, Review, TaggedSentence, open_dataset, stats
 from trainer.core.errors import DataError
 from trainer.core.examples import text_bucket
-from trainer.core.preprocess import UNIVERSAL_TAGS
+from trainer.core.tasks import UNIVERSAL_TAGS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPEC_FORMS = (
@@ -93,9 +93,7 @@ def test_fasttext_malformed_line_cli(tmp_path):
         tmp_path / "bad.txt", [b"__label__1 fine", b"__label__2 fine too", f"__label__3 {long_text}".encode()]
     )
     proc = run_stats("--data", f"fasttext:{path}")
-    line = assert_one_line_error(
-        proc, f"{path}:3: expected '__label__1 <text>' or '__label__2 <text>', got '__label__3 xxx"
-    )
+    line = one_line_error(proc, f"{path}:3: expected '__label__1 <text>' or '__label__2 <text>', got '__label__3 xxx")
     assert len(line) < len(str(path)) + 160  # the bad text is shortened
 
 
@@ -133,7 +131,7 @@ def test_corrupt_bz2_is_a_data_error(tmp_path):
     path = tmp_path / "broken.txt.bz2"
     data = bz2.compress(b"".join(b"__label__1 ok %d\n" % i for i in range(3000)))
     path.write_bytes(data[: len(data) // 2])
-    assert_one_line_error(run_stats("--data", f"fasttext:{path}"), f"{path}:", "cannot read")
+    one_line_error(run_stats("--data", f"fasttext:{path}"), f"{path}:", "cannot read")
 
 
 # ---- conllu -----------------------------------------------------------------------------------
@@ -192,7 +190,7 @@ def test_conllu_stats_cli():
 def test_conllu_bad_line_cli(tmp_path, line, why):
     path = tmp_path / "bad.conllu"
     path.write_text(f"# sent_id = 1\n1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n\n{line}\n\n")
-    assert_one_line_error(run_stats("--data", f"conllu:{path}"), f"{path}:4: {why}")
+    one_line_error(run_stats("--data", f"conllu:{path}"), f"{path}:4: {why}")
 
 
 # ---- nltk-treebank ----------------------------------------------------------------------------
@@ -243,7 +241,7 @@ def test_nltk_treebank_missing_data_is_one_line(tmp_path):
     except LookupError:
         pass
     proc = run_stats_subprocess("--data", "nltk-treebank", env={"NLTK_DATA": str(tmp_path)})
-    assert_one_line_error(
+    one_line_error(
         proc, "nltk-treebank needs NLTK's 'treebank' and 'universal_tagset' data", "never calls nltk.download()"
     )
 
@@ -264,7 +262,7 @@ def test_nltk_treebank_missing_data_is_one_line(tmp_path):
     ],
 )
 def test_bad_spec_cli(spec, why):
-    assert_one_line_error(run_stats("--data", spec), f"--data {spec!r}: ", why, SPEC_FORMS)
+    one_line_error(run_stats("--data", spec), f"--data {spec!r}: ", why, SPEC_FORMS)
 
 
 def test_unknown_split():

@@ -24,24 +24,24 @@ from trainer.batching import BucketBatchSampler
 # tags) appended to PREFIX.seen-RANK, and the whole training split written to PREFIX.all.
 RECORD = """
 import json, os, sys
-import trainer.loop as loop, trainer.runner as runner
+import trainer.tasks as tasks, trainer.runner as runner
 prefix, rank = sys.argv.pop(1), os.environ.get("RANK", "0")
-real_loss, real_build = loop.loss_sum, runner.build
+real_loss, real_build = tasks.TokenTagging.loss_sum, runner.build
 def key(words, tags):
     return " ".join(map(str, words)) + "|" + " ".join(map(str, tags))
-def recording_loss(logits, batch, task):
+def recording_loss(side, logits, batch):
     rows = [key(w[:n].tolist(), t[:n].tolist())
             for w, t, n in zip(batch["words"], batch["targets"], batch["lengths"].tolist())]
     with open(f"{prefix}.seen-{rank}", "a") as f:
         f.write(json.dumps(rows) + "\\n")
-    return real_loss(logits, batch, task)
+    return real_loss(side, logits, batch)
 def recording_build(accelerator, job, splits):
     parts = real_build(accelerator, job, splits)
     train = parts.data["train"]
     with open(f"{prefix}.all", "w") as f:
         json.dump([key(item.words.tolist(), list(tags)) for item, tags in zip(train.items, train.targets)], f)
     return parts
-loop.loss_sum, runner.build = recording_loss, recording_build
+tasks.TokenTagging.loss_sum, runner.build = recording_loss, recording_build
 from trainer.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -174,7 +174,8 @@ def test_the_sampler_resumes_another_layout_at_the_same_sample_position(n: int, 
 
 def test_a_crafted_layout_is_refused() -> None:
     from trainer.core.errors import ArtifactError
-    from trainer.resume import TrainState, check_layouts
+    from trainer.loop import TrainState
+    from trainer.resume import check_layouts
 
     check_layouts(TrainState(global_batch=8, earlier_layouts=[[4, 1, 7]]), 2, 100, "x")
     for state, message in (

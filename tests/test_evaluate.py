@@ -13,8 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from trainer.artifact import save_artifact
 from trainer.core.config import PreprocessConfig, SentimentConfig
-from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Vocab, Vocabs
-from trainer.evaluate import sentiment_metrics, tagger_metrics
+from trainer.core.preprocess import Vocab, Vocabs
+from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
+from trainer.metrics import sentiment_metrics, tagger_metrics
 from trainer.models import build_model
 
 REVIEWS = Path(__file__).resolve().parent / "fixtures" / "reviews.fasttext"
@@ -48,7 +49,7 @@ def trained_runs(small_data: dict[str, str], tmp_path_factory: pytest.TempPathFa
 
 
 def evaluate(run: Path, spec: str, report: Path) -> tuple[dict, dict]:
-    """`python -m trainer evaluate` in this process (`helpers.run_main`): printed JSON, report JSON."""
+    """`python -m trainer evaluate` (`helpers.run_main`): printed JSON, report JSON."""
     proc = run_main("trainer", "evaluate", "--model", run / "model", "--data", spec, "--report", report)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(report.read_text())

@@ -2,8 +2,8 @@
 test_export_bad_inputs.py).
 
 Artifacts are conftest's `artifacts`: tiny random-weight models (parity needs no training) whose
-vocabularies come from a few hundred real Brown / Rotten Tomatoes training examples. The CLI runs in this
-process (`helpers.run_export`) and faults are injected with monkeypatch; tests/test_bad_inputs.py runs
+vocabularies come from a few hundred real Brown / Rotten Tomatoes training examples. The CLI runs as a
+forked child (`helpers.run_export`), faults injected into it (`patches`); tests/test_bad_inputs.py runs
 `python -m export` itself as a subprocess, to its exit status and through a SIGTERM.
 """
 
@@ -23,12 +23,13 @@ import pytest
 from helpers import EXPORT_KINDS, REPO, load_json, run_export
 from onnx import numpy_helper
 
-from export import onnx_export, quantize
+from export import onnx_export
 from export.reference import reference_evaluator
 from export.validate import validate
 from trainer.artifact import load_artifact
 from trainer.core.config import PreprocessConfig
-from trainer.core.preprocess import UNIVERSAL_TAGS, Encoder, Vocabs
+from trainer.core.preprocess import Encoder, Vocabs
+from trainer.core.tasks import UNIVERSAL_TAGS
 
 SENTENCES = ["The jury praised the administration .", "It was a dull , overlong film", "Yes"]
 
@@ -193,22 +194,24 @@ def test_reference_evaluator_agrees_with_onnxruntime(kind: str, exports: dict) -
     )
 
 
+REAL_EXPORT = onnx_export.export_onnx
+
+
+def broken_export(artifact: Any, path: Path, opset: int, char_table: int) -> None:
+    """The real export, then one weight shifted by 0.01: a graph that no longer matches torch."""
+    REAL_EXPORT(artifact, path, opset, char_table)
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if i.name.endswith("output.bias"))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.01), init.name))
+    onnx.save(model, str(path))
+
+
 def test_a_broken_export_is_rejected_and_not_left_looking_valid(
-    artifacts: dict, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    artifacts: dict, data_dir: Path, tmp_path: Path
 ) -> None:
-    real_export = onnx_export.export_onnx
-
-    def broken_export(artifact: Any, path: Path, opset: int, char_table: int) -> None:
-        """The real export, then one weight shifted by 0.01: a graph that no longer matches torch."""
-        real_export(artifact, path, opset, char_table)
-        model = onnx.load(str(path))
-        init = next(i for i in model.graph.initializer if i.name.endswith("output.bias"))
-        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.01), init.name))
-        onnx.save(model, str(path))
-
-    monkeypatch.setattr(onnx_export, "export_onnx", broken_export)
     out = tmp_path / "broken"
-    proc = run_export(data_dir, "--model", str(artifacts["dual-tagger"]), "--out", str(out))
+    patches = {"export.onnx_export.export_onnx": broken_export}
+    proc = run_export(data_dir, "--model", str(artifacts["dual-tagger"]), "--out", str(out), patches=patches)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("error: ") and f"{out}.failed" in lines[0] and "Traceback" not in proc.stderr
@@ -275,10 +278,7 @@ def test_int8_is_accepted_by_dev_accuracy(kind: str, artifacts: dict, data_dir: 
     assert session.run(None, encode(out, tokens))[0].shape == expected
 
 
-def test_int8_accuracy_drop_fails_the_export(
-    artifacts: dict, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP", -1.0)
+def test_int8_accuracy_drop_fails_the_export(artifacts: dict, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8"
     proc = run_export(
         data_dir,
@@ -290,18 +290,19 @@ def test_int8_accuracy_drop_fails_the_export(
         "int8",
         "--data",
         "rotten-tomatoes",
+        patches={"export.quantize.MAX_ACCURACY_DROP": -1.0},
     )
     assert proc.returncode == 1 and "int8: dev accuracy" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and load_json(tmp_path / "int8.failed" / "validation.json")["int8"]["passed"] is False
 
 
-def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(
-    artifacts: dict, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise Exception("Incomplete symbolic shape inference\nmore detail")
+def broken_quantizer(*args: Any, **kwargs: Any) -> None:
+    raise Exception("Incomplete symbolic shape inference\nmore detail")
 
-    monkeypatch.setattr(quantize, "quantize_dynamic", broken)
+
+def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(
+    artifacts: dict, data_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "int8"
     proc = run_export(
         data_dir,
@@ -313,6 +314,7 @@ def test_int8_quantizer_failure_is_one_line_and_leaves_no_export(
         "int8",
         "--data",
         "rotten-tomatoes",
+        patches={"export.quantize.quantize_dynamic": broken_quantizer},
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (

@@ -1,7 +1,7 @@
 """`python -m export` given bad input: a missing, corrupt, unknown-version or NaN model, an occupied --out,
 --opset, --atol and --quantize out of range; each is one line on stderr, exit 2, and no export written.
 
-Models are copies of conftest's `artifacts["word-tagger"]`; the CLI runs in this process (`helpers.run_export`).
+Models are copies of conftest's `artifacts["word-tagger"]`; the CLI runs as a forked child (`helpers.run_export`).
 """
 
 from __future__ import annotations

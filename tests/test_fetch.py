@@ -136,7 +136,7 @@ def test_unknown_name(tmp_path):
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m trainer ARGS` in this process (`helpers.run_main`)."""
+    """`python -m trainer ARGS` (`helpers.run_main`)."""
     return run_main("trainer", *args, env=env)
 
 

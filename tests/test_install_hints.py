@@ -98,7 +98,6 @@ MISSING = [
     ("seqlstm-trainer", TRAIN, "error: `trainer train` needs torch, ", TRAIN_HINT),
     ("seqlstm-trainer", ["evaluate", "--model", "{run}", "--data", f"conllu:{CONLLU}"],
      "error: `trainer evaluate` needs ", TRAIN_HINT),
-    ("seqlstm-trainer", ["pretrain", "--help"], "error: `trainer pretrain` needs ", TRAIN_HINT),
     ("seqlstm-serve", ["ray", "--model", "{export}", "--input", "x", "--output", "{tmp}/o"], "error: serve ray needs ",
      "pip install 'seqlstm[ray]'"),
     ("seqlstm-server", ["--model", "{export}", "--port", "0"], "error: the ASGI server needs ",

@@ -384,18 +384,17 @@ def metadata_keys(export_dir: Path) -> list[str]:
 def test_predict_and_http_refuse_a_bad_model_json_at_startup(runs, lines_file: Path, tmp_path: Path) -> None:
     """Before, `serve http` started on labels cut short and answered every request with 500."""
     export_dir = damaged_copy(runs["tagger"][1], tmp_path, setter("vocab.labels", lambda labels: labels[:-1]))
-    message = one_line_error(serve("http", "--model", export_dir, "--port", 0, timeout=60))
-    assert "model.json: vocab.labels has 11 entries" in message
+    expected = "model.json: vocab.labels has 11 entries"
+    one_line_error(serve("http", "--model", export_dir, "--port", 0, timeout=60), expected)
     out = tmp_path / "out.jsonl"
-    message = one_line_error(serve("predict", "--model", export_dir, "--input", lines_file, "--output", out))
-    assert "model.json: vocab.labels has 11 entries" in message and not out.exists()
+    one_line_error(serve("predict", "--model", export_dir, "--input", lines_file, "--output", out), expected)
+    assert not out.exists()
 
 
 def test_predict_does_not_follow_onnx_file_out_of_the_export(runs, lines_file: Path, tmp_path: Path) -> None:
     export_dir = damaged_copy(runs["tagger"][1], tmp_path, outside("relative"))
-    message = one_line_error(serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-"))
-    assert "model.json: onnx.file must be a plain file name inside the export directory" in message
+    result = serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-")
+    one_line_error(result, "model.json: onnx.file must be a plain file name inside the export directory")
     export_dir = damaged_copy(runs["tagger"][1], tmp_path / "atol", setter("atol", "abc"))
-    assert "model.json: atol must be a finite number > 0; got 'abc'" in one_line_error(
-        serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-")
-    )
+    result = serve("predict", "--model", export_dir, "--input", lines_file, "--output", "-")
+    one_line_error(result, "model.json: atol must be a finite number > 0; got 'abc'")

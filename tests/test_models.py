@@ -10,7 +10,8 @@ from torch import nn
 
 from trainer.core.config import PreprocessConfig, SentimentConfig, TaggerConfig
 from trainer.core.errors import ConfigError
-from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, Vocab, Vocabs
+from trainer.core.preprocess import Encoder, Vocab, Vocabs
+from trainer.core.tasks import SENTIMENT_LABELS, UNIVERSAL_TAGS
 from trainer.models import DualLSTMTagger, LSTMTagger, PaddedLSTM, SentimentNet, build_model
 
 LETTERS = list("abcdefghijklmnopqrstuvwxyzABC")

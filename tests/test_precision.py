@@ -13,7 +13,8 @@ import torch
 from trainer import precision
 from trainer.core.config import TaggerConfig
 from trainer.core.errors import ConfigError
-from trainer.core.preprocess import UNIVERSAL_TAGS, Vocab, Vocabs
+from trainer.core.preprocess import Vocab, Vocabs
+from trainer.core.tasks import UNIVERSAL_TAGS
 from trainer.models import build_model, run_lstms_in_float32
 from trainer.precision import resolve_precision
 

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 # from outside, at an exact moment) in round r at MOMENTS[r]; in the stall round it sleeps instead.
 DIE = """
 import os, signal, sys, time
-import trainer.loop as loop
+import trainer.checkpoint as checkpoint, trainer.loop as loop
 round_, rank = int(os.environ["TORCHELASTIC_RESTART_COUNT"]), os.environ["RANK"]
 MOMENTS = [
     ("checkpoint-write", 20),
@@ -49,7 +49,7 @@ if rank == "1":
     if round_ > 0:
         time.sleep(3)
     if moment == "checkpoint-write":  # its own RNG file is in the hidden folder; rank 0 is still writing
-        hook(loop, "write_rng", after=lambda folder, rank: folder.name == f".tmp-step-{at}")
+        hook(checkpoint, "write_rng", after=lambda folder, rank: folder.name == f".tmp-step-{at}")
     elif moment == "after-checkpoint":
         hook(loop.Trainer, "save_checkpoint", after=lambda self: self.state.step == at)
     elif moment in ("mid-epoch", "stall"):

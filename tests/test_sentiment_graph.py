@@ -17,7 +17,8 @@ from helpers import TINY_WORDS, load_json, run_main
 from export import onnx_export
 from trainer.artifact import load_artifact, save_artifact
 from trainer.core.config import PreprocessConfig, SentimentConfig
-from trainer.core.preprocess import SENTIMENT_LABELS, Encoder, Vocab, Vocabs
+from trainer.core.preprocess import Encoder, Vocab, Vocabs
+from trainer.core.tasks import SENTIMENT_LABELS
 from trainer.models import build_model
 
 REVIEWS = [

@@ -20,7 +20,8 @@ import pytest
 from helpers import LINES, REPO, TINY_CONFIGS, TINY_MAX_TOKENS, env, one_line_error, serve
 from onnx import numpy_helper
 
-from trainer.core.preprocess import UNIVERSAL_TAGS, tokenize
+from trainer.core.preprocess import tokenize
+from trainer.core.tasks import UNIVERSAL_TAGS
 
 
 @pytest.mark.parametrize("task", TINY_CONFIGS)

@@ -23,7 +23,8 @@ from export.reference import reference_evaluator
 from export.tagger_graph import NO_ROW, TaggerGraph, surfaces
 from trainer.artifact import load_artifact, save_artifact
 from trainer.core.config import PreprocessConfig, TaggerConfig
-from trainer.core.preprocess import UNIVERSAL_TAGS, Encoder, Vocab, Vocabs
+from trainer.core.preprocess import Encoder, Vocab, Vocabs
+from trainer.core.tasks import UNIVERSAL_TAGS
 from trainer.models import build_model
 
 HELD = ["the", "cat", "sat", "on", "The", "mat", ".", "Dog", "good", "movie"]  # in the table (vocab or Capitalized)

@@ -270,13 +270,13 @@ def test_two_nodes_of_one_process_each(data: dict[str, str], tmp_path: Path) -> 
 # `python -m trainer` whose loss is NaN from the 8th training batch on (the fault injected here, not in the product).
 NAN_FROM_STEP_8 = """
 import sys
-import trainer.loop as loop
-real, batches = loop.loss_sum, [0]
+import trainer.tasks as tasks
+real, batches = tasks.TokenTagging.loss_sum, [0]
 def nan_from_step_8(*args):
     batches[0] += 1
     total, count = real(*args)
     return (total * float("nan") if batches[0] >= 8 else total), count
-loop.loss_sum = nan_from_step_8
+tasks.TokenTagging.loss_sum = nan_from_step_8
 from trainer.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -71,11 +71,10 @@ def test_a_bad_argument_fails_before_torch_is_imported(tmp_path: Path) -> None:
     [
         ("train", ["--task", "tagging"], "argument --task: invalid choice: 'tagging'"),
         ("evaluate", ["--model", "m"], "the following arguments are required: --data"),
-        ("pretrain", ["--data", "x", "--out"], "argument --out: expected one argument"),
     ],
 )
 def test_usage_errors_name_the_help_of_their_command(command: str, argv: list[str], expected: str) -> None:
-    """train, evaluate and pretrain share trainer.core.cli.Parser with `python -m trainer` itself."""
+    """train and evaluate share trainer.core.cli.Parser with `python -m trainer` itself."""
     proc = trainer(command, *argv, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"error: {expected}")

@@ -34,7 +34,8 @@ from trainer.core.config import (
 from trainer.core.errors import ArtifactError, ConfigError, DataError, WriteError
 from trainer.core.jsonio import dumps, read_file
 from trainer.core.lexicon import Lexicon, check_lexicon_json
-from trainer.core.preprocess import PAD, SENTIMENT_LABELS, UNIVERSAL_TAGS, UNK, Vocab, Vocabs
+from trainer.core.preprocess import PAD, UNK, Vocab, Vocabs
+from trainer.core.tasks import task_kind
 from trainer.models import build_model
 
 FORMAT_VERSION = 1
@@ -173,15 +174,10 @@ def parse_vocabs(data: Any, config: ModelConfig, where: Path) -> Vocabs:
             raise ArtifactError(f"{where}: key {key!r} must start with {PAD!r}, {UNK!r}")
     if chars and any(len(c) != 1 for c in data["chars"][2:]):
         raise ArtifactError(f"{where}: key 'chars' must hold single characters after {PAD!r}, {UNK!r}")
-    # Sentiment label order is the BCE target (index 1 = positive); a tagger's output rows may come in any order.
+    # Whether the order matters is the kind's (sentiment's is the BCE target; a tagger's rows may come in any order).
     labels = data["labels"]
-    if config.task == "sentiment" and labels != list(SENTIMENT_LABELS):
-        raise ArtifactError(f"{where}: key 'labels' must be {list(SENTIMENT_LABELS)} for a sentiment model")
-    if config.task == "tagger" and set(labels) != set(UNIVERSAL_TAGS):
-        raise ArtifactError(
-            f"{where}: key 'labels' must hold the {len(UNIVERSAL_TAGS)} universal tags "
-            f"({' '.join(UNIVERSAL_TAGS)}) for a tagger; got {len(labels)} labels"
-        )
+    if problem := task_kind(config.task).labels_problem(labels):
+        raise ArtifactError(f"{where}: key 'labels' {problem}")
     return Vocabs(
         Vocab(data["words"]),
         Vocab.labels(labels),

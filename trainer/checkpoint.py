@@ -33,7 +33,10 @@ from trainer.core.jsonio import dumps, loads
 FORMAT_VERSION = 1
 STATE_FILE = "trainer_state.json"
 REQUIRED = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json")
-OPTIONAL = ("best.safetensors", "average.safetensors", "scaler.json")
+OPTIONAL = ("best.safetensors", "scaler.json")
+# Files of removed options (CHANGELOG.md): a checkpoint holding one was trained with that option and cannot be
+# continued the same way, so it is refused with one line naming it.
+REMOVED = {"average.safetensors": "--average (the moving average of the weights) was removed"}
 RNG_FILE = re.compile(r"rng-([0-9]+)\.json")
 # What torch, numpy and random raise on a state of the right JSON shape but the wrong content.
 RESTORE_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError)
@@ -47,7 +50,6 @@ class Checkpoint:
     state: dict[str, Any]  # trainer_state.json
     model: dict[str, torch.Tensor]
     best: dict[str, torch.Tensor] | None
-    average: dict[str, torch.Tensor] | None  # the weights' moving average (TrainConfig.average)
     optimizer: dict[str, Any]  # {"state": {index: {name: tensor}}, "param_groups": [...]}, as state_dict() gives
     scheduler: dict[str, Any]
     scaler: dict[str, Any] | None
@@ -81,14 +83,11 @@ def write_training_state(
     scheduler: Any,
     scaler: Any,
     best: dict[str, torch.Tensor] | None,
-    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights, best weights, their average, optimizer, scheduler and GradScaler: the files every process shares."""
+    """Weights, best weights, optimizer, scheduler and GradScaler: the files every process shares."""
     save_tensors(_cpu(model.state_dict()), folder / "model.safetensors")
     if best is not None:
         save_tensors(best, folder / "best.safetensors")
-    if average is not None:
-        save_tensors(average, folder / "average.safetensors")
     saved = optimizer.state_dict()
     tensors = {f"{index}.{name}": value for index, values in saved["state"].items() for name, value in values.items()}
     save_tensors(_cpu(tensors), folder / "optimizer.safetensors")
@@ -129,6 +128,49 @@ def remove_stale(root: Path) -> None:
         print(f"note: removed {path}, a temporary left by a killed run", file=sys.stderr)
 
 
+def save(
+    root: Path,
+    step: int,
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    best: dict[str, torch.Tensor] | None,
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write `root`/step-`step` whole or not at all, on every process together; returns its path.
+
+    The protocol: the main process clears what a killed run left and makes a hidden .tmp-step-N; every process
+    writes its RNG file into it; the main process the shared files, then, once every RNG file is in, the
+    manifest (`state` plus every file's size and sha256) last; then the folder is renamed into place and all
+    but the newest `keep` checkpoints deleted. A failure on the way removes the temporary and is raised.
+    """
+    acc = accelerator
+    final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
+    try:
+        if acc.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            remove_stale(root)
+            tmp.mkdir()
+        acc.wait_for_everyone()
+        write_rng(tmp, acc.process_index)
+        if acc.is_main_process:
+            write_training_state(tmp, model, optimizer, scheduler, acc.scaler, best)
+        acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
+        if acc.is_main_process:
+            write_manifest(tmp, state)
+            publish(tmp, final)
+            for old in list_checkpoints(root)[:-keep]:
+                discard(old)
+    except BaseException:
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    acc.wait_for_everyone()
+    return final
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Every file checked against the manifest and parsed; anything amiss is one ArtifactError that names it."""
     try:
@@ -143,7 +185,6 @@ def read_checkpoint(path: Path) -> Checkpoint:
         state,
         data["model.safetensors"],
         data.get("best.safetensors"),
-        data.get("average.safetensors"),
         optimizer,
         data["scheduler.json"],
         data.get("scaler.json"),
@@ -185,6 +226,10 @@ def _manifest(state: Any) -> dict[str, dict[str, Any]]:
     ):
         if not ok:
             raise ArtifactError(f"{STATE_FILE}: bad or missing {key!r}")
+    if removed := sorted(set(files) & set(REMOVED)):
+        raise ArtifactError(
+            f"it holds {removed[0]}: {REMOVED[removed[0]]}; resume it with the version that wrote it, or train afresh"
+        )
     required = {*REQUIRED, *(f"rng-{rank}.json" for rank in range(world))}
     if unknown := sorted(set(files) - required - set(OPTIONAL)):
         raise ArtifactError(f"{STATE_FILE}: the manifest names files this format does not have: {', '.join(unknown)}")

@@ -25,6 +25,7 @@ from typing import Any
 from trainer.core.cli import Parser
 from trainer.core.data import open_dataset
 from trainer.core.jsonio import loads
+from trainer.core.tasks import task_kind
 from trainer.train import TASK_PREPROCESS
 
 # Short CPU schedules of the default models, so that the whole demo (set-up and downloads included)
@@ -87,12 +88,8 @@ def write_held_out(task: str, path: Path) -> list[Any]:
     dataset = open_dataset(TRAINING[task]["data"])
     lines, gold = [], []
     for example in dataset.examples("test"):
-        if task == "tagger":
-            lines.append(" ".join(example.words))
-            gold.append(list(example.tags))
-        else:
-            lines.append(" ".join(example.text.split()))
-            gold.append(example.label)
+        lines.append(example.line())
+        gold.append(example.target)
         if len(lines) == HELD_OUT:
             break
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,10 +99,12 @@ def write_held_out(task: str, path: Path) -> list[Any]:
 
 def held_out_accuracy(task: str, predictions: Path, gold: list[Any]) -> float:
     results = [loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
-    if task == "tagger":
-        pairs = [(p, g) for r, tags in zip(results, gold) for p, g in zip(r["tags"], tags)]
+    kind = task_kind(task)
+    predicted = [r[kind.decoder.label_field] for r in results]
+    if kind.per_token:
+        pairs = [(p, g) for labels, tags in zip(predicted, gold) for p, g in zip(labels, tags)]
     else:
-        pairs = [(r["label"], g) for r, g in zip(results, gold)]
+        pairs = list(zip(predicted, gold))
     return sum(p == g for p, g in pairs) / max(len(pairs), 1)
 
 
@@ -113,7 +112,7 @@ def serve_task(task: str, run_dir: Path, export_dir: Path) -> dict[str, Any]:
     work = run_dir / "serve"
     text, predictions, bench = work / "heldout.txt", work / "predictions.jsonl", work / "bench.json"
     gold = write_held_out(task, text)
-    pretokenized = ["--pretokenized"] if task == "tagger" else []  # Brown words are already tokens
+    pretokenized = ["--pretokenized"] if task_kind(task).per_token else []  # tagged words are already tokens
     start = time.perf_counter()
     result = sh(
         "-m",

@@ -2,67 +2,74 @@
 
 `Trainer.fit` trains the way accelerate's examples do, top-down in one place: for each epoch, for each
 batch: forward, backward, optimizer step, log, dev score, checkpoint, and the stop decision, taken by
-`Trainer.stop_reason` alone. `Trainer.finish` then scores the best weights on test. Resuming from a
-checkpoint (loop state, elastic re-layout) is trainer/resume.py.
+`Trainer.stop_reason` alone; each save is one `checkpoint.save` call, which owns the write protocol.
+`Trainer.finish` then runs the task's own last steps on the best weights (trainer/tasks.py) and scores
+test. The loop's counters are `TrainState`; resuming (trainer/resume.py) returns a `Resumed` that
+`Trainer.apply` takes over.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, skip_first_batches
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
+from trainer import checkpoint
 from trainer.adversarial import EmbeddingPerturbation
-from trainer.averaging import WeightAverage
 from trainer.batching import BucketBatchSampler, Schedule, word_drop_probabilities
-from trainer.checkpoint import (
-    discard,
-    list_checkpoints,
-    publish,
-    remove_stale,
-    write_manifest,
-    write_rng,
-    write_training_state,
-)
-from trainer.core.atomic import write_error
 from trainer.core.config import TrainConfig
 from trainer.core.errors import TrainingError
-from trainer.core.jsonio import dumps
 from trainer.core.preprocess import Vocabs
 from trainer.distributed import waiting
-from trainer.evaluate import EncodedSplit, score, summary
+from trainer.evaluate import score
+from trainer.eventlog import RunLog
+from trainer.inputs import EncodedSplit
+from trainer.metrics import summary
 from trainer.models import word_embedding
-from trainer.ngram import fit as fit_ngram
-from trainer.plots import end_torn_line
 from trainer.progress import StepProgress
-from trainer.resume import TrainState
+from trainer.tasks import task_side
 
 
-def loss_sum(logits: torch.Tensor, batch: dict[str, torch.Tensor], task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed loss over real tokens (tagger) or reviews (sentiment), and how many there were.
+@dataclass
+class TrainState:
+    """The loop's counters: what a resumed run needs besides model, optimizer, scheduler and RNG (all in a
+    checkpoint's trainer_state.json, trainer/checkpoint.py)."""
 
-    Computed on logits.float(): under autocast the LSTMs and linear layers may run in bf16/fp16 (weights
-    and optimizer state stay fp32), but log-sum-exp and sigmoid in reduced precision lose the small
-    differences between large logits, so the loss is fp32 whatever the mixed precision.
-    """
-    targets = batch["targets"]
-    if task == "tagger":
-        steps = torch.arange(logits.shape[1], device=logits.device)
-        real = steps.unsqueeze(0) < batch["lengths"].unsqueeze(1)  # (B, T): positions past a length are padding
-        return F.cross_entropy(logits.float()[real], targets[real], reduction="sum"), real.sum()
-    loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
-    return loss, targets.new_tensor(len(targets))
+    step: int = 0  # optimizer steps
+    epoch: int = 0
+    batches_in_epoch: int = 0  # per-process batches of `epoch` already trained on, in the current layout
+    global_batch: int = 0  # the layout's examples per global batch: batch_size x processes
+    # This epoch's layouts before a resume changed it: [global batch, processes, batches trained on] each.
+    earlier_layouts: list = field(default_factory=list)
+    best_metric: float = -1.0
+    best_step: int = 0
+    best_dev: dict = field(default_factory=dict)
+    evals_without_improvement: int = 0
+    bad_in_a_row: int = 0
+    skipped_steps: int = 0
+    tokens: int = 0  # real tokens trained on, all processes
+    train_seconds: float = 0.0  # main process, excluding evaluation and checkpoints
+    last_eval_step: int = -1
+    last_save_step: int = -1
+
+
+@dataclass
+class Resumed:
+    """What trainer/resume.py restored from a checkpoint besides the weights, optimizer and RNG it loaded in
+    place; `Trainer.apply` takes it over."""
+
+    state: TrainState
+    best: dict[str, torch.Tensor] | None
+    planned_steps: int  # the schedule's total from where the checkpoint left off
+    accelerator_step: int  # gradient accumulation's batch counter
 
 
 def drop_words(words: torch.Tensor, prob: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
@@ -80,33 +87,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-class RunLog:
-    """RUN_DIR/logs/metrics.jsonl (one JSON object per event) and the tracker's scalars; main process only."""
-
-    def __init__(self, accelerator: Accelerator, path: Path, fresh: bool) -> None:
-        self.accelerator, self.path = accelerator, path
-        if accelerator.is_main_process:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if fresh:
-                path.write_text("", encoding="utf-8")
-            else:  # a run killed mid-write may have left half a line: the next event must not join it
-                end_torn_line(path)
-
-    def __call__(self, event: str, step: int, **values: Any) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        line = dumps({"event": event, "step": step, "time": round(time.time(), 3), **values}, nan_as_null=True)
-        try:  # a non-finite loss or gradient norm is a fact to record: null
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")
-        except OSError as exc:
-            raise write_error(self.path, exc) from None
-        prefix = values.get("split", event)
-        scalars = {f"{prefix}/{k}": v for k, v in values.items() if type(v) in (int, float)}
-        if scalars:
-            self.accelerator.log(scalars, step=step)
 
 
 @dataclass
@@ -137,15 +117,15 @@ class Trainer:
         identity: dict[str, Any],
         log: RunLog,
     ) -> None:
-        self.accelerator, self.parts, self.cfg, self.task, self.run_dir, self.identity, self.log = (
+        self.accelerator, self.parts, self.cfg, self.run_dir, self.identity, self.log = (
             accelerator,
             parts,
             cfg,
-            task,
             run_dir,
             identity,
             log,
         )
+        self.side = task_side(task)  # the task's loss, scores and last steps (trainer/tasks.py)
         self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
         self.input_names = accelerator.unwrap_model(self.model).input_names
         self.state = TrainState(global_batch=cfg.batch_size * accelerator.num_processes)
@@ -165,8 +145,13 @@ class Trainer:
         if cfg.adversarial > 0:
             embedding = word_embedding(accelerator.unwrap_model(self.model))
             self.perturbation = EmbeddingPerturbation(embedding, cfg.adversarial)
-        # The moving average of the weights that dev scoring and the best weights use; None when off.
-        self.average = WeightAverage(accelerator.unwrap_model(self.model), cfg.average) if cfg.average > 0 else None
+
+    def apply(self, resumed: Resumed) -> None:
+        """Continue from a checkpoint (trainer/resume.py has restored weights, optimizer and RNG in place)."""
+        self.state, self.best = resumed.state, resumed.best
+        self.accelerator.step = resumed.accelerator_step
+        self.parts.schedule.total = resumed.planned_steps
+        self.window_seconds = resumed.state.train_seconds
 
     def fit(self) -> str:
         """Train until a stop condition holds; return which."""
@@ -228,7 +213,7 @@ class Trainer:
         words = batch["words"]  # word dropout: training only, evaluation never passes here
         words = words if self.drop_prob is None else drop_words(words, self.drop_prob, self.unknown_ids)
         inputs = [words if n == "words" else batch[n] for n in self.input_names]
-        total, count = loss_sum(self.model(*inputs), batch, self.task)
+        total, count = self.side.loss_sum(self.model(*inputs), batch)
         # Normalised by the count over all processes (DDP then averages gradients), so a step's
         # loss is the mean over the global batch however the tokens fall across processes.
         share = count
@@ -240,7 +225,7 @@ class Trainer:
         with acc.no_sync(self.model):  # gradients are exchanged once, after the adversarial pass
             acc.backward(total / share)
         with self.perturbation.adversarial():
-            adversarial, _ = loss_sum(self.model(*inputs), batch, self.task)
+            adversarial, _ = self.side.loss_sum(self.model(*inputs), batch)
             acc.backward(adversarial / share)
         return total, count
 
@@ -266,8 +251,6 @@ class Trainer:
         if self.accelerator.mixed_precision == "fp16" or torch.isfinite(self.grad_norm):
             self.optimizer.step()  # under fp16 the GradScaler itself skips steps whose gradients overflowed
             state.bad_in_a_row = 0
-            if self.average is not None:
-                self.average.update(state.step + 1)
         else:
             state.skipped_steps += 1
             state.bad_in_a_row += 1
@@ -292,72 +275,46 @@ class Trainer:
 
     def evaluate_dev(self) -> None:
         state = self.state
-        with (
-            waiting(f"the dev evaluation at step {state.step}"),
-            contextlib.nullcontext() if self.average is None else self.average.swapped_in(),
-        ):
-            metrics = summary(
-                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.vocabs)
-            )
-            improved = metrics["accuracy"] > state.best_metric
+        with waiting(f"the dev evaluation at step {state.step}"):
+            metrics = summary(self.score("dev"))
+            improved = metrics[self.side.kind.select_by] > state.best_metric
             if improved:
                 weights = self.accelerator.unwrap_model(self.model).state_dict()
                 self.best = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
         state.last_eval_step = state.step
         if improved:
-            state.best_metric, state.best_step, state.best_dev = metrics["accuracy"], state.step, metrics
+            state.best_metric, state.best_step, state.best_dev = metrics[self.side.kind.select_by], state.step, metrics
             state.evals_without_improvement = 0
         else:
             state.evals_without_improvement += 1
         self.log("eval", state.step, split="dev", improved=improved, **metrics)
 
-    def save_checkpoint(self) -> None:
-        """Every file into a hidden temporary folder, the manifest last, then renamed into place."""
-        with waiting(f"checkpoint step-{self.state.step}"):
-            self._save_checkpoint()
+    def score(self, split: str) -> dict[str, Any]:
+        return score(self.model, self.parts.eval_loaders[split], self.accelerator, self.side, self.parts.vocabs)
 
-    def _save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> None:
+        """RUN_DIR/checkpoints/step-N, written whole or not at all (`checkpoint.save`)."""
         acc, state = self.accelerator, self.state
-        self.flush_window()
-        root = self.run_dir / "checkpoints"
-        final, tmp = root / f"step-{state.step}", root / f".tmp-step-{state.step}"
-        state.last_save_step = state.step
-        try:
-            if acc.is_main_process:
-                root.mkdir(parents=True, exist_ok=True)
-                remove_stale(root)
-                tmp.mkdir()
-            acc.wait_for_everyone()
-            write_rng(tmp, acc.process_index)
-            if acc.is_main_process:
-                average = None if self.average is None else self.average.state_dict()
-                write_training_state(
-                    tmp, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler, self.best, average
-                )
-            acc.wait_for_everyone()  # every process's RNG file is in before the manifest is taken
-            if acc.is_main_process:
-                write_manifest(
-                    tmp,
-                    {
-                        "trainer": dataclasses.asdict(state),
-                        **self.identity,
-                        "world_size": acc.num_processes,
-                        "accelerator_step": acc.step,
-                    },
-                )
-                publish(tmp, final)
-                for old in list_checkpoints(root)[: -self.cfg.keep_checkpoints]:
-                    discard(old)
-        except BaseException:
-            if acc.is_main_process:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        acc.wait_for_everyone()
-        self.log("checkpoint", state.step, path=str(final))
+        with waiting(f"checkpoint step-{state.step}"):
+            self.flush_window()
+            state.last_save_step = state.step
+            saved = {"trainer": dataclasses.asdict(state), **self.identity, "world_size": acc.num_processes}
+            path = checkpoint.save(
+                self.run_dir / "checkpoints",
+                state.step,
+                acc,
+                acc.unwrap_model(self.model),
+                self.optimizer,
+                self.scheduler,
+                self.best,
+                saved | {"accelerator_step": acc.step},
+                self.cfg.keep_checkpoints,
+            )
+            self.log("checkpoint", state.step, path=str(path))
 
     def finish(self, reason: str) -> dict[str, Any]:
-        """Last dev score and checkpoint, then the best weights (left in the model), with sentiment's n-gram head fitted
-        beside them where the model has one, and their test metrics."""
+        """Last dev score and checkpoint, then the best weights (left in the model) after the task's own last
+        steps, and their test metrics."""
         state = self.state
         if state.last_eval_step != state.step:
             self.evaluate_dev()
@@ -366,19 +323,15 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         checksums = gather_object([weights_sha256(model)])
         model.load_state_dict(self.best)
-        dev, ngram = state.best_dev, None
-        if getattr(model, "ngram", None) is not None:  # sentiment's n-gram head, fitted beside the trained LSTM
-            train = self.parts.data["train"]
-            ngram = fit_ngram(model.ngram, [item.words for item in train.items], train.targets)
-            dev = summary(
-                score(self.model, self.parts.eval_loaders["dev"], self.accelerator, self.task, self.parts.vocabs)
-            )
-            ngram |= {"lstm_dev_accuracy": state.best_dev["accuracy"], "dev_accuracy": dev["accuracy"]}
-            self.log("ngram", state.step, **ngram)
+        # The task's own steps on the best weights (sentiment: its n-gram head), and dev scored again if they ran.
+        dev, extra = self.side.finish(
+            model, self.parts.data["train"], state.best_dev, lambda: summary(self.score("dev"))
+        )
+        for name, values in extra.items():
+            self.log(name, state.step, **values)
         test = None
         if "test" in self.parts.eval_loaders:
-            test = score(self.model, self.parts.eval_loaders["test"], self.accelerator, self.task, self.parts.vocabs)
-            test = {k: v for k, v in test.items() if k != "confusion"}
+            test = {k: v for k, v in self.score("test").items() if k != "confusion"}
             self.log("eval", state.step, split="test", **summary(test))
         self.log("end", state.step, reason=reason, weights_sha256_per_process=checksums)
         return {
@@ -392,4 +345,4 @@ class Trainer:
             "skipped_steps": state.skipped_steps,
             "dev": dev,
             "test": test,
-        } | ({} if ngram is None else {"ngram": ngram})
+        } | extra

@@ -187,12 +187,13 @@ class SentimentNet(nn.Module):
         self.encoder = PaddedLSTM(config.embed_dim, config.hidden, config.layers, config.bidirectional, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(self.encoder.output_size, 1)
-        # Fitted after the LSTM has trained (trainer/ngram.py): zeros until then, and left out in training mode.
+        # Fitted once the LSTM has trained (the sentiment task's last step, trainer/tasks.py): until then its
+        # weights are zeros, so training, dev scoring and checkpoints see the LSTM's logits exactly.
         self.ngram = NgramLogit(len(vocabs.words), config.ngram_buckets) if config.ngram_buckets else None
 
     def forward(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         logits = self.lstm_logits(words, lengths)
-        return logits if self.ngram is None or self.training else logits + self.ngram(words, lengths)
+        return logits if self.ngram is None else logits + self.ngram(words, lengths)
 
     def lstm_logits(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.encoder(self.dropout(self.embedding(words)), lengths)  # (B, T, H*dirs)
@@ -219,8 +220,7 @@ def set_weight_drop(model: nn.Module, rate: float) -> None:
 
 
 def word_embedding(model: nn.Module) -> nn.Embedding:
-    """The word vectors of a tagger or a classifier (pretrained vectors go there, adversarial training
-    perturbs their output)."""
+    """The word vectors of a tagger or a classifier (adversarial training perturbs their output)."""
     for name in ("word_embedding", "embedding"):
         module = getattr(model, name, None)
         if isinstance(module, nn.Embedding):

@@ -6,15 +6,15 @@ the exported graph (a `Gather`, a masked `ReduceSum`) and `serve` feeds the same
 
 - Unigram feature: the word id (`<unk>` included). Bigram feature: the pair of adjacent ids hashed into
   `buckets` rows after the vocabulary's, `V + (a * PRIME + b) mod buckets`. Padding adds nothing.
-- Fitted apart from the LSTM, once it has trained (`fit`, from `Trainer.finish`): an NBSVM-style logistic
-  regression (Wang & Manning 2012) on the training split. Each feature is scaled by its Naive Bayes
-  log-count ratio; the weights then take full-batch Adam steps against the logistic loss with an L2
+- Fitted apart from the LSTM, once it has trained (`fit`, the sentiment task's last step in trainer/tasks.py):
+  an NBSVM-style logistic regression (Wang & Manning 2012) on the training split. Each feature is scaled
+  by its Naive Bayes log-count ratio; the weights then take full-batch Adam steps against the logistic loss with an L2
   penalty. A linear model over 10k reviews separates its training set almost exactly; trained jointly,
   it would leave the LSTM no gradient to learn from, so the two are fitted in turn and their logits summed
   (docs/BENCHMARKS.md section 2: on Rotten Tomatoes the sum beats either alone).
-- Until `fit` runs, the head's weights are zero buffers, and in training mode the model leaves it out:
+- Until `fit` runs, the head's weights are zero buffers, so it adds exactly 0.0 to every logit:
   training, dev scoring and checkpoints see the LSTM alone. They are buffers, not parameters: no
-  optimizer, weight average or gradient touches them.
+  optimizer or gradient touches them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Progress of training and pretraining steps on stderr, as `serve predict` shows its lines (serve/progress.py).
+"""Progress of training steps on stderr, as `serve predict` shows its lines (serve/progress.py).
 
 On a terminal a bar is redrawn in place; into a log file or a pipe (a Slurm or CI log, `./launch.sh demo > log`),
 where a redrawn bar would be one line of carriage returns megabytes long, a plain line is printed every `every`

@@ -1,47 +1,26 @@
-"""Resuming a run from a checkpoint (`python -m trainer train --resume`): the loop's `TrainState`, what a
-checkpoint's copy of it must satisfy, and the re-layout when world size or batch size changed (elastic resume).
+"""Resuming a run from a checkpoint (`python -m trainer train --resume`): the settings checked, weights,
+optimizer, scheduler and RNG restored in place, the loop's `TrainState` read back and checked, and the
+re-layout when world size or batch size changed (elastic resume).
 
-trainer/runner.py calls `resume` once, before `Trainer.fit` (trainer/loop.py); the files themselves are read and
-verified by trainer/checkpoint.py.
+trainer/runner.py calls `resume` once, before `Trainer.fit`, and hands what it returns to `Trainer.apply`
+(trainer/loop.py); the files themselves are read and verified by trainer/checkpoint.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from trainer.batching import planned_steps
 from trainer.checkpoint import STATE_FILE, Checkpoint, conform, restore
+from trainer.core.config import TrainConfig
 from trainer.core.errors import ArtifactError, ConfigError
-
-if TYPE_CHECKING:
-    from trainer.loop import Trainer
-
-
-@dataclass
-class TrainState:
-    """What a resumed run needs besides model, optimizer, scheduler and RNG (trainer/checkpoint.py)."""
-
-    step: int = 0  # optimizer steps
-    epoch: int = 0
-    batches_in_epoch: int = 0  # per-process batches of `epoch` already trained on, in the current layout
-    global_batch: int = 0  # the layout's examples per global batch: batch_size x processes
-    # This epoch's layouts before a resume changed it: [global batch, processes, batches trained on] each.
-    earlier_layouts: list = field(default_factory=list)
-    best_metric: float = -1.0
-    best_step: int = 0
-    best_dev: dict = field(default_factory=dict)
-    evals_without_improvement: int = 0
-    bad_in_a_row: int = 0
-    skipped_steps: int = 0
-    tokens: int = 0  # real tokens trained on, all processes
-    train_seconds: float = 0.0  # main process, excluding evaluation and checkpoints
-    last_eval_step: int = -1
-    last_save_step: int = -1
+from trainer.eventlog import RunLog
+from trainer.loop import Parts, Resumed, TrainState
 
 
 def check_layouts(state: TrainState, world: int, examples: int, where: str) -> None:
@@ -65,11 +44,18 @@ def check_layouts(state: TrainState, world: int, examples: int, where: str) -> N
         raise ArtifactError(f"{where}: the sampler layouts account for more than the {examples} training examples")
 
 
-def resume(trainer: Trainer, checkpoint: Checkpoint) -> None:
-    """Continue `trainer` from `checkpoint`: same settings checked, weights, optimizer, RNG and loop state
-    restored, re-laid out if the layout changed, and the steps left planned."""
-    path, saved = checkpoint.path, checkpoint.state
-    for key, value in trainer.identity.items():
+def resume(
+    checkpoint: Checkpoint,
+    identity: dict[str, Any],
+    accelerator: Accelerator,
+    parts: Parts,
+    cfg: TrainConfig,
+    log: RunLog,
+) -> Resumed:
+    """Continue from `checkpoint`: same settings checked; weights, optimizer, scheduler and RNG restored into
+    `parts` and this process; the loop state re-laid out if the layout changed, and the steps left planned."""
+    path, saved, acc = checkpoint.path, checkpoint.state, accelerator
+    for key, value in identity.items():
         if saved.get(key) != value:
             raise ConfigError(
                 f"--resume {path}: the checkpoint's {key} is {saved.get(key)!r} but this run's is "
@@ -77,59 +63,41 @@ def resume(trainer: Trainer, checkpoint: Checkpoint) -> None:
             )
     where = f"{path / STATE_FILE} 'trainer'"
     fields = conform(dataclasses.asdict(TrainState()), saved["trainer"], where)
-    acc = trainer.accelerator
     if not restore(
-        checkpoint, acc.unwrap_model(trainer.model), trainer.optimizer, trainer.scheduler, acc.scaler, acc.process_index
+        checkpoint, acc.unwrap_model(parts.model), parts.optimizer, parts.scheduler, acc.scaler, acc.process_index
     ):
         # A rank the checkpoint did not have: a fresh stream from seed + rank, as a new run's.
-        set_seed(trainer.cfg.seed, device_specific=True)
-    acc.step = saved["accelerator_step"]  # gradient accumulation's batch counter, as load_state set it
-    trainer.state = TrainState(**fields)
-    check_layouts(trainer.state, saved["world_size"], len(trainer.parts.sampler.lengths), where)
-    if (trainer.state.global_batch, saved["world_size"]) != (
-        trainer.cfg.batch_size * acc.num_processes,
-        acc.num_processes,
-    ):
-        relayout(trainer, saved["world_size"])
-    plan(trainer)
-    trainer.window_seconds = trainer.state.train_seconds
-    trainer.best = checkpoint.best
-    if trainer.average is not None:
-        load_average(trainer, checkpoint)
+        set_seed(cfg.seed, device_specific=True)
+    state = TrainState(**fields)
+    check_layouts(state, saved["world_size"], len(parts.sampler.lengths), where)
+    if (state.global_batch, saved["world_size"]) != (cfg.batch_size * acc.num_processes, acc.num_processes):
+        relayout(state, saved["world_size"], acc, parts, cfg, log)
+    return Resumed(state, checkpoint.best, plan(state, parts, cfg), saved["accelerator_step"])
 
 
-def load_average(trainer: Trainer, checkpoint: Checkpoint) -> None:
-    """The checkpoint's weight average; one of a run that kept none starts from the restored weights."""
-    if checkpoint.average is None:
-        trainer.average.reset()
-        return
-    try:
-        trainer.average.load_state_dict(checkpoint.average)
-    except ValueError as exc:
-        raise ArtifactError(f"checkpoint {checkpoint.path} does not fit this run: {exc}") from None
-
-
-def relayout(trainer: Trainer, saved_world: int) -> None:
+def relayout(
+    state: TrainState, saved_world: int, acc: Accelerator, parts: Parts, cfg: TrainConfig, log: RunLog
+) -> None:
     """Resume another layout's checkpoint (world size or batch size changed): same epoch, and the
     examples it had not trained on yet this epoch cut into batches of this layout."""
-    state, acc, sampler = trainer.state, trainer.accelerator, trainer.parts.sampler
+    sampler = parts.sampler
     old_batch, world = state.global_batch // saved_world, acc.num_processes
     if state.batches_in_epoch:
         state.earlier_layouts.append([state.global_batch, saved_world, state.batches_in_epoch])
-    state.batches_in_epoch, state.global_batch = 0, trainer.cfg.batch_size * world
+    state.batches_in_epoch, state.global_batch = 0, cfg.batch_size * world
     sampler.start_epoch(state.epoch, state.earlier_layouts)
     left = len(sampler.remaining()[0])
     if len(sampler) == 0:  # fewer examples left than processes: the epoch is over
         state.epoch, state.earlier_layouts = state.epoch + 1, []
     message = (
         f"resuming a {saved_world}-process checkpoint (batch {old_batch}) with {world} "
-        f"process{'es' if world > 1 else ''} (batch {trainer.cfg.batch_size}): same epoch and sample "
+        f"process{'es' if world > 1 else ''} (batch {cfg.batch_size}): same epoch and sample "
         f"position, data re-sharded; results are not bit-identical to an uninterrupted run "
         f"(exact only at the same world size and batch size)"
     )
     if acc.is_main_process:
         print(f"train: {message}", file=sys.stderr)
-    trainer.log(
+    log(
         "relayout",
         state.step,
         message=message,
@@ -140,16 +108,15 @@ def relayout(trainer: Trainer, saved_world: int) -> None:
     )
 
 
-def plan(trainer: Trainer) -> None:
+def plan(state: TrainState, parts: Parts, cfg: TrainConfig) -> int:
     """The steps this run will take, from where the checkpoint left off (the LR decays to 0 there)."""
-    state, parts = trainer.state, trainer.parts
     parts.sampler.start_epoch(state.epoch, state.earlier_layouts)
-    left = len(parts.train_loader) - state.batches_in_epoch if state.epoch < trainer.cfg.epochs else 0
-    parts.schedule.total = planned_steps(
+    left = len(parts.train_loader) - state.batches_in_epoch if state.epoch < cfg.epochs else 0
+    return planned_steps(
         state.step,
         left,
         parts.epoch_batches,
-        max(0, trainer.cfg.epochs - state.epoch - 1),
-        trainer.cfg.grad_accum,
-        trainer.cfg.max_steps,
+        max(0, cfg.epochs - state.epoch - 1),
+        cfg.grad_accum,
+        cfg.max_steps,
     )

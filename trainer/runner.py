@@ -24,18 +24,19 @@ from trainer.core.config import ModelConfig, PreprocessConfig, TrainConfig, to_d
 from trainer.core.errors import DataError
 from trainer.core.jsonio import dumps
 from trainer.core.lexicon import open_lexicon
-from trainer.core.preprocess import SENTIMENT_LABELS, UNIVERSAL_TAGS, Encoder, build_vocabs
+from trainer.core.preprocess import Encoder, build_vocabs
+from trainer.core.tasks import task_kind
 from trainer.distributed import start_process_group, waiting
-from trainer.evaluate import Collate, EncodedSplit, Split, eval_loader
+from trainer.eventlog import RunLog
+from trainer.inputs import Collate, EncodedSplit, Split, eval_loader
 from trainer.launchers import check_shared_run_dir, nodes
-from trainer.lm import copy_layers
-from trainer.loop import Parts, RunLog, Trainer
+from trainer.loop import Parts, Trainer
 from trainer.models import build_model, run_lstms_in_float32, set_weight_drop
 from trainer.plots import plot_curves
 from trainer.precision import Precision
-from trainer.pretrain import copy_vectors, extend_vocab, load_embeddings
 from trainer.resume import resume
 from trainer.runlock import check_lock
+from trainer.tasks import task_side
 from trainer.tracking import log_release, run_ids, start_trackers
 
 
@@ -56,38 +57,23 @@ class Job:
 def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts:
     """Vocabularies, encoded splits, model, optimizer, schedule and loaders, prepared."""
     task, model_config, cfg = job.task, job.model, job.train
-    labels = list(UNIVERSAL_TAGS if task == "tagger" else SENTIMENT_LABELS)
+    kind, side = task_kind(task), task_side(task)
+    labels = list(kind.labels)
     # Accelerate's idiom for preprocessing. Encoding is deterministic, so every rank builds the same ids;
     # taking turns keeps N processes on one small machine from peaking in memory together.
     with accelerator.main_process_first():
-        chars = task == "tagger" and model_config.char_encoder
+        chars = kind.char_encoder and model_config.char_encoder
         lexicon = open_lexicon(job.preprocess.lexicon)
         vocabs = build_vocabs(splits["train"].tokens, labels, job.preprocess, chars=chars, lexicon=lexicon)
-        if cfg.init_embeddings:  # pretrained words join the vocabulary (after the corpus's, whose ids stay)
-            dim_key = "embed_dim" if task == "sentiment" else "word_dim"
-            pretrained = load_embeddings(
-                Path(cfg.init_embeddings), getattr(model_config, dim_key), dim_key, job.preprocess
-            )
-            vocabs = extend_vocab(vocabs, pretrained[0])
         encoder = Encoder(vocabs, job.preprocess)
-        data = {name: EncodedSplit(split, encoder, task) for name, split in splits.items() if split.tokens}
+        data = {name: EncodedSplit(split, encoder, side) for name, split in splits.items() if split.tokens}
     model = build_model(model_config, vocabs)
     set_weight_drop(model, cfg.weight_drop)
-    if cfg.init_embeddings:
-        copied = copy_vectors(model, vocabs, *pretrained[:2])
-        # The LSTM layers fit a sentiment encoder's first layer; a tagger's LSTM also reads character states.
-        layers = (
-            copy_layers(model, pretrained[2], f"--init_embeddings {cfg.init_embeddings}") if task == "sentiment" else []
-        )
-        accelerator.print(
-            f"train: {copied} of {len(vocabs.words)} word vectors and {len(layers)} LSTM tensors "
-            f"from {cfg.init_embeddings}"
-        )
     try:  # the fused kernel is several times faster on CPU, where torch < 2.4 lacks it
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except RuntimeError:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    collate = Collate(encoder, task)
+    collate = Collate(encoder, side)
     sampler = BucketBatchSampler(data["train"].lengths, cfg.batch_size, accelerator.num_processes, cfg.seed)
     if len(sampler) == 0:
         raise DataError(f"{len(data['train'])} training examples cannot feed {accelerator.num_processes} processes")
@@ -122,9 +108,8 @@ def build(accelerator: Accelerator, job: Job, splits: dict[str, Split]) -> Parts
     )
 
 
-def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token: str) -> int:
-    """Build, resume if asked, train, and write the release model (unless a session limit stopped it).
-    `lock_token`: RUN_DIR's lock as rank 0 took it (trainer/runlock.py), "" on the other ranks."""
+def start(job: Job, lock_token: str) -> Accelerator:
+    """The process group and the Accelerator, threads and seeds, and RUN_DIR checked as every rank's."""
     cfg, precision = job.train, job.precision
     start_process_group(cfg.dist_timeout)  # before Accelerator(), which then uses it (trainer/distributed.py)
     accelerator = Accelerator(
@@ -152,6 +137,14 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token:
         )
     if accelerator.num_processes > 1:
         check_lock(job.run_dir, accelerator.process_index, broadcast_object_list([lock_token])[0])
+    return accelerator
+
+
+def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token: str) -> int:
+    """Build, resume if asked, train, and write the release model (unless a session limit stopped it).
+    `lock_token`: RUN_DIR's lock as rank 0 took it (trainer/runlock.py), "" on the other ranks."""
+    cfg, precision = job.train, job.precision
+    accelerator = start(job, lock_token)
     with waiting("the start (vocabularies, encoding, preparing the model)"):
         parts = build(accelerator, job, splits)
     if precision.lstm_in_float32:
@@ -166,7 +159,7 @@ def run(job: Job, splits: dict[str, Split], skipped: dict[str, int], lock_token:
     log = RunLog(accelerator, job.run_dir / "logs" / "metrics.jsonl", fresh=job.checkpoint is None)
     trainer = Trainer(accelerator, parts, cfg, job.task, job.run_dir, identity, log)
     if job.checkpoint is not None:
-        resume(trainer, job.checkpoint)
+        trainer.apply(resume(job.checkpoint, identity, accelerator, parts, cfg, log))
     examples = {name: len(d) for name, d in parts.data.items()}
     skipped |= {
         f"truncated to {job.preprocess.max_tokens} tokens ({name})": d.truncated

@@ -35,12 +35,13 @@ from trainer.core.config import (
 )
 from trainer.core.data import open_dataset
 from trainer.core.errors import ArtifactError, ConfigError, DataError
+from trainer.core.tasks import task_kind
 from trainer.launchers import check_launch
 from trainer.runlock import RunLock, acquire, describe
 
 if TYPE_CHECKING:
     from trainer.checkpoint import Checkpoint
-    from trainer.evaluate import Split
+    from trainer.inputs import Split
 
 # Each task's epochs (docs/BENCHMARKS.md sections 1, 2, 9). The tagger's dev accuracy, with word dropout and
 # lexicon classes, still rises after 4 epochs: 6 beat 4 on dev over three seeds, at 1.5x the steps. Sentiment's
@@ -163,13 +164,13 @@ def newest_whole_checkpoint(existing: list[Path], root: Path) -> Checkpoint | No
 
 def load_splits(spec: str, task: str, skip_bad_lines: bool) -> tuple[dict[str, Split], dict[str, int]]:
     """Every split as tokens and targets, with what was skipped; no usable train or dev data is an error."""
-    from trainer.evaluate import read_split  # torch: see `main`
+    from trainer.inputs import read_split  # torch: see `main`
 
     dataset = open_dataset(spec, skip_bad_lines=skip_bad_lines)
     if dataset.task != task:
         raise ConfigError(f"--task {task} does not fit --data {spec}, which holds {dataset.task} data")
     splits = {name: read_split(dataset, name) for name in ("train", "dev", "test") if name in dataset.splits}
-    unit = "sentences" if task == "tagger" else "reviews"
+    unit = task_kind(task).example
     for name in ("train", "dev"):
         if name not in splits or not splits[name].tokens:
             empty = splits[name].empty if name in splits else 0

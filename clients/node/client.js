@@ -17,7 +17,7 @@ const fs = require('fs');
 const path = require('path');
 const ort = require('onnxruntime-node');
 const { BadTokenizer, textTokenizer, tokenEncoder } = require('./tokenizer');
-const { pythonJson, resultOf } = require('./results');
+const { decoderOf, pythonJson, resultOf } = require('./results');
 
 const FORMAT = 2;
 const MAX_LISTED = 20;
@@ -197,12 +197,12 @@ function feeds(encoded, names, padId) {
   return out;
 }
 
-// The graph on one input (batch 1): the tagger's rows (T arrays of n_labels) or the sentiment's logit.
+// The graph on one input (batch 1): a row of n_labels logits per token, or the text's one logit.
 async function logitsOf(session, encoded, spec) {
   if (!encoded.word_ids.length) return null;
   const result = await session.run(feeds(encoded, session.inputNames, spec.padId));
   const flat = Array.from(result[session.outputNames[0]].data);
-  if (spec.task !== 'tagger') return flat[0];
+  if (!decoderOf(spec.postprocess).rows) return flat[0];
   const width = spec.labels.length;
   return Array.from({ length: flat.length / width }, (_, t) => flat.slice(t * width, (t + 1) * width));
 }
@@ -211,20 +211,10 @@ const openSession = (onnxPath) => ort.InferenceSession.create(onnxPath, {
   executionProviders: ['cpu'], intraOpNumThreads: 1, interOpNumThreads: 1,
 });
 
-// Smallest gap between the best and second-best logit: a label may only differ within 2 atol of it.
-function margin(rows) {
-  return Math.min(...rows.map((row) => {
-    const sorted = [...row].sort((a, b) => b - a);
-    return sorted[0] - sorted[1];
-  }));
-}
-
-// Where the expected logits sit within atol of a tie (tagger) or of the threshold (sentiment), a
-// port's label may differ: its logits are only required within atol.
+// Where the expected logits sit within atol of a tie or a threshold, a port's label may differ.
 function nearTie(v, spec, atol) {
   if (v.logits === null) return false;
-  if (spec.task === 'tagger') return margin(v.logits) <= 2 * atol;
-  return Math.abs(v.prob_positive - spec.postprocess.threshold) <= atol;
+  return decoderOf(spec.postprocess).nearTie(v, spec.postprocess, atol);
 }
 
 async function check(dir) {
@@ -260,7 +250,7 @@ async function check(dir) {
     logits += flat.length;
     worst = Math.max(worst, diff);
     if (!(diff <= atol)) problems.push(`${v.name}: max abs diff ${diff.toExponential(3)} vs atol ${atol}`);
-    const result = pythonJson(resultOf(spec.task, spec.labels, spec.postprocess, got.kept, out, got.truncated));
+    const result = pythonJson(resultOf(spec.labels, spec.postprocess, got.kept, out, got.truncated));
     if (result !== pythonJson(v.output) && !nearTie(v, spec, atol)) {
       problems.push(`${v.name}: output ${result.slice(-80)} vs expected ${pythonJson(v.output).slice(-80)}`);
     }
@@ -298,7 +288,7 @@ async function predict(dir, file) {
     }
     const encoded = encode(tokenize(text));
     const logits = await logitsOf(session, encoded, spec);
-    out.push(`${pythonJson(resultOf(spec.task, spec.labels, spec.postprocess, encoded.kept, logits, encoded.truncated))}\n`);
+    out.push(`${pythonJson(resultOf(spec.labels, spec.postprocess, encoded.kept, logits, encoded.truncated))}\n`);
     start = end;
   }
   process.stdout.write(out.join(''));

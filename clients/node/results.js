@@ -33,21 +33,51 @@ function pythonJson(value) {
   return JSON.stringify(value);
 }
 
-// `logits`: the tagger's rows (T arrays of n_labels) or the sentiment's number; null for no tokens.
-// `post`: the graph's seqlstm.postprocess (sentiment: round, threshold).
-function resultOf(task, labels, post, tokens, logits, truncated) {
-  let out;
-  if (task === 'tagger') {
-    const tags = (logits ?? []).map((row) => labels[row.indexOf(Math.max(...row))]);
-    out = { tokens, tags };
-  } else if (logits === null) {
-    out = { label: null, prob_positive: null };
-  } else {
-    const prob = pyRound(sigmoid(logits), post.round);
-    out = { label: prob >= post.threshold ? labels[1] : labels[0], prob_positive: prob };
-  }
+// How the graph's output becomes a result, keyed by seqlstm.postprocess's `op`, which the export writes from
+// the task kind's decoder (trainer/core/tasks.py): a new kind adds its op here, never a branch on its name.
+// `rows`: the output holds a row of label logits per token (else one number per text).
+// `decode(labels, post, tokens, logits)`: logits are the rows or the number; null for no tokens.
+// `nearTie(v, post, atol)`: the expected logits sit within atol of a tie or threshold, where a port's
+// label may differ (its logits are only required within atol).
+const DECODERS = {
+  argmax: {
+    rows: true,
+    decode: (labels, post, tokens, logits) => ({
+      tokens,
+      tags: (logits ?? []).map((row) => labels[row.indexOf(Math.max(...row))]),
+    }),
+    nearTie: (v, post, atol) => margin(v.logits) <= 2 * atol,
+  },
+  sigmoid: {
+    rows: false,
+    decode: (labels, post, tokens, logit) => {
+      if (logit === null) return { label: null, prob_positive: null };
+      const prob = pyRound(sigmoid(logit), post.round);
+      return { label: prob >= post.threshold ? labels[1] : labels[0], prob_positive: prob };
+    },
+    nearTie: (v, post, atol) => Math.abs(v.prob_positive - post.threshold) <= atol,
+  },
+};
+
+function decoderOf(post) {
+  const decoder = DECODERS[post.op];
+  if (!decoder) throw new Error(`seqlstm.postprocess op ${JSON.stringify(post.op)} is not one this client knows`);
+  return decoder;
+}
+
+// Smallest gap between the best and second-best logit: a label may only differ within 2 atol of it.
+function margin(rows) {
+  return Math.min(...rows.map((row) => {
+    const sorted = [...row].sort((a, b) => b - a);
+    return sorted[0] - sorted[1];
+  }));
+}
+
+// `post`: the graph's seqlstm.postprocess.
+function resultOf(labels, post, tokens, logits, truncated) {
+  const out = decoderOf(post).decode(labels, post, tokens, logits);
   if (truncated) out.truncated = true;
   return out;
 }
 
-module.exports = { pyRound, pythonJson, resultOf };
+module.exports = { decoderOf, pyRound, pythonJson, resultOf };

@@ -95,7 +95,7 @@ def prepare_items(key: str, values: list[Any], model: ServingModel, where: str |
         raise ApiError(422, f'"{where}" has {len(values)} entries; the limit is {MAX_TEXTS} per request')
     if key == "texts":
         return [prepare_text(f"{where}[{i}]", text, model) for i, text in enumerate(values)]
-    if model.task != "tagger":
+    if not model.kind.tokens_input:
         raise ApiError(422, f'"tokens" input needs a tagger model; this is a {model.task} model: send "texts"')
     return [prepare_tokens(f"{where}[{i}]", tokens, model) for i, tokens in enumerate(values)]
 

@@ -68,31 +68,28 @@ class InferResponse(BaseModel):
 def tensors(model: ServingModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The model's input and output tensors as the metadata endpoint describes them."""
     inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    if model.task == "tagger":
+    if model.kind.tokens_input:
         inputs.append({"name": "tokens", "datatype": "BYTES", "shape": [-1, -1]})
-        outputs = [{"name": name, "datatype": "BYTES", "shape": [-1, -1]} for name in ("tokens", "tags")]
-    else:
-        outputs = [
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "prob_positive", "datatype": "FP32", "shape": [-1]},
-        ]
+    shape = {True: [-1, -1], False: [-1]}  # a field per token is a padded matrix, one per text a vector
+    outputs = [{"name": f.name, "datatype": f.datatype, "shape": shape[f.per_token]} for f in model.kind.decoder.fields]
     return inputs, outputs
 
 
 def output_tensors(model: ServingModel, results: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    n = len(results)
-    if model.task == "tagger":
-        width = max((len(r["tags"]) for r in results), default=0)
-        columns = {
-            name: [x for r in results for x in r[name] + [""] * (width - len(r[name]))] for name in ("tokens", "tags")
-        }
-        return [{"name": name, "datatype": "BYTES", "shape": [n, width], "data": columns[name]} for name in names]
-    columns = {
-        "label": [r["label"] or "" for r in results],
-        "prob_positive": [-1.0 if r["prob_positive"] is None else r["prob_positive"] for r in results],
-    }
-    types = {"label": "BYTES", "prob_positive": "FP32"}
-    return [{"name": name, "datatype": types[name], "shape": [n], "data": columns[name]} for name in names]
+    """The requested result fields as tensors (the task's `Decoder.fields`): a per-token field padded to the
+    longest input with its `missing` value, a per-text field with `missing` for an empty input's None."""
+    n, fields = len(results), {f.name: f for f in model.kind.decoder.fields}
+    width = max((len(r[f.name]) for r in results for f in fields.values() if f.per_token), default=0)
+    out = []
+    for name in names:
+        f = fields[name]
+        if f.per_token:
+            data = [x for r in results for x in r[name] + [f.missing] * (width - len(r[name]))]
+            out.append({"name": name, "datatype": f.datatype, "shape": [n, width], "data": data})
+        else:
+            data = [f.missing if r[name] is None else r[name] for r in results]
+            out.append({"name": name, "datatype": f.datatype, "shape": [n], "data": data})
+    return out
 
 
 def _version() -> str:

@@ -131,7 +131,7 @@ class Predictor:
     def __init__(self, export_dir: str, threads: int, options: dict[str, Any], tally: Any) -> None:
         self.model = ServingModel(Path(export_dir), threads=threads)
         self.parser = RecordParser(
-            options["input_format"], options["text_field"], options["errors"], tokens_ok=self.model.task == "tagger"
+            options["input_format"], options["text_field"], options["errors"], tokens_ok=self.model.kind.tokens_input
         )
         self.batch_size, self.pretokenized = options["batch_size"], options["pretokenized"]
         self.tally = tally
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.input)
     output = check_output_dir(args.output)
     model = ServingModel(args.model, threads=1)  # checked here once, so a bad export is one line, not N actors
-    if args.pretokenized and model.task != "tagger":
+    if args.pretokenized and not model.kind.tokens_input:
         raise ConfigError(f"--pretokenized needs a tagger model; {args.model} is a {model.task} model")
     from serve.ray.cluster import check_plan, connect
 

@@ -19,8 +19,9 @@ from typing import Any, ClassVar, get_type_hints
 
 from trainer.core.errors import ConfigError
 from trainer.core.jsonio import SYNTAX, JSONValueError, loads
+from trainer.core.tasks import KINDS
 
-TASKS = ("tagger", "sentiment")
+TASKS = tuple(KINDS)  # trainer/core/tasks.py describes each
 POOLINGS = ("last", "max")
 SCHEDULES = ("linear", "cosine", "constant")  # the LR after warmup (trainer/batching.py lr_factor)
 MIXED_PRECISION = ("", "no", "fp16", "bf16")
@@ -31,6 +32,12 @@ INT_MAX = 2**31 - 1  # every int field's ceiling unless it declares one: larger 
 # overflow torch's size arithmetic or spin up a million modules before a shape check could object.
 DIM_MAX, LAYERS_MAX, THREADS_MAX = 65_536, 64, 1024
 SHOWN = 60  # characters of a bad value or key quoted in a message
+# Training keys that measured no gain and were removed (CHANGELOG.md 0.x "Removed"): a config file or command
+# line that still sets one is a one-line error naming it, never silently a different run.
+REMOVED_KEYS = {
+    "average": "the moving average of the weights measured no gain (Rotten Tomatoes dev 78.23% with and without)",
+    "init_embeddings": "`trainer pretrain` was removed: LM pretraining measured no clear gain (+0.4 dev, in the noise)",
+}
 
 
 def rule(default: Any, **limits: Any) -> Any:
@@ -71,7 +78,7 @@ class SentimentConfig:
     hidden: int = rule(128, min=1, max=DIM_MAX)  # per direction
     layers: int = rule(2, min=1, max=LAYERS_MAX)
     # Chosen by dev accuracy on rotten-tomatoes (docs/BENCHMARKS.md section 2): a BiLSTM with max pooling
-    # beat the final state of a unidirectional LSTM; LM pretraining (N-gram or LSTM) gave no clear gain.
+    # beat the final state of a unidirectional LSTM.
     bidirectional: bool = True
     # "max": max over real positions of every state; "last": the final state
     pooling: str = rule("max", choices=POOLINGS)
@@ -110,9 +117,6 @@ class TrainConfig:
         0, min=0
     )  # >0: end this session after this many steps (checkpoint, no model); --resume auto goes on
     threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process (torch.set_num_threads); 0: default
-    # RUN_DIR/embeddings from `python -m trainer pretrain`: initial word vectors, and from its LSTM objective
-    # a sentiment encoder's first layer
-    init_embeddings: str = ""
     # Word dropout (Kiperwasser & Goldberg 2016): in training only, a word id becomes <unk> with probability
     # alpha / (alpha + its train count), so the model (the tagger's character BiLSTM) learns to read
     # unknown words from what rare ones look like. 0: off; the tagger's schedule uses 1 (trainer.train.TASK_TRAIN).
@@ -123,9 +127,6 @@ class TrainConfig:
     # every sentence's word embeddings moved by this L2 norm along its loss gradient; two passes a step. 0: off;
     # the sentiment schedule's: 2.
     adversarial: float = rule(0.0, min=0)
-    # Keep an exponential moving average of the weights with this decay (trainer/averaging.py); dev scoring, the
-    # best weights and the released model use it. 0: off.
-    average: float = rule(0.0, min=0, lt=1)
     report_to: str = rule(
         "tensorboard", choices=REPORT_TO
     )  # the tracker that also gets the metrics (README "Trackers")
@@ -134,34 +135,6 @@ class TrainConfig:
     dist_timeout: float = rule(600.0, gt=0, max=86_400)
     # Off a terminal (stderr to a file or pipe), seconds between plain progress lines; on a terminal, a bar.
     progress_every: float = rule(30.0, min=0, max=86_400)
-
-
-OBJECTIVES = ("ngram", "lstm")  # trainer/pretrain.py: the N-gram LM's embeddings; trainer/lm.py: a BiLSTM LM
-PRETRAIN_BATCH = {"ngram": 512, "lstm": 64}
-
-
-@dataclass
-class PretrainConfig:
-    """`python -m trainer pretrain`: a language model whose embeddings (and, for `lstm`, first LSTM layer)
-    initialize a model through `train --init_embeddings`."""
-
-    # "lstm": a bidirectional LSTM LM shaped like the sentiment encoder's first layer (trainer/lm.py);
-    # "ngram": the tutorial's N-gram LM, embeddings only
-    objective: str = rule("lstm", choices=OBJECTIVES)
-    # must equal the model's embed_dim (sentiment) or word_dim (tagger) to initialize it
-    embed_dim: int = rule(128, min=1, max=DIM_MAX)
-    context: int = rule(2, min=1, max=LAYERS_MAX)  # ngram: previous words the model sees
-    # lstm: per direction, must equal the sentiment model's hidden; ngram: the hidden layer
-    hidden: int = rule(128, min=1, max=DIM_MAX)
-    dropout: float = rule(0.3, min=0, lt=1)  # lstm: on embeddings and LSTM outputs
-    output_words: int = rule(8000, min=3)  # softmax over the most frequent words; rarer targets are <unk>
-    min_count: int = rule(3, min=1)  # words below this count get no vector of their own
-    epochs: int = rule(2, min=1)
-    batch_size: int = rule(0, min=0)  # 0: the objective's (PRETRAIN_BATCH): ngram counts words, lstm sentences
-    lr: float = rule(2e-3, gt=0)
-    seed: int = rule(1234, min=0)
-    threads: int = rule(0, min=0, max=THREADS_MAX)  # CPU threads per process; 0: torch's default
-    max_steps: int = rule(0, min=0)  # 0: no limit beyond epochs
 
 
 def show(value: Any) -> str:
@@ -270,6 +243,8 @@ def apply_overrides(configs: list[Any], overrides: dict[str, Any], *, source: st
     known = {name: (cfg, kind) for cfg in configs for name, kind in field_types(type(cfg)).items()}
     for raw_key, value in overrides.items():
         key = raw_key.replace("-", "_")
+        if key in REMOVED_KEYS and key not in known:
+            raise ConfigError(f"{source}: config key {key!r} was removed: {REMOVED_KEYS[key]}; see CHANGELOG.md")
         if key not in known:
             raise ConfigError(f"{source}: unknown config key {show(raw_key)}; known keys: {', '.join(sorted(known))}")
         cfg, kind = known[key]

@@ -28,7 +28,7 @@ from trainer.core.examples import (
     text_lines,
 )
 from trainer.core.fetch import default_data_dir
-from trainer.core.preprocess import tokenize
+from trainer.core.tasks import task_kind
 
 __all__ = ["SPEC_FORMS", "SPLITS", "Dataset", "Review", "TaggedSentence", "describe_skipped", "open_dataset", "stats"]
 
@@ -172,20 +172,15 @@ def stats(dataset: Dataset) -> dict:
 
     Sentiment tokens are counted with `trainer.core.preprocess.tokenize`, the tokenizer the models see.
     """
-    tagger = dataset.task == "tagger"
+    unit = task_kind(dataset.task).data_unit
     result: dict = {}
     for split in dataset.splits:
         count = tokens = 0
         labels: Counter = Counter()
         for example in dataset.examples(split):
             count += 1
-            if tagger:
-                tokens += len(example.words)
-                labels.update(example.tags)
-            else:
-                tokens += len(tokenize(example.text))
-                labels[example.label] += 1
-        unit = "sentences" if tagger else "documents"
+            tokens += len(example.tokens())
+            labels.update(example.labels)
         result[split] = {unit: count, "tokens": tokens, "labels": dict(labels.most_common())}
     if dataset.skipped:
         result["skipped"] = dict(dataset.skipped)

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from trainer.core.errors import DataError
+from trainer.core.preprocess import tokenize
 
 SPLITS = ("train", "dev", "test")
 
@@ -29,11 +30,42 @@ class TaggedSentence:
     words: tuple[str, ...]  # original case
     tags: tuple[str, ...]  # universal tags, one per word
 
+    def tokens(self) -> list[str]:
+        return list(self.words)
+
+    def line(self) -> str:
+        """The example as one line of raw input for `serve predict`."""
+        return " ".join(self.words)
+
+    @property
+    def target(self) -> tuple[str, ...]:
+        return self.tags
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every label the example holds, for counts."""
+        return self.tags
+
 
 @dataclass(frozen=True)
 class Review:
     text: str
     label: str  # "positive" | "negative"
+
+    def tokens(self) -> list[str]:
+        """The tokens the models see (`trainer.core.preprocess.tokenize`)."""
+        return tokenize(self.text)
+
+    def line(self) -> str:
+        return " ".join(self.text.split())
+
+    @property
+    def target(self) -> str:
+        return self.label
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (self.label,)
 
 
 Example = TaggedSentence | Review

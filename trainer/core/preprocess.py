@@ -23,8 +23,6 @@ from trainer.core.tokenizer import Tokenizer, default_tokenizer
 
 PAD, UNK, URL = "<pad>", "<unk>", "<url>"
 UNK_ID = 1  # `<unk>` in every word and character vocabulary (`<pad>` is 0): a token never seen in training
-UNIVERSAL_TAGS = ("NOUN", "VERB", "ADJ", "ADV", "ADP", "CONJ", "DET", "NUM", "PRON", "PRT", ".", "X")
-SENTIMENT_LABELS = ("negative", "positive")  # index = the BCE target, so P(positive) = sigmoid(logit)
 
 
 def tokenize(text: str) -> list[str]:

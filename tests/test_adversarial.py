@@ -1,6 +1,5 @@
-"""Adversarial training on the word embeddings (trainer/adversarial.py) and the moving average of the
-weights (trainer/averaging.py). Their resumes are exact: tests/test_checkpoint.py and
-tests/test_checkpoint_resume.py train with both on, with one process and with two."""
+"""Adversarial training on the word embeddings (trainer/adversarial.py). Its resumes are exact:
+tests/test_checkpoint.py and tests/test_checkpoint_resume.py train with it on, with one process and with two."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import torch
 from torch import nn
 
 from trainer.adversarial import EmbeddingPerturbation
-from trainer.averaging import WeightAverage
 from trainer.core.config import SentimentConfig, TaggerConfig
 from trainer.core.preprocess import Vocabs
 from trainer.models import DualLSTMTagger, SentimentNet, word_embedding
@@ -58,28 +56,3 @@ def test_the_perturbed_module_is_the_word_embedding() -> None:
     assert word_embedding(classifier) is classifier.embedding
     with pytest.raises(TypeError, match="Linear has no word embedding"):
         word_embedding(nn.Linear(2, 2))
-
-
-def test_the_average_follows_the_weights_with_a_warm_start_and_swaps_in_and_out() -> None:
-    model = nn.Linear(2, 1, bias=False)
-    with torch.no_grad():
-        model.weight.fill_(0.0)
-    average = WeightAverage(model, 0.5)
-    with torch.no_grad():
-        model.weight.fill_(1.0)
-    average.update(1)  # decay min(0.5, 2/11): the average moves 9/11 of the way
-    assert torch.allclose(average.tensors[0], torch.full((1, 2), 9 / 11))
-    average.update(100)  # decay 0.5
-    assert torch.allclose(average.tensors[0], torch.full((1, 2), 9 / 11 + (1 - 9 / 11) / 2))
-    with average.swapped_in():
-        assert torch.allclose(model.weight, average.tensors[0])
-    assert torch.equal(model.weight, torch.ones(1, 2))
-    saved = average.state_dict()
-    average.reset()
-    assert torch.equal(average.tensors[0], torch.ones(1, 2))
-    average.load_state_dict(saved)
-    assert torch.equal(average.tensors[0], saved["weight"])
-    with pytest.raises(ValueError, match=r"the weight average's weight is \(2, 2\), not \(1, 2\)"):
-        average.load_state_dict({"weight": torch.zeros(2, 2)})
-    with pytest.raises(ValueError, match="has the tensors"):
-        average.load_state_dict({"bias": torch.zeros(1)})
