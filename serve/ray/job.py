@@ -17,8 +17,8 @@ The pipeline is read -> map_batches -> write, all of it Ray Data's streaming exe
 Without `--address` the command starts a private Ray instance on 127.0.0.1 for this run (no
 dashboard, no usage reporting) and stops it at the end; `--address auto|HOST:PORT|ray://...`
 joins a cluster, whose nodes must all see the export, the input files and the output directory
-(README, "Batch inference"). Joining, and the plan checked against the cluster before anything
-runs, are serve.ray.cluster's. While Ray Data runs (on a thread, `Job`), the main thread polls a
+(docs/SERVING.md, "Many files or machines: `serve ray`"). Joining, and the plan checked against the
+cluster before anything runs, are serve.ray.cluster's. While Ray Data runs (on a thread, `Job`), the main thread polls a
 `Tally` actor that the model actors report to: progress lines as `serve predict` prints them, and a
 deadline on no progress (`--stall-timeout`) that ends the run in one line saying what is pending.
 SIGTERM and Ctrl-C arrive on the main thread too: one line, and the temporary directory removed.

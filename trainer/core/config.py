@@ -129,7 +129,7 @@ class TrainConfig:
     adversarial: float = rule(0.0, min=0)
     report_to: str = rule(
         "tensorboard", choices=REPORT_TO
-    )  # the tracker that also gets the metrics (README "Trackers")
+    )  # the tracker that also gets the metrics (docs/TRAINING.md "Trackers")
     # Seconds any rank waits in a collective (or at the start) before it ends with one line naming itself and what
     # it waited for, so that torchrun can restart the job (trainer/distributed.py); gloo's own default is 30 minutes.
     dist_timeout: float = rule(600.0, gt=0, max=86_400)
