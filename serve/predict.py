@@ -45,7 +45,7 @@ from typing import IO
 
 from serve.options import check_numbers
 from serve.output import check_output, open_output
-from serve.progress import Progress
+from serve.progress import Progress, add_progress_arguments
 from serve.records import Input, Record, RecordParser, open_input, output_line, parse_shard
 from serve.runtime import OPT_LEVELS, BatchObserver, Item, ServingModel
 from trainer.core.errors import ConfigError
@@ -80,14 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or skip it (counted in the summary line)",
     )
     parser.add_argument("--shard", metavar="I/N", help="only the I-th of N byte ranges of a plain --input file")
-    parser.add_argument(
-        "--progress-every",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds between progress lines when stderr is not a terminal",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
+    add_progress_arguments(parser)
     parser.add_argument(
         "--threads",
         type=int,

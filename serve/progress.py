@@ -9,6 +9,7 @@ ends every successful run. `--quiet` prints neither (warnings about the data sti
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,18 @@ from typing import TextIO
 
 REDRAW = 0.2  # seconds between redraws of the terminal bar
 BAR_WIDTH = 24
+
+
+def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--progress-every` and `--quiet`, for every command that reports its progress this way."""
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between progress lines when stderr is not a terminal",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
 
 
 def duration(seconds: float) -> str:

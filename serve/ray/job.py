@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.options import check_numbers, check_range
-from serve.progress import Progress
+from serve.progress import Progress, add_progress_arguments
 from serve.records import RecordParser, compression, output_line
 from serve.runtime import ServingModel
 from trainer.core import errors
@@ -90,14 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="give up, naming what is pending, when no actor starts and no batch ends for this long",
     )
-    parser.add_argument(
-        "--progress-every",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds between progress lines when stderr is not a terminal",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
+    add_progress_arguments(parser)
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
