@@ -159,7 +159,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.guard.make_room(self)
-        refuse = self.guard.busy() >= self.guard.limit
+        # Only a full house can refuse; counting the busy ones costs a pass over every connection.
+        refuse = len(self.guard.connections) > self.guard.limit and self.guard.busy() >= self.guard.limit
         if refuse:
             self.app = self.guard.refuse
         try:
