@@ -52,7 +52,7 @@ class StepFailed(Exception):
 def sh(*args: object, capture: bool = False) -> subprocess.CompletedProcess:
     """Run one project CLI from the repository root; stop the demo with its command line if it fails."""
     cmd = [sys.executable, *map(str, args)]
-    print(f"\n$ {' '.join(cmd[1:])}", flush=True)
+    print(f"\n$ python {' '.join(cmd[1:])}", flush=True)  # the command as a user would type it
     result = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=capture)
     if capture:
         sys.stdout.write(result.stdout)

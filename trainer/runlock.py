@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import socket
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.core.errors import ArtifactError, SeqLSTMError
+from trainer.core.jsonio import dumps, loads
 
 LOCK_FILE = ".lock"
 HEARTBEAT = 30.0  # seconds between touches of the lock file
@@ -72,10 +72,13 @@ def describe(holder: dict[str, Any]) -> str:
 def _read(fd: int) -> dict[str, Any] | None:
     """The holder a lock file names; None if empty or not what this module writes (a torn or damaged file)."""
     os.lseek(fd, 0, os.SEEK_SET)
-    data = os.read(fd, 65_536)
+    return _parse(os.read(fd, 65_536))
+
+
+def _parse(data: bytes) -> dict[str, Any] | None:
     try:
-        holder = json.loads(data)
-    except (ValueError, RecursionError):
+        holder = loads(data)
+    except (ValueError, RecursionError):  # jsonio's refusals are ValueErrors
         return None
     return holder if _valid(holder) else None
 
@@ -125,7 +128,7 @@ def acquire(run_dir: Path) -> RunLock:
     token = secrets.token_hex(16)
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3), "token": token}
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    os.pwrite(fd, dumps(holder).encode(), 0)
     os.fsync(fd)
     lock = RunLock(path, fd, token, previous, threading.Event(), created)
     threading.Thread(target=_heartbeat, args=(lock,), daemon=True, name="run-lock-heartbeat").start()
@@ -146,10 +149,10 @@ def _heartbeat(lock: RunLock) -> None:
 def read_token(run_dir: Path) -> str | None:
     """The token of the holder RUN_DIR's lock file names (the other ranks compare it with rank 0's)."""
     try:
-        holder = json.loads((run_dir / LOCK_FILE).read_bytes())
-    except (OSError, ValueError, RecursionError):
+        holder = _parse((run_dir / LOCK_FILE).read_bytes())
+    except OSError:
         return None
-    return holder.get("token") if isinstance(holder, dict) else None
+    return holder.get("token") if holder is not None else None
 
 
 def holder(run_dir: Path) -> dict[str, Any] | None:
@@ -158,10 +161,10 @@ def holder(run_dir: Path) -> dict[str, Any] | None:
     its heartbeat is recent."""
     path = run_dir / LOCK_FILE
     try:
-        found, heartbeat = json.loads(path.read_bytes()), path.stat().st_mtime
-    except (OSError, ValueError, RecursionError):
+        found, heartbeat = _parse(path.read_bytes()), path.stat().st_mtime
+    except OSError:
         return None
-    if not _valid(found):
+    if found is None:
         return None
     if found.get("host") != socket.gethostname():
         return found if time.time() - heartbeat < STALE else None
