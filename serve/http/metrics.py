@@ -17,11 +17,13 @@ from typing import Any, TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from serve.http.api import encode_json
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 DRAIN_TIMEOUT = "the server is shutting down and --drain-timeout has passed; retry"
-CANCELLED_BODY = json.dumps({"error": DRAIN_TIMEOUT}).encode()
+CANCELLED_BODY = encode_json({"error": DRAIN_TIMEOUT})  # the bytes of every other error reply
 
 
 class Metrics:
